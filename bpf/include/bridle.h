@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct that crosses kernel <-> user lives here. Fixed-width types, natural alignment, explicit
+ * padding, no bitfields: src/kernel/layout.ts mirrors these offsets and test/kernel/layout.test.ts
+ * compares them with the BTF of the built objects, failing on any mismatch.
+ */
+#ifndef BRIDLE_H
+#define BRIDLE_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s64 s64;
+#endif
+
+#define BRIDLE_ARGS_MAX 1024 /* bytes of argv copied per exec (power of two) */
+#define BRIDLE_NAME_MAX 256  /* filename / interpreter path as given to execve */
+#define BRIDLE_DNAME_MAX 64  /* the executed file's own name in its directory */
+#define BRIDLE_ARGV_RULE_MAX 8 /* argv prefix rules look at most this many words */
+#define BRIDLE_AGENT_ARGV_MAX 4
+#define BRIDLE_DIR_DEPTH 32  /* dir: rules see this many ancestors */
+
+/* Event types (bridle_hdr.type). */
+enum bridle_ev {
+	BRIDLE_EV_EXEC = 1,
+	BRIDLE_EV_EXIT = 2,
+	BRIDLE_EV_SESSION_END = 3,
+	BRIDLE_EV_GUARD = 4, /* a tagged process touched bridle itself (bpf syscall) */
+};
+
+/* Hooks, for the loss counters (index into the `lost` per-CPU array). */
+enum bridle_hook {
+	BRIDLE_HOOK_EXEC = 0,
+	BRIDLE_HOOK_EXIT = 1,
+	BRIDLE_HOOK_FORK = 2,
+	BRIDLE_HOOK_MMAP = 3,
+	BRIDLE_HOOK_GUARD = 4,
+	BRIDLE_HOOK_MAX = 8,
+};
+
+enum bridle_verdict {
+	BRIDLE_ALLOW = 0,
+	BRIDLE_DENY = 1,
+	BRIDLE_WOULD_DENY = 2,
+};
+
+/* How a verdict was reached (bridle_exec_ev.rule_kind). */
+enum bridle_rule_kind {
+	BRIDLE_RULE_DEFAULT = 0,
+	BRIDLE_RULE_PATH = 1,
+	BRIDLE_RULE_DIR = 2,
+	BRIDLE_RULE_ARGV = 3,
+	BRIDLE_RULE_FILELESS = 4,
+};
+
+/* bridle_exec_ev.flags */
+#define BRIDLE_F_SCRIPT (1u << 0)      /* named file was a #! script; `interp` ran */
+#define BRIDLE_F_LOADER (1u << 1)      /* the dynamic loader was run as a program; decided at its first exec mmap */
+#define BRIDLE_F_FILELESS (1u << 2)    /* the image has no link in any filesystem (memfd, deleted, O_TMPFILE) */
+#define BRIDLE_F_SESSION_NEW (1u << 3) /* this exec started a session (agents: match) */
+#define BRIDLE_F_ARGS_TRUNC (1u << 4)
+#define BRIDLE_F_VIA_LOADER (1u << 5)  /* event for the program a loader mapped, not an execve */
+
+/* Session policy flags (bridle_tag.flags). */
+#define BRIDLE_TAG_MONITOR (1u << 0)
+
+/* Common header of every ring-buffer record. */
+struct bridle_hdr {
+	u16 type;
+	u16 flags;
+	u32 size;
+	u64 ktime; /* bpf_ktime_get_boot_ns() */
+};
+
+/* A session tag, per process (key: tgid). `start` guards against pid reuse. */
+struct bridle_tag {
+	u64 session;
+	u32 policy; /* compiled policy slot; rules are keyed by it */
+	u32 flags;
+	u64 start; /* task->group_leader->start_boottime of the tagged process */
+};
+
+/* Lineage, per process (key: tgid): the current image and the image that created it. */
+struct bridle_proc {
+	u64 key;        /* image start: fork time, then exec time after each exec */
+	u64 parent_key; /* the creator's image key at fork */
+	u32 parent_pid;
+	u32 flags;      /* BRIDLE_F_LOADER while a loader-run program is still unmapped */
+	u64 start;      /* task start_boottime, to detect a stale entry after pid reuse */
+};
+
+/* Per-session state in the kernel (key: session id). */
+struct bridle_session {
+	s64 live; /* processes of the session that have not exited */
+	u32 policy;
+	u32 flags;
+};
+
+/* exec_ident key: a file by identity. dev is the kernel's s_dev (MAJOR<<20 | MINOR). */
+struct bridle_ident_key {
+	u32 policy; /* rule generation (bridle_policy_cfg.gen); 0 for agent identities */
+	u32 pad;
+	u64 dev;
+	u64 ino;
+};
+
+/* exec_argv key: FNV-1a 64 of "basename(argv0)\0argv1\0...argv[n-1]". */
+struct bridle_argv_key {
+	u32 policy; /* rule generation */
+	u32 nargs;
+	u64 hash;
+};
+
+/* Verdict of one rule table entry. */
+struct bridle_rule {
+	u32 action;  /* BRIDLE_ALLOW / BRIDLE_DENY; ident entries may also carry BRIDLE_RULE_LOADER_MARK */
+	u32 rule_id; /* index into the compiled policy's rule table (userspace names it) */
+};
+
+#define BRIDLE_MARK_LOADER 0x100 /* exec_ident action bit: this file is a dynamic loader */
+
+/*
+ * Per-policy settings (key: policy id, the number tags carry). Rules are keyed by `gen`, so a new policy
+ * is written beside the old one under a new generation and takes effect in one map update of this
+ * entry: no moment where neither policy holds.
+ */
+struct bridle_policy_cfg {
+	u32 gen;
+	u32 default_action;
+	u32 fileless_action;
+	u32 fileless_rule;
+	u32 default_rule;
+	u32 flags; /* BRIDLE_TAG_MONITOR */
+};
+
+/* Agents that start sessions by themselves (key: FNV-1a 64 of the exe basename, or ident). */
+struct bridle_agent {
+	u32 agent_id;
+	u32 policy;
+	u32 nargv; /* how many of argv_hash must appear in argv */
+	u32 flags;
+	u64 argv_hash[BRIDLE_AGENT_ARGV_MAX];
+};
+
+struct bridle_exec_ev {
+	struct bridle_hdr hdr;
+	u64 session;
+	u64 key;
+	u64 parent_key;
+	u64 dev;
+	u64 ino;
+	u32 pid;
+	u32 tid;
+	u32 ppid;        /* real parent's tgid now */
+	u32 parent_pid;  /* the creator's tgid (lineage) */
+	u32 uid;
+	u32 gid;
+	u32 policy;
+	u32 flags;
+	u32 verdict;
+	u32 rule_kind;
+	u32 rule_id;
+	u32 agent_id;
+	u16 filename_len;
+	u16 interp_len;
+	u16 args_len;
+	u16 dname_len;
+	u32 nlink;
+	u32 pad;
+	char comm[16];
+	char filename[BRIDLE_NAME_MAX];
+	char interp[BRIDLE_NAME_MAX];
+	char dname[BRIDLE_DNAME_MAX];
+	char args[BRIDLE_ARGS_MAX];
+};
+
+struct bridle_exit_ev {
+	struct bridle_hdr hdr;
+	u64 session;
+	u64 key;
+	u32 pid;
+	u32 ppid;
+	u32 exit_code; /* task->exit_code of the last thread: (status << 8) | signal */
+	u32 pad;
+};
+
+struct bridle_session_end_ev {
+	struct bridle_hdr hdr;
+	u64 session;
+	u32 pid; /* the last process to exit */
+	u32 pad;
+};
+
+struct bridle_guard_ev {
+	struct bridle_hdr hdr;
+	u64 session;
+	u64 key;
+	u32 pid;
+	u32 what; /* syscall number */
+	u32 verdict;
+	u32 pad;
+};
+
+/* One record per process from the task iterator (attach, seeding). */
+struct bridle_seed {
+	u32 pid;
+	u32 ppid;
+	u64 start;
+	u32 uid;
+	u32 pad;
+	char comm[16];
+};
+
+#ifdef __BPF__
+_Static_assert(sizeof(struct bridle_hdr) == 16, "hdr");
+_Static_assert(sizeof(struct bridle_tag) == 24, "tag");
+_Static_assert(sizeof(struct bridle_proc) == 32, "proc");
+_Static_assert(sizeof(struct bridle_ident_key) == 24, "ident key");
+_Static_assert(sizeof(struct bridle_argv_key) == 16, "argv key");
+_Static_assert(sizeof(struct bridle_exec_ev) % 8 == 0, "exec ev");
+#endif
+
+#endif

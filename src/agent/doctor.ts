@@ -1,0 +1,98 @@
+// What this kernel offers bridle, measured by trying it, and the exact fix for anything missing.
+import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+  /** bridle cannot run without it */
+  required?: boolean;
+}
+
+export interface DoctorReport {
+  checks: Check[];
+  backend: 'bpf-lsm' | 'sigkill' | 'none';
+  canRun: boolean;
+}
+
+function mounts(): { dev: string; dir: string; type: string }[] {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [dev, dir, type] = l.split(' ');
+      return { dev: dev!, dir: dir!, type: type! };
+    });
+}
+
+export function cgroup2Path(): string | undefined {
+  return mounts().find((m) => m.type === 'cgroup2')?.dir;
+}
+
+function landlockAbi(): number {
+  // ABI by kernel release (the landlock_create_ruleset version query needs a raw syscall).
+  const [maj = 0, min = 0] = release().split('.').map((x) => parseInt(x, 10));
+  const v = maj * 1000 + min;
+  const table: [number, number][] = [[6015, 7], [6012, 6], [6010, 5], [6007, 4], [6002, 3], [5019, 2], [5013, 1]];
+  return table.find(([k]) => v >= k)?.[1] ?? 0;
+}
+
+export async function runDoctor(root: string): Promise<DoctorReport> {
+  const checks: Check[] = [];
+  const add = (c: Check) => checks.push(c);
+  const isRoot = process.getuid?.() === 0;
+  add({ name: 'root', ok: isRoot, detail: isRoot ? 'running as root' : `running as uid ${process.getuid?.()}`, fix: 'run bridle as root (sudo bridle …): loading BPF needs CAP_BPF and CAP_SYS_ADMIN', required: true });
+  const btf = existsSync('/sys/kernel/btf/vmlinux');
+  add({ name: 'btf', ok: btf, detail: btf ? '/sys/kernel/btf/vmlinux' : 'no kernel BTF', fix: 'use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distro kernel since 2021 has it)', required: true });
+  const bpffs = mounts().some((m) => m.type === 'bpf' && m.dir === '/sys/fs/bpf');
+  add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (needed only for pins; bridle agent mounts it)', fix: 'mount -t bpf bpf /sys/fs/bpf' });
+  const cg = cgroup2Path();
+  add({ name: 'cgroup2', ok: !!cg, detail: cg ? `mounted at ${cg}` : 'no cgroup v2 mount (network rules need it)', fix: 'mount -t cgroup2 none /sys/fs/cgroup/unified' });
+  let lsmList = '';
+  try {
+    lsmList = readFileSync('/sys/kernel/security/lsm', 'utf8').trim();
+  } catch {
+    /* securityfs not mounted */
+  }
+  add({ name: 'lsm-list', ok: lsmList !== '', detail: lsmList ? `active LSMs: ${lsmList}` : 'securityfs not mounted: cannot read the active LSM list', fix: 'mount -t securityfs securityfs /sys/kernel/security' });
+  const abi = landlockAbi();
+  const landlockActive = lsmList ? lsmList.split(',').includes('landlock') : undefined;
+  add({ name: 'landlock', ok: abi > 0 && landlockActive !== false, detail: `Landlock ABI ${abi} by kernel release${landlockActive === false ? ', but not in the active LSM list' : ''}`, fix: 'boot with lsm=…,landlock' });
+
+  let backend: DoctorReport['backend'] = 'none';
+  if (isRoot && btf) {
+    const { BpfObject, probe } = await import('../kernel/binding.js');
+    const rb = probe.mapType('ringbuf');
+    add({ name: 'ringbuf', ok: rb, detail: rb ? 'BPF ring buffer supported' : 'no BPF ring buffer', fix: 'needs Linux 5.8 or later', required: true });
+    const obj = join(root, 'bpf', 'build', 'probe.bpf.o');
+    const tryLoad = (prog: string): { ok: boolean; detail: string } => {
+      if (!existsSync(obj)) return { ok: false, detail: `${obj} missing (run scripts/build.sh)` };
+      const o = BpfObject.open(obj);
+      try {
+        for (const p of o.programs()) o.setAutoload(p, p === prog);
+        o.load();
+        return { ok: true, detail: 'loads' };
+      } catch (err) {
+        const e = err as { code?: string; message: string };
+        return { ok: false, detail: `refused: ${e.code ?? e.message.split('\n')[0]}` };
+      } finally {
+        o.close();
+      }
+    };
+    const tp = tryLoad('probe_tp_btf');
+    add({ name: 'tracepoints', ok: tp.ok, detail: `tp_btf/sched_process_exec ${tp.detail}`, fix: 'needs Linux 5.5+ with BTF', required: true });
+    const tramp = tryLoad('probe_fentry');
+    add({ name: 'trampolines', ok: tramp.ok, detail: `fentry ${tramp.detail}`, fix: 'a kernel with CONFIG_BPF_JIT and BPF trampolines allowed (not refused by lockdown or a hypervisor policy)' });
+    const lsm = tryLoad('probe_lsm');
+    const lsmInList = lsmList.split(',').includes('bpf');
+    add({ name: 'bpf-lsm', ok: lsm.ok, detail: `lsm/bprm_check_security ${lsm.detail}${lsmInList ? '; bpf is in the active LSM list' : ''}`, fix: lsmInList ? 'the kernel lists bpf but refuses LSM programs (trampolines unavailable): exec enforcement falls back to SIGKILL at exec' : 'boot with lsm=…,bpf (CONFIG_BPF_LSM=y) to block exec with EPERM instead of SIGKILL' });
+    const unix = tryLoad('probe_lsm_unix');
+    add({ name: 'unix-connect-hook', ok: unix.ok, detail: `lsm/unix_stream_connect ${unix.detail}`, fix: 'needs BPF-LSM: without it network.unix rules cannot be enforced in the kernel' });
+    backend = lsm.ok ? 'bpf-lsm' : tp.ok ? 'sigkill' : 'none';
+  }
+  const canRun = checks.every((c) => c.ok || !c.required) && backend !== 'none';
+  return { checks, backend, canRun };
+}

@@ -1,0 +1,238 @@
+// Turns the sensor's raw records into BridleEvents: names (exec_id, session, rule), paths, lineage
+// from the process cache, session bookkeeping. One engine per sensor; sinks get every event in order.
+import { readlinkSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { BridleEvent, EventSink, ExecEvent, Verdict } from '../events/types.js';
+import { FLAG, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import type { CompiledExec } from '../policy/compile.js';
+import type { Policy } from '../policy/types.js';
+import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
+
+export interface PolicySlot {
+  id: number;
+  policy: Policy;
+  compiled: CompiledExec;
+}
+
+export interface SessionInfo {
+  session: bigint;
+  name: string;
+  origin: 'run' | 'attach' | 'auto';
+  policyId: number;
+  agent?: string;
+  rootExecId: string;
+  rootPid: number;
+  started: string;
+  ended?: string;
+  counts: { exec: number; deny: number; would_deny: number; exit: number };
+  /** exec_ids in order of appearance, for the summary tree. */
+  images: Map<string, ImageInfo>;
+}
+
+export interface ImageInfo {
+  execId: string;
+  parentExecId: string;
+  pid: number;
+  path: string;
+  argv: string[];
+  verdict: Verdict;
+  rule: string;
+  exit?: { code?: number; signal?: number };
+}
+
+const verdictName = (v: number): Verdict => (v === VERDICT.DENY ? 'deny' : v === VERDICT.WOULD_DENY ? 'would_deny' : 'allow');
+
+export function decodeStatus(code: number): { exit_code?: number; signal?: number } {
+  const sig = code & 0x7f;
+  return sig ? { signal: sig } : { exit_code: (code >> 8) & 0xff };
+}
+
+export class Engine {
+  readonly sessions = new Map<bigint, SessionInfo>();
+  readonly policies = new Map<number, PolicySlot>();
+  private sinks: EventSink[] = [];
+  private seq = 0;
+  /** Sessions started from user space whose session_start waits for their first exec (the command). */
+  private pending = new Map<bigint, { origin: 'run' | 'attach'; policyId: number; rootPid: number }>();
+  /** exec_id by pid → current image, for processes whose exec we saw (for exits and lineage). */
+  private images = new LRUCache<string, ImageInfo>({ max: 65536 });
+  backend = 'sigkill';
+
+  addSink(s: EventSink): void {
+    this.sinks.push(s);
+  }
+
+  removeSink(s: EventSink): void {
+    this.sinks = this.sinks.filter((x) => x !== s);
+  }
+
+  emit(ev: BridleEvent): void {
+    ev.seq = ++this.seq;
+    for (const s of this.sinks) s.emit(ev);
+  }
+
+  base(type: BridleEvent['type'], ktime: bigint | undefined, session: bigint, pid: number) {
+    return {
+      type,
+      ts: ktime === undefined ? new Date().toISOString() : ktimeToIso(ktime),
+      host: HOST,
+      session: session ? sessionName(session) : '',
+      exec_id: '',
+      parent_exec_id: '',
+      pid,
+      ppid: 0,
+      uid: 0,
+    };
+  }
+
+  /** Registers a session started from user space and emits its session_start. */
+  startSession(info: Omit<SessionInfo, 'name' | 'counts' | 'images' | 'started'>, extra: { path?: string; argv?: string[]; ppid?: number; uid?: number; parentExecId?: string }): SessionInfo {
+    const s: SessionInfo = {
+      ...info,
+      name: sessionName(info.session),
+      started: new Date().toISOString(),
+      counts: { exec: 0, deny: 0, would_deny: 0, exit: 0 },
+      images: new Map(),
+    };
+    this.sessions.set(info.session, s);
+    const slot = this.policies.get(info.policyId);
+    this.emit({
+      ...this.base('session_start', undefined, info.session, info.rootPid),
+      exec_id: info.rootExecId,
+      parent_exec_id: extra.parentExecId ?? '',
+      ppid: extra.ppid ?? 0,
+      uid: extra.uid ?? 0,
+      type: 'session_start',
+      origin: info.origin,
+      ...(info.agent ? { agent: info.agent } : {}),
+      backend: slot?.policy.mode === 'monitor' ? 'monitor' : this.backend,
+      mode: slot?.policy.mode ?? 'enforce',
+      policy: slot?.policy.name ?? '',
+      ...(extra.path ? { path: extra.path } : {}),
+      ...(extra.argv ? { argv: extra.argv } : {}),
+    });
+    return s;
+  }
+
+  /** A `run` session: session_start is emitted with the command's own exec (its exec_id is the root). */
+  expect(session: bigint, origin: 'run' | 'attach', policyId: number, rootPid: number): void {
+    this.pending.set(session, { origin, policyId, rootPid });
+  }
+
+  private startPending(session: bigint, rootExecId: string, extra: { path?: string; argv?: string[]; ppid?: number; uid?: number; parentExecId?: string }): SessionInfo | undefined {
+    const p = this.pending.get(session);
+    if (!p) return undefined;
+    this.pending.delete(session);
+    return this.startSession({ session, origin: p.origin, policyId: p.policyId, rootExecId, rootPid: p.rootPid }, extra);
+  }
+
+  ruleName(policyId: number, kind: number, ruleId: number): string {
+    const slot = this.policies.get(policyId);
+    const r = slot?.compiled.rules[ruleId];
+    if (kind === RULE_KIND.DEFAULT) return 'exec.default';
+    if (kind === RULE_KIND.FILELESS) return 'exec.fileless';
+    return r?.id ?? `rule#${ruleId}`;
+  }
+
+  handle(r: RawRecord): void {
+    switch (r.type) {
+      case 'exec':
+        return this.onExec(r);
+      case 'exit': {
+        const id = execId(r.pid, r.key);
+        const img = this.images.get(id);
+        const st = decodeStatus(r.exitCode);
+        if (img) img.exit = { ...(st.exit_code !== undefined ? { code: st.exit_code } : {}), ...(st.signal ? { signal: st.signal } : {}) };
+        const s = this.sessions.get(r.session);
+        if (s) s.counts.exit++;
+        this.emit({ ...this.base('exit', r.ktime, r.session, r.pid), exec_id: id, parent_exec_id: img?.parentExecId ?? '', ppid: r.ppid, type: 'exit', ...st });
+        return;
+      }
+      case 'session_end': {
+        const s = this.sessions.get(r.session) ?? this.startPending(r.session, '', {});
+        if (s) s.ended = ktimeToIso(r.ktime);
+        this.emit({
+          ...this.base('session_end', r.ktime, r.session, r.pid),
+          exec_id: s?.rootExecId ?? '',
+          type: 'session_end',
+          ...(s ? { counts: { ...s.counts } } : {}),
+        });
+        return;
+      }
+      case 'guard': {
+        const v = verdictName(r.verdict);
+        this.emit({
+          ...this.base('violation', r.ktime, r.session, r.pid),
+          exec_id: execId(r.pid, r.key),
+          type: 'violation',
+          what: 'bpf_syscall',
+          detail: 'a session process called bpf(2); sessions may not touch BPF maps or programs',
+          verdict: v,
+          rule: 'builtin.no_bpf',
+        });
+        return;
+      }
+    }
+  }
+
+  private resolvePath(r: RawExec): string {
+    if (r.flags & FLAG.FILELESS) return r.dname.startsWith('memfd:') ? r.dname : `${r.filename || r.dname} (deleted)`;
+    if (r.flags & FLAG.VIA_LOADER) {
+      const named = r.argv.slice(1).find((a) => a.split('/').pop() === r.dname);
+      return named && isAbsolute(named) ? named : named ?? r.dname;
+    }
+    const name = r.flags & FLAG.SCRIPT ? r.interp : r.filename;
+    if (isAbsolute(name)) return name;
+    try {
+      return resolve(readlinkSync(`/proc/${r.pid}/cwd`), name);
+    } catch {
+      return name;
+    }
+  }
+
+  private onExec(r: RawExec): void {
+    const id = execId(r.pid, r.key);
+    const parent = execId(r.parentPid, r.parentKey);
+    const path = this.resolvePath(r);
+    const verdict = verdictName(r.verdict);
+    const rule = this.ruleName(r.policy, r.ruleKind, r.ruleId);
+    const slot = this.policies.get(r.policy);
+
+    let s = this.sessions.get(r.session) ?? this.startPending(r.session, id, { path, argv: r.argv, ppid: r.ppid, uid: r.uid, parentExecId: parent });
+    if (!s && r.flags & FLAG.SESSION_NEW) {
+      const agent = slot?.compiled.agents.list.find((a) => a.id === r.agentId)?.name;
+      s = this.startSession(
+        { session: r.session, origin: 'auto', policyId: r.policy, ...(agent ? { agent } : {}), rootExecId: id, rootPid: r.pid },
+        { path, argv: r.argv, ppid: r.ppid, uid: r.uid, parentExecId: parent },
+      );
+    }
+    const img: ImageInfo = { execId: id, parentExecId: parent, pid: r.pid, path, argv: r.argv, verdict, rule };
+    this.images.set(id, img);
+    if (s) {
+      s.counts.exec++;
+      if (verdict === 'deny') s.counts.deny++;
+      if (verdict === 'would_deny') s.counts.would_deny++;
+      s.images.set(id, img);
+    }
+    const ev: ExecEvent = {
+      ...this.base('exec', r.ktime, r.session, r.pid),
+      type: 'exec',
+      exec_id: id,
+      parent_exec_id: parent,
+      ppid: r.ppid,
+      uid: r.uid,
+      path,
+      argv: r.argv,
+      verdict,
+      rule,
+      policy: slot?.policy.name ?? '',
+    };
+    if (r.flags & FLAG.SCRIPT) ev.script = r.filename;
+    if (r.flags & FLAG.VIA_LOADER) ev.via_loader = true;
+    if (r.flags & FLAG.FILELESS) ev.fileless = true;
+    this.emit(ev);
+  }
+}
+
+export { BOOT };

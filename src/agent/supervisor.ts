@@ -1,0 +1,105 @@
+// The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
+// engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
+import { Engine } from './engine.js';
+import { newSessionNumber, execId } from './ids.js';
+import { spawnHeld, type HeldChild } from './spawn.js';
+import { sessionEnv } from './env.js';
+import { Sensor } from '../kernel/sensor.js';
+import { TAG_MONITOR } from '../kernel/layout.js';
+import { compileExec } from '../policy/compile.js';
+import type { Policy } from '../policy/types.js';
+
+export const DEFAULT_POLICY_ID = 1;
+
+export class Supervisor {
+  readonly engine = new Engine();
+  readonly warnings: string[] = [];
+  private constructor(readonly sensor: Sensor) {}
+
+  static open(): Supervisor {
+    let sup: Supervisor | undefined;
+    const sensor = Sensor.open({
+      onRecord: (r) => sup?.engine.handle(r),
+      onWarning: (w) => sup?.warnings.push(w),
+    });
+    sup = new Supervisor(sensor);
+    return sup;
+  }
+
+  /**
+   * Compiles and installs `policy` as policy `id`. Compilation happens before anything is written, and
+   * the sensor switches generations in one map update, so a failure leaves the old policy in force.
+   */
+  setPolicy(policy: Policy, id = DEFAULT_POLICY_ID): void {
+    const compiled = compileExec(policy, 0, id);
+    this.sensor.applyPolicy(id, compiled);
+    this.engine.policies.set(id, { id, policy, compiled });
+  }
+
+  policy(id = DEFAULT_POLICY_ID): Policy | undefined {
+    return this.engine.policies.get(id)?.policy;
+  }
+
+  private flags(id: number): number {
+    return this.engine.policies.get(id)?.policy.mode === 'monitor' ? TAG_MONITOR : 0;
+  }
+
+  /** Starts argv as a new session: the child is tagged before it execs the command. */
+  run(argv: string[], opts: { policyId?: number; stdio?: 'inherit' | 'pipe'; env?: Record<string, string> } = {}): { held: HeldChild; session: bigint } {
+    const id = opts.policyId ?? DEFAULT_POLICY_ID;
+    const policy = this.engine.policies.get(id)?.policy;
+    if (!policy) throw new Error(`no policy ${id} loaded`);
+    const env = opts.env ?? sessionEnv(policy).env;
+    const held = spawnHeld(argv, env, opts.stdio ?? 'inherit');
+    const session = newSessionNumber();
+    try {
+      const me = this.sensor.processes().find((p) => p.pid === held.pid);
+      if (!me) throw new Error(`session process ${held.pid} vanished before it could be tagged`);
+      this.engine.expect(session, 'run', id, held.pid);
+      this.sensor.tag(session, id, this.flags(id), [{ pid: held.pid, start: me.start }]);
+    } catch (err) {
+      held.child.kill('SIGKILL');
+      throw err;
+    }
+    held.release();
+    return { held, session };
+  }
+
+  /**
+   * Tags a running process and all its descendants. Top-down: a parent is tagged before its children
+   * are listed, so a child forked meanwhile inherits the tag in the kernel.
+   */
+  attach(pid: number, policyId = DEFAULT_POLICY_ID): { session: bigint; pids: number[] } {
+    if (!this.engine.policies.get(policyId)) throw new Error(`no policy ${policyId} loaded`);
+    const procs = this.sensor.processes();
+    const root = procs.find((p) => p.pid === pid);
+    if (!root) throw new Error(`no process ${pid}`);
+    if (pid === process.pid) throw new Error('refusing to attach bridle to itself');
+    const existing = this.sensor.tagOf(pid);
+    if (existing) throw new Error(`process ${pid} is already in session ${existing.session.toString(16)}`);
+    const session = newSessionNumber();
+    const flags = this.flags(policyId);
+    const tagged: number[] = [];
+    this.engine.startSession(
+      { session, origin: 'attach', policyId, rootExecId: execId(pid, root.start), rootPid: pid },
+      { path: root.comm, ppid: root.ppid, uid: root.uid },
+    );
+    let frontier = [root];
+    const seen = new Set<number>();
+    while (frontier.length) {
+      this.sensor.tag(session, policyId, flags, frontier.map((p) => ({ pid: p.pid, start: p.start })));
+      for (const p of frontier) {
+        tagged.push(p.pid);
+        seen.add(p.pid);
+      }
+      const now = this.sensor.processes();
+      const parents = new Set(frontier.map((p) => p.pid));
+      frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
+    }
+    return { session, pids: tagged };
+  }
+
+  async close(): Promise<void> {
+    await this.sensor.close();
+  }
+}

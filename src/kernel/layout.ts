@@ -1,0 +1,186 @@
+// Byte offsets of the structs in bpf/include/bridle.h. test/kernel/layout.test.ts reads the BTF of the
+// built objects and fails on any difference, so the decoder can never drift from the kernel side.
+
+export const HDR = { size: 16, type: 0, flags: 2, len: 4, ktime: 8 } as const;
+
+export const EV = { EXEC: 1, EXIT: 2, SESSION_END: 3, GUARD: 4 } as const;
+
+export const VERDICT = { ALLOW: 0, DENY: 1, WOULD_DENY: 2 } as const;
+export const RULE_KIND = { DEFAULT: 0, PATH: 1, DIR: 2, ARGV: 3, FILELESS: 4 } as const;
+
+export const FLAG = {
+  SCRIPT: 1 << 0,
+  LOADER: 1 << 1,
+  FILELESS: 1 << 2,
+  SESSION_NEW: 1 << 3,
+  ARGS_TRUNC: 1 << 4,
+  VIA_LOADER: 1 << 5,
+} as const;
+
+export const TAG_MONITOR = 1;
+export const MARK_LOADER = 0x100;
+export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
+
+/** struct name → { size, field → offset }, as in bridle.h. */
+export const LAYOUT = {
+  bridle_hdr: { size: 16, fields: { type: 0, flags: 2, size: 4, ktime: 8 } },
+  bridle_tag: { size: 24, fields: { session: 0, policy: 8, flags: 12, start: 16 } },
+  bridle_proc: { size: 32, fields: { key: 0, parent_key: 8, parent_pid: 16, flags: 20, start: 24 } },
+  bridle_session: { size: 16, fields: { live: 0, policy: 8, flags: 12 } },
+  bridle_ident_key: { size: 24, fields: { policy: 0, pad: 4, dev: 8, ino: 16 } },
+  bridle_argv_key: { size: 16, fields: { policy: 0, nargs: 4, hash: 8 } },
+  bridle_rule: { size: 8, fields: { action: 0, rule_id: 4 } },
+  bridle_policy_cfg: {
+    size: 24,
+    fields: { gen: 0, default_action: 4, fileless_action: 8, fileless_rule: 12, default_rule: 16, flags: 20 },
+  },
+  bridle_agent: { size: 48, fields: { agent_id: 0, policy: 4, nargv: 8, flags: 12, argv_hash: 16 } },
+  bridle_exec_ev: {
+    size: 1736,
+    fields: {
+      hdr: 0, session: 16, key: 24, parent_key: 32, dev: 40, ino: 48, pid: 56, tid: 60, ppid: 64,
+      parent_pid: 68, uid: 72, gid: 76, policy: 80, flags: 84, verdict: 88, rule_kind: 92, rule_id: 96,
+      agent_id: 100, filename_len: 104, interp_len: 106, args_len: 108, dname_len: 110, nlink: 112,
+      pad: 116, comm: 120, filename: 136, interp: 392, dname: 648, args: 712,
+    },
+  },
+  bridle_exit_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, ppid: 36, exit_code: 40, pad: 44 } },
+  bridle_session_end_ev: { size: 32, fields: { hdr: 0, session: 16, pid: 24, pad: 28 } },
+  bridle_guard_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, pad: 44 } },
+  bridle_seed: { size: 40, fields: { pid: 0, ppid: 4, start: 8, uid: 16, pad: 20, comm: 24 } },
+} as const;
+
+const X = LAYOUT.bridle_exec_ev.fields;
+
+export interface RawExec {
+  type: 'exec';
+  ktime: bigint;
+  session: bigint;
+  key: bigint;
+  parentKey: bigint;
+  dev: bigint;
+  ino: bigint;
+  pid: number;
+  tid: number;
+  ppid: number;
+  parentPid: number;
+  uid: number;
+  gid: number;
+  policy: number;
+  flags: number;
+  verdict: number;
+  ruleKind: number;
+  ruleId: number;
+  agentId: number;
+  nlink: number;
+  comm: string;
+  filename: string;
+  interp: string;
+  dname: string;
+  argv: string[];
+}
+export interface RawExit { type: 'exit'; ktime: bigint; session: bigint; key: bigint; pid: number; ppid: number; exitCode: number }
+export interface RawSessionEnd { type: 'session_end'; ktime: bigint; session: bigint; pid: number }
+export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number }
+export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;
+
+function cstr(b: Buffer, off: number, len: number): string {
+  return b.toString('utf8', off, off + len);
+}
+
+function cstrz(b: Buffer, off: number, max: number): string {
+  const end = b.indexOf(0, off);
+  return b.toString('utf8', off, end < 0 || end > off + max ? off + max : end);
+}
+
+/** Decodes one ring-buffer record; returns undefined for a record of an unknown type or short length. */
+export function decode(b: Buffer): RawRecord | undefined {
+  if (b.length < HDR.size) return undefined;
+  const type = b.readUInt16LE(HDR.type);
+  const ktime = b.readBigUInt64LE(HDR.ktime);
+  switch (type) {
+    case EV.EXEC: {
+      if (b.length < LAYOUT.bridle_exec_ev.size) return undefined;
+      const argsLen = Math.min(b.readUInt16LE(X.args_len), 1024);
+      const args = b.subarray(X.args, X.args + argsLen);
+      const argv = args.length ? args.toString('utf8').replace(/\0$/, '').split('\0') : [];
+      return {
+        type: 'exec',
+        ktime,
+        session: b.readBigUInt64LE(X.session),
+        key: b.readBigUInt64LE(X.key),
+        parentKey: b.readBigUInt64LE(X.parent_key),
+        dev: b.readBigUInt64LE(X.dev),
+        ino: b.readBigUInt64LE(X.ino),
+        pid: b.readUInt32LE(X.pid),
+        tid: b.readUInt32LE(X.tid),
+        ppid: b.readUInt32LE(X.ppid),
+        parentPid: b.readUInt32LE(X.parent_pid),
+        uid: b.readUInt32LE(X.uid),
+        gid: b.readUInt32LE(X.gid),
+        policy: b.readUInt32LE(X.policy),
+        flags: b.readUInt32LE(X.flags),
+        verdict: b.readUInt32LE(X.verdict),
+        ruleKind: b.readUInt32LE(X.rule_kind),
+        ruleId: b.readUInt32LE(X.rule_id),
+        agentId: b.readUInt32LE(X.agent_id),
+        nlink: b.readUInt32LE(X.nlink),
+        comm: cstrz(b, X.comm, 16),
+        filename: cstr(b, X.filename, Math.min(b.readUInt16LE(X.filename_len), 255)),
+        interp: cstr(b, X.interp, Math.min(b.readUInt16LE(X.interp_len), 255)),
+        dname: cstr(b, X.dname, Math.min(b.readUInt16LE(X.dname_len), 63)),
+        argv,
+      };
+    }
+    case EV.EXIT: {
+      const f = LAYOUT.bridle_exit_ev.fields;
+      if (b.length < LAYOUT.bridle_exit_ev.size) return undefined;
+      return {
+        type: 'exit',
+        ktime,
+        session: b.readBigUInt64LE(f.session),
+        key: b.readBigUInt64LE(f.key),
+        pid: b.readUInt32LE(f.pid),
+        ppid: b.readUInt32LE(f.ppid),
+        exitCode: b.readUInt32LE(f.exit_code),
+      };
+    }
+    case EV.SESSION_END: {
+      const f = LAYOUT.bridle_session_end_ev.fields;
+      if (b.length < LAYOUT.bridle_session_end_ev.size) return undefined;
+      return { type: 'session_end', ktime, session: b.readBigUInt64LE(f.session), pid: b.readUInt32LE(f.pid) };
+    }
+    case EV.GUARD: {
+      const f = LAYOUT.bridle_guard_ev.fields;
+      if (b.length < LAYOUT.bridle_guard_ev.size) return undefined;
+      return {
+        type: 'guard',
+        ktime,
+        session: b.readBigUInt64LE(f.session),
+        key: b.readBigUInt64LE(f.key),
+        pid: b.readUInt32LE(f.pid),
+        what: b.readUInt32LE(f.what),
+        verdict: b.readUInt32LE(f.verdict),
+      };
+    }
+    default:
+      return undefined;
+  }
+}
+
+export interface SeedRecord { pid: number; ppid: number; start: bigint; uid: number; comm: string }
+
+export function decodeSeeds(b: Buffer): SeedRecord[] {
+  const f = LAYOUT.bridle_seed.fields;
+  const out: SeedRecord[] = [];
+  for (let off = 0; off + LAYOUT.bridle_seed.size <= b.length; off += LAYOUT.bridle_seed.size) {
+    out.push({
+      pid: b.readUInt32LE(off + f.pid),
+      ppid: b.readUInt32LE(off + f.ppid),
+      start: b.readBigUInt64LE(off + f.start),
+      uid: b.readUInt32LE(off + f.uid),
+      comm: cstrz(b, off + f.comm, 16),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,232 @@
+// The process sensor: loads bpf/build/process.bpf.o, attaches its hooks, writes policies and tags into
+// its maps and hands decoded ring-buffer records to one callback. Everything it holds is released by
+// close(), which is idempotent; a process that dies without close() loses its links with its fds.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BpfObject, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
+import { decode, decodeSeeds, HOOKS, LAYOUT, type RawRecord, type SeedRecord } from './layout.js';
+import { cfgValue, type CompiledExec } from '../policy/compile.js';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const PROCESS_OBJ = join(ROOT, 'bpf', 'build', 'process.bpf.o');
+
+/** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
+const PROGRAMS = ['bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard'] as const;
+const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard']);
+
+export interface SensorOptions {
+  obj?: string;
+  /** Called on the event loop with every decoded record, in ring-buffer order. */
+  onRecord: (r: RawRecord) => void;
+  /** Called when an optional hook could not attach. */
+  onWarning?: (msg: string) => void;
+}
+
+export interface TagTarget {
+  pid: number;
+  start: bigint;
+}
+
+export class Sensor {
+  private links: BpfLink[] = [];
+  private rb: RingBuffer | undefined;
+  private closed = false;
+  private gens = new Map<number, { gen: number; compiled: CompiledExec }>();
+  private nextGen = 1;
+  readonly attached: string[] = [];
+
+  private constructor(
+    readonly obj: BpfObject,
+    private readonly opts: SensorOptions,
+  ) {}
+
+  static open(opts: SensorOptions): Sensor {
+    const path = opts.obj ?? PROCESS_OBJ;
+    if (!existsSync(path)) throw new Error(`${path} is missing: run scripts/build.sh (or npm run build)`);
+    const obj = BpfObject.open(path);
+    const s = new Sensor(obj, opts);
+    try {
+      obj.load();
+      for (const name of PROGRAMS) {
+        try {
+          s.links.push(obj.program(name).attach());
+          s.attached.push(name);
+        } catch (err) {
+          if (!OPTIONAL.has(name)) throw err;
+          opts.onWarning?.(`optional hook ${name} not attached: ${(err as Error).message}`);
+        }
+      }
+      // never let bridle itself become a session through an agents: match
+      s.exempt(process.pid);
+      s.rb = new RingBuffer(obj.map('events'), (batch) => {
+        for (const buf of batch) {
+          const r = decode(buf);
+          if (r) opts.onRecord(r);
+        }
+      });
+    } catch (err) {
+      s.closeSync();
+      throw err;
+    }
+    return s;
+  }
+
+  map(name: string): BpfMap {
+    return this.obj.map(name);
+  }
+
+  exempt(pid: number): void {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(pid);
+    this.map('exempt').update(k, Buffer.alloc(4));
+  }
+
+  /**
+   * Installs `compiled` as policy `policyId`: rules are written under a new generation, then one update
+   * of the policy's config entry switches every session of that policy at once; the old generation's
+   * rules are removed afterwards.
+   */
+  applyPolicy(policyId: number, compiled: CompiledExec): void {
+    const gen = this.nextGen++;
+    const rekey = (key: Buffer) => {
+      const k = Buffer.from(key);
+      k.writeUInt32LE(gen, 0);
+      return k;
+    };
+    const written: [BpfMap, Buffer][] = [];
+    try {
+      for (const [mapName, entries] of [
+        ['exec_ident', compiled.ident],
+        ['exec_dir', compiled.dirs],
+        ['exec_argv', compiled.argv],
+      ] as const) {
+        const m = this.map(mapName);
+        for (const e of entries) {
+          const k = rekey(e.key);
+          m.update(k, e.value);
+          written.push([m, k]);
+        }
+      }
+    } catch (err) {
+      // nothing half applied: remove what this generation wrote, the old policy stays in force
+      for (const [m, k] of written) m.delete(k);
+      throw err;
+    }
+    const agentsNames = this.map('agent_names');
+    const agentsIdents = this.map('agent_idents');
+    const prev = this.gens.get(policyId);
+    const idKey = Buffer.alloc(4);
+    idKey.writeUInt32LE(policyId);
+    this.map('policies').update(idKey, cfgValue(gen, compiled.cfg));
+    // agents: replace this policy's entries
+    if (prev) {
+      for (const e of prev.compiled.agents.names) agentsNames.delete(e.key);
+      for (const e of prev.compiled.agents.idents) agentsIdents.delete(e.key);
+    }
+    for (const e of compiled.agents.names) agentsNames.update(e.key, e.value);
+    for (const e of compiled.agents.idents) agentsIdents.update(e.key, e.value);
+    this.gens.set(policyId, { gen, compiled });
+    if (prev) this.dropGeneration(prev.gen, prev.compiled);
+  }
+
+  private dropGeneration(gen: number, compiled: CompiledExec): void {
+    for (const [mapName, entries] of [
+      ['exec_ident', compiled.ident],
+      ['exec_dir', compiled.dirs],
+      ['exec_argv', compiled.argv],
+    ] as const) {
+      const m = this.map(mapName);
+      for (const e of entries) {
+        const k = Buffer.from(e.key);
+        k.writeUInt32LE(gen, 0);
+        m.delete(k);
+      }
+    }
+  }
+
+  compiled(policyId: number): CompiledExec | undefined {
+    return this.gens.get(policyId)?.compiled;
+  }
+
+  /** Every process now running, with its exact start time (BPF task iterator). */
+  processes(): SeedRecord[] {
+    return decodeSeeds(this.obj.program('bridle_seed_iter').iterRead());
+  }
+
+  /**
+   * Tags processes as members of `session` under policy `policyId`. The session's live count is
+   * written before the tags, so forks racing with this call are counted by the kernel.
+   */
+  tag(session: bigint, policyId: number, flags: number, targets: TagTarget[]): void {
+    const sk = Buffer.alloc(8);
+    sk.writeBigUInt64LE(session);
+    const sf = LAYOUT.bridle_session.fields;
+    const sv = Buffer.alloc(LAYOUT.bridle_session.size);
+    const cur = this.map('sessions').lookup(sk);
+    const live = (cur ? cur.readBigInt64LE(sf.live) : 0n) + BigInt(targets.length);
+    sv.writeBigInt64LE(live, sf.live);
+    sv.writeUInt32LE(policyId, sf.policy);
+    sv.writeUInt32LE(flags, sf.flags);
+    this.map('sessions').update(sk, sv);
+    const tags = this.map('tags');
+    const tf = LAYOUT.bridle_tag.fields;
+    for (const t of targets) {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(t.pid);
+      const v = Buffer.alloc(LAYOUT.bridle_tag.size);
+      v.writeBigUInt64LE(session, tf.session);
+      v.writeUInt32LE(policyId, tf.policy);
+      v.writeUInt32LE(flags, tf.flags);
+      v.writeBigUInt64LE(t.start, tf.start);
+      tags.update(k, v);
+    }
+  }
+
+  /** The session a live process belongs to, if any. */
+  tagOf(pid: number): { session: bigint; policy: number; flags: number } | undefined {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(pid);
+    const v = this.map('tags').lookup(k);
+    if (!v) return undefined;
+    const tf = LAYOUT.bridle_tag.fields;
+    return { session: v.readBigUInt64LE(tf.session), policy: v.readUInt32LE(tf.policy), flags: v.readUInt32LE(tf.flags) };
+  }
+
+  /** Ring-buffer reservation failures per hook since load. */
+  lost(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const m = this.map('lost');
+    HOOKS.forEach((h, i) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(i);
+      const v = m.lookup(k);
+      let n = 0n;
+      // per-CPU array: one 8-byte slot per possible CPU
+      if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+      out[h] = Number(n);
+    });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const rb = this.rb;
+    this.rb = undefined;
+    if (rb) await rb.close();
+    this.closeSync();
+  }
+
+  private closeSync(): void {
+    this.closed = true;
+    for (const l of this.links.splice(0)) {
+      try {
+        l.close();
+      } catch {
+        /* already gone */
+      }
+    }
+    this.obj.close();
+  }
+}

@@ -1,0 +1,269 @@
+// Exec policy decided in the real kernel, for tagged sessions only.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, linkSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { harness, tempDir, writeExecutable } from '../helpers/kernel.js';
+import type { ExecEvent } from '../../src/events/types.js';
+import { waitFor } from '../../src/agent/run.js';
+
+const KILLED = 128 + 9;
+
+test('a denied exec is killed and reported with its rule; an allowed one runs', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny:
+    - path: /usr/bin/wget
+`);
+  const r = await h.run(['sh', '-c', 'id -u; wget --version >/dev/null; echo "wget=$?"']);
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /^0\nwget=137\n$/);
+  const wget = r.events.find((e): e is ExecEvent => e.type === 'exec' && e.path === '/usr/bin/wget');
+  assert.ok(wget, 'exec event for wget');
+  assert.equal(wget.verdict, 'deny');
+  assert.equal(wget.rule, 'exec.deny[0]');
+  assert.deepEqual(wget.argv, ['wget', '--version']);
+  const id = r.events.find((e): e is ExecEvent => e.type === 'exec' && e.path === '/usr/bin/id');
+  assert.equal(id?.verdict, 'allow');
+  const exit = r.events.find((e) => e.type === 'exit' && e.exec_id === wget.exec_id);
+  assert.equal((exit as { signal?: number } | undefined)?.signal, 9, 'wget exit reports SIGKILL');
+  assert.ok(r.events.some((e) => e.type === 'session_start'));
+  assert.ok(r.events.some((e) => e.type === 'session_end'));
+});
+
+test('untagged processes are never touched, even while a session with the same rule runs', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: deny
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const session = h.run(['sh', '-c', 'sleep 0.5']);
+  // outside any session: default deny and the wget rule must not apply
+  const out = spawnSync('/usr/bin/wget', ['--version'], { encoding: 'utf8' });
+  assert.equal(out.status, 0, 'untagged wget runs');
+  assert.equal(spawnSync('/usr/bin/true').status, 0);
+  await session;
+  assert.ok(!h.execs((e) => e.pid === out.pid).length, 'no events for untagged processes');
+});
+
+test('the tag is inherited through double fork, setsid, threads and reparenting', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const dir = tempDir(t);
+  const out = join(dir, 'out');
+  const r = await h.run([
+    'sh',
+    '-c',
+    // double fork + setsid: the grandchild is reparented to init, outside the shell's wait
+    `(setsid sh -c 'wget --version >/dev/null 2>&1; echo "setsid=$?" >> ${out}' &) ; ` +
+      // a thread of a process execs: python's thread calls os.system
+      `python3 -c "import os,threading; r=[]; th=threading.Thread(target=lambda: r.append(os.system('wget --version >/dev/null 2>&1'))); th.start(); th.join(); print('thread=%d' % (r[0]>>8 if r[0]>>8 else 128 + (r[0]&0x7f)))" >> ${out}; ` +
+      `sleep 0.5`,
+  ]);
+  assert.equal(r.status, 0);
+  const text = (await import('node:fs')).readFileSync(out, 'utf8');
+  assert.match(text, /setsid=137/);
+  assert.match(text, /thread=137/);
+  const denied = h.execs((e) => e.path === '/usr/bin/wget');
+  assert.equal(denied.length, 2);
+  assert.ok(denied.every((e) => e.verdict === 'deny'));
+});
+
+test('hard links, symlinks and the loader trick cannot run a file denied by identity', async (t) => {
+  const dir = tempDir(t);
+  const bin = join(dir, 'denied');
+  copyFileSync('/usr/bin/id', bin);
+  linkSync(bin, join(dir, 'hardlink'));
+  symlinkSync(bin, join(dir, 'symlink'));
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ path: ${bin} }]
+`);
+  const loader = ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'].find((p) => spawnSync('test', ['-e', p]).status === 0)!;
+  const r = await h.run([
+    'sh',
+    '-c',
+    `${bin}; echo "direct=$?"; ${dir}/hardlink; echo "hard=$?"; ${dir}/symlink; echo "sym=$?"; ${loader} ${bin}; echo "loader=$?"; ${loader} /usr/bin/true; echo "loader-ok=$?"`,
+  ]);
+  assert.equal(r.stdout, `direct=${KILLED}\nhard=${KILLED}\nsym=${KILLED}\nloader=${KILLED}\nloader-ok=0\n`);
+  const viaLoader = h.execs((e) => e.via_loader === true && e.verdict === 'deny');
+  assert.equal(viaLoader.length, 1, 'the loader-run program is reported');
+  assert.equal(viaLoader[0]!.rule, 'exec.deny[0]');
+});
+
+test('a copy of an allowed binary outside the allowlist is denied by default', async (t) => {
+  const dir = tempDir(t);
+  copyFileSync('/usr/bin/id', join(dir, 'id-copy'));
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: deny
+  allow: [{ dir: /usr }]
+`);
+  const r = await h.run(['sh', '-c', `/usr/bin/id -u; ${dir}/id-copy -u; echo "copy=$?"`]);
+  assert.equal(r.stdout, `0\ncopy=${KILLED}\n`);
+  const copy = h.execs((e) => e.path === join(dir, 'id-copy'))[0];
+  assert.equal(copy?.verdict, 'deny');
+  assert.equal(copy?.rule, 'exec.default');
+  assert.equal(h.execs((e) => e.path === '/usr/bin/id')[0]?.rule, 'exec.allow[0]');
+});
+
+test('fileless exec (memfd, deleted file) is denied by default', async (t) => {
+  const dir = tempDir(t);
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+`);
+  const py = [
+    'import os,sys',
+    'fd = os.memfd_create("payload", 0)',
+    'os.write(fd, open("/usr/bin/true","rb").read())',
+    'pid = os.fork()',
+    'if pid == 0: os.execv("/proc/self/fd/%d" % fd, ["payload"])',
+    '_, st = os.waitpid(pid, 0); print("memfd=%d" % (128 + os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)))',
+    `p = "${dir}/gone"; open(p,"wb").write(open("/usr/bin/true","rb").read()); os.chmod(p, 0o755)`,
+    'fd2 = os.open(p, os.O_RDONLY); os.unlink(p)',
+    'pid = os.fork()',
+    'if pid == 0: os.execv("/proc/self/fd/%d" % fd2, ["gone"])',
+    '_, st = os.waitpid(pid, 0); print("deleted=%d" % (128 + os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)))',
+  ].join('\n');
+  const r = await h.run(['python3', '-c', py]);
+  assert.equal(r.stdout, `memfd=${KILLED}\ndeleted=${KILLED}\n`);
+  const fileless = h.execs((e) => e.fileless === true);
+  assert.equal(fileless.length, 2);
+  assert.ok(fileless.every((e) => e.verdict === 'deny' && e.rule === 'exec.fileless'));
+  assert.ok(fileless.some((e) => e.path.startsWith('memfd:payload')));
+});
+
+test('dir: and argv: rules; shebang scripts are decided on the interpreter and name both', async (t) => {
+  const dir = tempDir(t);
+  const script = writeExecutable(join(dir, 'hello.sh'), '#!/bin/sh\necho hello\n');
+  const interp = join(dir, 'mysh');
+  copyFileSync('/usr/bin/dash', interp);
+  const script2 = writeExecutable(join(dir, 'other.sh'), `#!${interp}\necho other\n`);
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny:
+    - path: ${interp}
+    - argv: [git, push, --force]
+`);
+  const r = await h.run(['sh', '-c', `${script}; ${script2}; echo "s2=$?"; git push --force nowhere 2>/dev/null; echo "push=$?"; git --version >/dev/null; echo "git=$?"`]);
+  assert.equal(r.stdout, `hello\ns2=${KILLED}\npush=${KILLED}\ngit=0\n`);
+  const s1 = h.execs((e) => e.script === script)[0];
+  assert.equal(s1?.verdict, 'allow');
+  assert.equal(s1?.path, '/bin/sh');
+  const s2 = h.execs((e) => e.script === script2)[0];
+  assert.equal(s2?.verdict, 'deny');
+  assert.equal(s2?.path, interp);
+  assert.equal(s2?.rule, 'exec.deny[0]');
+  const push = h.execs((e) => e.argv[1] === 'push')[0];
+  assert.equal(push?.rule, 'exec.deny[1]');
+});
+
+test('monitor mode decides the same but kills nothing (would_deny)', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+mode: monitor
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const r = await h.run(['sh', '-c', 'wget --version >/dev/null; echo "wget=$?"']);
+  assert.equal(r.stdout, 'wget=0\n');
+  const w = h.execs((e) => e.path === '/usr/bin/wget')[0];
+  assert.equal(w?.verdict, 'would_deny');
+  assert.equal(w?.rule, 'exec.deny[0]');
+});
+
+test('a session started by the kernel when an agents: binary execs', async (t) => {
+  const dir = tempDir(t);
+  const agent = writeExecutable(join(dir, 'bridle-test-agent'), '#!/bin/sh\nwget --version >/dev/null 2>&1; echo "wget=$?"\n');
+  const h = harness(t, `version: 1
+name: t
+agents:
+  - name: test-agent
+    match: { exe: [bridle-test-agent] }
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  // started the way a developer would: untagged, no bridle in front of it
+  const out = spawnSync(agent, { encoding: 'utf8' });
+  assert.equal(out.stdout, `wget=${KILLED}\n`);
+  // spawnSync held the event loop: let the ring buffer's batches arrive
+  await waitFor(() => h.events.some((e) => e.type === 'session_end'), 2000);
+  const start = h.events.find((e) => e.type === 'session_start' && e.origin === 'auto');
+  assert.ok(start, 'session_start from the kernel');
+  assert.equal((start as { agent?: string }).agent, 'test-agent');
+  const w = h.execs((e) => e.path === '/usr/bin/wget')[0];
+  assert.equal(w?.session, start.session);
+  // the agent's exec is the root; wget's parent is the agent's image
+  assert.equal(w?.parent_exec_id, start.exec_id);
+  // an unrelated untagged program with another name is not a session
+  assert.equal(spawnSync('/usr/bin/wget', ['--version']).status, 0);
+});
+
+test('attach tags a running process and its existing descendants', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const child = spawn('sh', ['-c', 'sh -c "sleep 0.4; wget --version >/dev/null 2>&1; echo inner=\\$?" & sleep 0.4; wget --version >/dev/null 2>&1; echo outer=$?; wait'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => void child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await new Promise((r) => setTimeout(r, 100));
+  const { pids } = h.sup.attach(child.pid!);
+  assert.ok(pids.length >= 2, `tree tagged (${pids.join(',')})`);
+  await new Promise((r) => child.on('exit', r));
+  assert.match(out, new RegExp(`outer=${KILLED}`));
+  assert.match(out, new RegExp(`inner=${KILLED}`));
+  assert.ok(h.events.some((e) => e.type === 'session_start' && e.origin === 'attach'));
+});
+
+test('a stale tag (pid reused by another process) does not apply; each image has its own exec_id', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const child = spawn('sh', ['-c', 'read x; exec wget --version'], { stdio: ['pipe', 'ignore', 'ignore'] });
+  t.after(() => void child.kill('SIGKILL'));
+  // a tag left by an earlier process with the same pid: same pid, different start time
+  h.sup.sensor.tag(123n, 1, 0, [{ pid: child.pid!, start: 42n }]);
+  child.stdin.end('go\n');
+  const code = await new Promise((r) => child.on('exit', (c) => r(c)));
+  assert.equal(code, 0, 'not killed by a tag that belongs to a previous owner of the pid');
+  assert.equal(h.sup.sensor.tagOf(child.pid!), undefined, 'the stale entry was dropped');
+
+  const r = await h.run(['sh', '-c', 'exec sh -c "exec true"']);
+  const ids = r.events.filter((e) => e.type === 'exec').map((e) => e.exec_id);
+  assert.equal(ids.length, 3);
+  assert.equal(new Set(ids).size, 3, 'three images of one pid, three exec_ids');
+});
+
+test('a tagged process may not use bpf(2)', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  const r = await h.run(['sh', '-c', 'bpftool prog show >/dev/null 2>&1; echo "bpftool=$?"']);
+  assert.equal(r.stdout, `bpftool=${KILLED}\n`);
+  assert.ok(r.events.some((e) => e.type === 'violation' && e.rule === 'builtin.no_bpf'));
+});

@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parsePolicy, normalizeCidr } from '../../src/policy/load.js';
+import { PolicyError } from '../../src/policy/yamlctx.js';
+import { argvHash, fnv1a, kernelDev } from '../../src/policy/compile.js';
+
+function problems(text: string): string[] {
+  try {
+    parsePolicy(text, 'p.yaml');
+  } catch (err) {
+    assert.ok(err instanceof PolicyError);
+    return err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.message}`);
+  }
+  assert.fail('policy was accepted');
+}
+
+test('the DESIGN.md example policy is accepted', () => {
+  const p = parsePolicy(`version: 1
+name: ci-default
+mode: enforce
+agents:
+  - name: claude-code
+    match: { exe: [claude] }
+exec:
+  default: allow
+  allow:
+    - dir: /usr
+  deny:
+    - path: /usr/bin/wget
+    - dir: /tmp
+    - argv: [git, push, --force]
+network:
+  default: deny
+  allow:
+    - cidr: 127.0.0.1/32
+    - cidr: 10.1.2.0/24
+      ports: [443, "8000-8100"]
+      proto: tcp
+    - host: api.github.com
+      ports: [443]
+  deny:
+    - cidr: 169.254.169.254/32
+  unix:
+    deny: [/var/run/docker.sock]
+credentials:
+  env:
+    allow: [PATH, HOME, LANG, GITHUB_TOKEN]
+  files:
+    deny: [~/.ssh, ~/.aws, ~/.config/gh]
+mcp:
+  servers:
+    github:
+      tools:
+        allow: [get_issue, "list_*"]
+        deny: [delete_repository]
+      rules:
+        - tool: create_issue
+          when: "args.repo.startsWith('acme/')"
+`);
+  assert.equal(p.name, 'ci-default');
+  assert.equal(p.exec.deny[2]?.kind, 'argv');
+  assert.deepEqual(p.network.allow[1]?.ports, [{ from: 443, to: 443 }, { from: 8000, to: 8100 }]);
+  assert.equal(p.agents[0]?.exe[0], 'claude');
+});
+
+test('errors name file, line and column, and every problem is reported', () => {
+  const errs = problems(`version: 1
+name: x
+mode: enforse
+exec:
+  default: allow
+  deny:
+    - path: /no/such/file
+    - dri: /tmp
+network:
+  allow:
+    - cidr: 10.0.0.300/8
+      ports: [70000]
+`);
+  assert.deepEqual(errs, [
+    "p.yaml:3:7: mode must be one of enforce | monitor, not 'enforse'",
+    "p.yaml:7:13: exec.deny[0].path: '/no/such/file': ENOENT",
+    "p.yaml:8:7: exec.deny[1]: unknown key 'dri' (expected one of: path, dir, argv)",
+    "p.yaml:11:13: network.allow[0].cidr: '10.0.0.300/8' is not an IPv4 or IPv6 CIDR (like 10.0.0.0/8 or ::1/128)",
+    "p.yaml:12:15: network.allow[0].ports[0]: '70000' is not a port (1-65535) or a range like \"8000-8100\"",
+  ]);
+});
+
+test('YAML syntax errors and missing version are located too', () => {
+  assert.match(problems('version: 1\nname: [x\n')[0]!, /^p\.yaml:\d+:\d+: YAML: /);
+  assert.deepEqual(problems('name: x\n'), ["p.yaml:1:1: policy: 'version: 1' is required"]);
+  assert.deepEqual(problems('version: 2\nname: x\n'), ['p.yaml:1:10: version must be between 1 and 1, not 2']);
+  assert.deepEqual(problems('version: 1\nname: x\nexec:\n  deny:\n    - { path: /usr/bin/env, dir: /tmp }\n'), [
+    'p.yaml:5:7: exec.deny[0] must have exactly one of path:, dir:, argv:',
+  ]);
+});
+
+test('CIDRs are normalized; hashes match the kernel definitions', () => {
+  assert.equal(normalizeCidr('10.1.2.3/24'), '10.1.2.0/24');
+  assert.equal(normalizeCidr('::1'), '::1/128');
+  assert.equal(normalizeCidr('::ffff:10.0.0.1/104'), '::ffff:a00:0/104');
+  assert.equal(normalizeCidr('1.2.3.4/33'), undefined);
+  // FNV-1a 64 test vectors
+  assert.equal(fnv1a(Buffer.from('')), 0xcbf29ce484222325n);
+  assert.equal(fnv1a(Buffer.from('a')), 0xaf63dc4c8601ec8cn);
+  assert.equal(argvHash(['/usr/bin/git', 'push']), fnv1a(Buffer.from('git\0push')));
+  // glibc st_dev encoding → kernel MKDEV(major, minor) = major << 20 | minor
+  assert.equal(kernelDev(0x0801n), (8n << 20n) | 1n);
+  assert.equal(kernelDev(0x10300n /* major 259 minor 0 */), (259n << 20n) | 0n);
+});
