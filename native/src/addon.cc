@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <unistd.h>
 #include <vector>
 
 #include "classes.h"
@@ -232,6 +233,53 @@ Napi::Value ProbeMapType(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), r == 1);
 }
 
+// libbpf 1.1's libbpf_probe_bpf_helper only recognises the pre-6.x verifier wording ("unknown func"),
+// so on newer kernels it answers "supported" for everything. Probe here instead: load a tiny program
+// of the type that calls the helper and read the verifier log. tp_btf (prog type "tracing") is probed
+// as a raw tracepoint on sched_process_exec.
+int ProbeHelperLoad(int progType, int helper, std::string* why) {
+  struct bpf_insn insns[] = {
+      {BPF_JMP | BPF_CALL, 0, 0, 0, helper},          // call helper
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},  // r0 = 0
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},               // exit
+  };
+  bpf_prog_load_opts opts;
+  memset(&opts, 0, sizeof opts);
+  opts.sz = sizeof opts;
+  std::vector<char> log(64 * 1024);
+  opts.log_buf = log.data();
+  opts.log_size = static_cast<__u32>(log.size());
+  opts.log_level = 1;
+  switch (progType) {
+    case BPF_PROG_TYPE_CGROUP_SOCK_ADDR: opts.expected_attach_type = BPF_CGROUP_INET4_CONNECT; break;
+    case BPF_PROG_TYPE_CGROUP_SOCKOPT: opts.expected_attach_type = BPF_CGROUP_GETSOCKOPT; break;
+    case BPF_PROG_TYPE_SK_LOOKUP: opts.expected_attach_type = BPF_SK_LOOKUP; break;
+    case BPF_PROG_TYPE_TRACING: {
+      int id = libbpf_find_vmlinux_btf_id("sched_process_exec", BPF_TRACE_RAW_TP);
+      if (id < 0) return id;
+      opts.expected_attach_type = BPF_TRACE_RAW_TP;
+      opts.attach_btf_id = static_cast<__u32>(id);
+      break;
+    }
+    case BPF_PROG_TYPE_LSM:
+    case BPF_PROG_TYPE_EXT:
+    case BPF_PROG_TYPE_STRUCT_OPS:
+      return -EOPNOTSUPP;  // needs a specific attach target; load a real object instead
+    default: break;
+  }
+  int fd = bpf_prog_load(static_cast<bpf_prog_type>(progType), nullptr, "GPL", insns, 3, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  std::string text(log.data(), strnlen(log.data(), log.size()));
+  if (why) *why = text;
+  if (text.find("invalid func ") != std::string::npos || text.find("unknown func ") != std::string::npos ||
+      text.find("cannot use helper") != std::string::npos || text.find("cannot call") != std::string::npos)
+    return 0;
+  return 1;  // failed for another reason (argument checks): the helper itself is known to this type
+}
+
 Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   std::string ps = info[0].As<Napi::String>();
   std::string hs = info[1].As<Napi::String>();
@@ -239,10 +287,11 @@ Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   if (t < 0) ThrowBpf(info.Env(), "probe.helper(" + ps + "): unknown program type", EINVAL);
   int h = HelperFromString(hs);
   if (h < 0) ThrowBpf(info.Env(), "probe.helper(" + hs + "): unknown helper", EINVAL);
-  LogReset();
-  int r = libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(t), static_cast<bpf_func_id>(h), nullptr);
-  if (r < 0 && r != -EOPNOTSUPP)
-    ThrowBpf(info.Env(), "libbpf_probe_bpf_helper(" + ps + ", " + hs + ")", -r, LogTake());
+  if (!libbpf_probe_bpf_prog_type(static_cast<bpf_prog_type>(t), nullptr) && t != BPF_PROG_TYPE_TRACING)
+    return Napi::Boolean::New(info.Env(), false);
+  std::string why;
+  int r = ProbeHelperLoad(t, h, &why);
+  if (r < 0) ThrowBpf(info.Env(), "probe.helper(" + ps + ", " + hs + ")", -r, why);
   return Napi::Boolean::New(info.Env(), r == 1);
 }
 
@@ -273,6 +322,10 @@ Napi::Value LiveCount(const Napi::CallbackInfo& info) {
 
 }  // namespace bridle
 
+namespace bridle {
+Napi::Value PeerCred(const Napi::CallbackInfo& info);
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   using namespace bridle;
   InstallLibbpfPrint();
@@ -292,6 +345,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("progTypes", Napi::Function::New(env, ProgTypes, "progTypes"));
   exports.Set("liveCount", Napi::Function::New(env, LiveCount, "liveCount"));
   exports.Set("mapTypes", Napi::Function::New(env, MapTypes, "mapTypes"));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
   return exports;
 }
 

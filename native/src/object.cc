@@ -18,8 +18,13 @@ namespace bridle {
 
 void LinkState::Close() {
   if (!link) return;
-  // A pinned link outlives us: drop our fd only, the pin keeps the program attached.
-  if (pinned) bpf_link__disconnect(link);
+  // A pinned link outlives us: drop our fd only, the pin keeps the program attached. (disconnect
+  // stops libbpf's detach callback, which would close the fd but also, for perf-event links, detach.)
+  if (pinned) {
+    bpf_link__disconnect(link);
+    int fd = bpf_link__fd(link);
+    if (fd >= 0) close(fd);
+  }
   bpf_link__destroy(link);
   link = nullptr;
   if (addon) addon->Forget(this);
@@ -290,7 +295,8 @@ Napi::Value Object::Programs(const Napi::CallbackInfo& info) {
     o.Set("section", bpf_program__section_name(p));
     o.Set("type", ProgTypeName(bpf_program__type(p)));
     o.Set("autoload", bpf_program__autoload(p));
-    o.Set("fd", st_->loaded ? bpf_program__fd(p) : -1);
+    int fd = st_->loaded ? bpf_program__fd(p) : -1;
+    o.Set("fd", fd < 0 ? -1 : fd);
     out.Set(i++, o);
   }
   return out;
@@ -318,13 +324,15 @@ Napi::Value Object::Maps(const Napi::CallbackInfo& info) {
 Napi::Value Object::ProgFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bpf_program* p = Prog(env, info[0].As<Napi::String>(), "program");
-  return Napi::Number::New(env, st_->loaded ? bpf_program__fd(p) : -1);
+  int fd = st_->loaded ? bpf_program__fd(p) : -1;  // not loaded (autoload off): libbpf says -ENOENT
+  return Napi::Number::New(env, fd < 0 ? -1 : fd);
 }
 
 Napi::Value Object::MapFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bpf_map* m = MapByName(env, info[0].As<Napi::String>(), "map");
-  return Napi::Number::New(env, st_->loaded ? bpf_map__fd(m) : -1);
+  int fd = st_->loaded ? bpf_map__fd(m) : -1;
+  return Napi::Number::New(env, fd < 0 ? -1 : fd);
 }
 
 Napi::Value Object::IsLoaded(const Napi::CallbackInfo& info) {

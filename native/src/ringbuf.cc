@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <condition_variable>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -36,8 +37,10 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
   napi_env env = nullptr;
   bool cleanupHookSet = false;
   bool finalized = false;
+  bool freed = false;
   int timeoutMs = 50;
   size_t maxPending = 64u << 20;
+  size_t maxBatch = 16384;  // records per JS call
 
   // Poller-thread only: the records of the current drain.
   std::vector<uint8_t> localData;
@@ -48,8 +51,10 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
   std::condition_variable cv;
   std::vector<uint8_t> pendingData;
   std::vector<uint32_t> pendingOffsets;  // start of each record in pendingData
+  size_t head = 0;                       // records before this index were delivered
   bool callScheduled = false;
   bool stop = false;
+  bool teardown = false;  // env is going away: JS will not run again
   bool threadDone = false;
   int err = 0;  // poll failure (positive errno), reported once after the data
 
@@ -130,38 +135,114 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
       }
       break;
     }
+    Flush(false);
+    {
+      // Keep the TSFN until JS has taken everything, so the tail still goes out in maxBatch chunks
+      // with event loop turns in between. Env teardown does not wait.
+      std::unique_lock<std::mutex> lk(mu);
+      while (!teardown && (head < pendingOffsets.size() || callScheduled))
+        cv.wait_for(lk, std::chrono::milliseconds(50));
+    }
     Flush(true);
     tsfn.Release();
   }
 
-  // Main thread: deliver everything pending as one batch (data Buffer + Uint32Array of n+1 offsets).
+  // Main thread: deliver pending records as one batch (data Buffer + Uint32Array of n+1 offsets), at
+  // most maxBatch records per call; a remainder is re-queued so the event loop runs in between. Once
+  // the poller is done everything left goes out now (the TSFN may be closing behind us).
   void CallJs(Napi::Env env, Napi::Function cb) {
-    std::vector<uint8_t> data;
-    std::vector<uint32_t> offs;
-    int e = 0;
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      data.swap(pendingData);
-      offs.swap(pendingOffsets);
-      callScheduled = false;
-      if (threadDone) {
-        e = err;
-        err = 0;
+    for (;;) {
+      std::vector<uint8_t> data;
+      std::vector<uint32_t> offs;
+      bool more = false;
+      int e = 0;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        size_t avail = pendingOffsets.size() - head;
+        size_t take = threadDone ? avail : std::min(avail, maxBatch);
+        if (take > 0) {
+          uint32_t from = pendingOffsets[head];
+          uint32_t to = head + take < pendingOffsets.size() ? pendingOffsets[head + take]
+                                                           : static_cast<uint32_t>(pendingData.size());
+          data.assign(pendingData.begin() + from, pendingData.begin() + to);
+          offs.reserve(take + 1);
+          for (size_t i = head; i < head + take; i++) offs.push_back(pendingOffsets[i] - from);
+          offs.push_back(to - from);
+          head += take;
+        }
+        if (head == pendingOffsets.size()) {
+          pendingData.clear();
+          pendingOffsets.clear();
+          head = 0;
+        } else if (head >= 4096 && head * 2 >= pendingOffsets.size()) {
+          // Compact, so a steady inflow does not grow the buffer (amortised: moves at most what is left).
+          uint32_t base = pendingOffsets[head];
+          pendingData.erase(pendingData.begin(), pendingData.begin() + base);
+          pendingOffsets.erase(pendingOffsets.begin(), pendingOffsets.begin() + static_cast<long>(head));
+          for (auto& o : pendingOffsets) o -= base;
+          head = 0;
+        }
+        more = head < pendingOffsets.size();
+        if (!more) callScheduled = false;
+        if (threadDone && !more) {
+          e = err;
+          err = 0;
+        }
       }
+      cv.notify_all();
+      // Raw Node-API from here: node-addon-api turns a failed call into Error::New, which is fatal
+      // when JS cannot run (a worker being terminated). A failure here just ends delivery.
+      bool ok = env != nullptr && !cb.IsEmpty();  // null env: the TSFN is being torn down
+      if (ok && !offs.empty()) {
+        batches++;
+        records += offs.size() - 1;
+        bytes += data.size();
+        ok = CallBatch(env, cb, data.data(), data.size(), offs.data(), offs.size());
+      }
+      if (ok && e) ok = CallError(env, cb, e);
+      if (!ok) {
+        // binding.ts catches onBatch's own exceptions, so this is JS being unable to run. Keep the
+        // bookkeeping consistent (the poller waits for callScheduled to clear) and stop.
+        std::lock_guard<std::mutex> lk(mu);
+        pendingData.clear();
+        pendingOffsets.clear();
+        head = 0;
+        callScheduled = false;
+        cv.notify_all();
+        return;
+      }
+      if (!more || Reschedule()) return;
+      // The TSFN is closing (poller gone): deliver the rest synchronously.
     }
-    cv.notify_all();
-    if (env == nullptr || cb.IsEmpty()) return;
-    if (!offs.empty()) {
-      batches++;
-      records += offs.size();
-      bytes += data.size();
-      Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size());
-      Napi::Uint32Array o = Napi::Uint32Array::New(env, offs.size() + 1);
-      memcpy(o.Data(), offs.data(), offs.size() * sizeof(uint32_t));
-      o.Data()[offs.size()] = static_cast<uint32_t>(data.size());
-      cb.Call({buf, o, Napi::Number::New(env, 0)});
-    }
-    if (e) cb.Call({env.Null(), env.Null(), Napi::Number::New(env, e)});
+  }
+
+  static bool CallBatch(napi_env env, napi_value cb, const uint8_t* data, size_t len, const uint32_t* offs,
+                        size_t n) {
+    napi_value buf, ab, arr, zero, undef, result;
+    void* copy = nullptr;
+    void* p = nullptr;
+    if (napi_create_buffer_copy(env, len, data, &copy, &buf) != napi_ok) return false;
+    if (napi_create_arraybuffer(env, n * sizeof(uint32_t), &p, &ab) != napi_ok) return false;
+    memcpy(p, offs, n * sizeof(uint32_t));
+    if (napi_create_typedarray(env, napi_uint32_array, n, ab, 0, &arr) != napi_ok) return false;
+    if (napi_create_int32(env, 0, &zero) != napi_ok || napi_get_undefined(env, &undef) != napi_ok) return false;
+    napi_value argv[3] = {buf, arr, zero};
+    return napi_call_function(env, undef, cb, 3, argv, &result) == napi_ok;
+  }
+
+  static bool CallError(napi_env env, napi_value cb, int e) {
+    napi_value nul, code, undef, result;
+    if (napi_get_null(env, &nul) != napi_ok || napi_create_int32(env, e, &code) != napi_ok ||
+        napi_get_undefined(env, &undef) != napi_ok)
+      return false;
+    napi_value argv[3] = {nul, nul, code};
+    return napi_call_function(env, undef, cb, 3, argv, &result) == napi_ok;
+  }
+
+  // Main thread: queue the next CallJs for the remainder (callScheduled is still true).
+  bool Reschedule() {
+    auto me = shared_from_this();
+    return tsfn.NonBlockingCall([me](Napi::Env env, Napi::Function cb) { me->CallJs(env, cb); }) == napi_ok;
   }
 
   static void OnEnvCleanup(void* arg) { static_cast<RingState*>(arg)->Close(); }
@@ -179,10 +260,24 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
     std::vector<Napi::FunctionReference> cbs;
     cbs.swap(closeCbs);
     if (!self.IsEmpty()) self.Reset();
-    for (auto& c : cbs) c.Call({});
+    bool dying;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      dying = teardown;
+    }
+    if (dying) return;  // env teardown: no more JS
+    for (auto& c : cbs) {
+      napi_value undef, fn, result;
+      // Raw calls: nothing may throw out of a finalizer, and JS may be unable to run.
+      if (napi_get_undefined(env, &undef) != napi_ok || napi_get_reference_value(env, c.operator napi_ref(), &fn) != napi_ok)
+        break;
+      if (napi_call_function(env, undef, fn, 0, nullptr, &result) != napi_ok) break;
+    }
   }
 
   void FreeKernelSide() {
+    if (freed) return;  // also guards addon, which may be gone by the time a late finalizer runs
+    freed = true;
     if (rb) ring_buffer__free(rb);
     rb = nullptr;
     if (fd >= 0) close(fd);
@@ -192,9 +287,11 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
 
   // Main thread, env teardown (or addon CloseAll): stop and join without touching JS.
   void Close() override {
+    if (freed) return;
     {
       std::lock_guard<std::mutex> lk(mu);
       stop = true;
+      teardown = true;
     }
     cv.notify_all();
     if (thread.joinable()) thread.join();
@@ -231,6 +328,8 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
       Napi::Object o = info[2].As<Napi::Object>();
       if (o.Has("timeoutMs") && o.Get("timeoutMs").IsNumber())
         st->timeoutMs = o.Get("timeoutMs").As<Napi::Number>().Int32Value();
+      if (o.Has("maxBatchRecords") && o.Get("maxBatchRecords").IsNumber())
+        st->maxBatch = std::max<size_t>(1, o.Get("maxBatchRecords").As<Napi::Number>().Uint32Value());
       if (o.Has("maxPendingBytes") && o.Get("maxPendingBytes").IsNumber())
         st->maxPending = static_cast<size_t>(o.Get("maxPendingBytes").As<Napi::Number>().DoubleValue());
     }

@@ -5,6 +5,12 @@ import { PolicyError } from '../policy/yamlctx.js';
 import { NdjsonSink } from './ndjson.js';
 import { eventLine, sessionTree } from './render.js';
 import { Supervisor } from './supervisor.js';
+import { resolve } from 'node:path';
+import type { Policy } from '../policy/types.js';
+import { connectControl, type ControlClient } from './control.js';
+import type { SessionInfo } from './engine.js';
+import { sessionEnv } from './env.js';
+import { spawnHeld } from './spawn.js';
 
 export interface RunOptions {
   policyFile: string;
@@ -36,6 +42,16 @@ export async function runCommand(o: RunOptions): Promise<number> {
   else if (!tty && !o.live) sinks.push({ emit: (ev: BridleEvent) => void process.stderr.write(JSON.stringify(ev) + '\n') });
   if (!o.quiet && (tty || o.live)) sinks.push({ emit: (ev) => { const l = eventLine(ev, tty); if (l) process.stderr.write(l + '\n'); } });
 
+  const client = process.env.BRIDLE_STANDALONE ? undefined : await connectControl();
+  if (client) {
+    try {
+      return await runThroughAgent(client, policy, o, sinks, tty);
+    } finally {
+      client.close();
+      for (const s of sinks) await s.close?.();
+    }
+  }
+
   const sup = Supervisor.open();
   for (const s of sinks) sup.engine.addSink(s);
   for (const w of sup.warnings) process.stderr.write(`bridle: warning: ${w}\n`);
@@ -57,6 +73,48 @@ export async function runCommand(o: RunOptions): Promise<number> {
     await sup.close();
     for (const s of sinks) await s.close?.();
   }
+}
+
+/** The same session, started by the running `bridle agent`: it tags the held child and streams events back. */
+async function runThroughAgent(client: ControlClient, policy: Policy, o: RunOptions, sinks: EventSink[], tty: boolean): Promise<number> {
+  const held = spawnHeld(o.argv, sessionEnv(policy).env);
+  const reply = await client.request({ op: 'tag', pid: held.pid, policyFile: resolve(o.policyFile), monitor: !!o.monitor, follow: true });
+  if (!reply.ok) {
+    held.child.kill('SIGKILL');
+    throw new Error(`bridle agent refused the session: ${reply.error}`);
+  }
+  held.release();
+  const info: SessionInfo = {
+    session: 0n, name: String(reply.session), origin: 'run', policyId: 0, rootExecId: '', rootPid: held.pid,
+    started: new Date().toISOString(), counts: { exec: 0, deny: 0, would_deny: 0, exit: 0 }, images: new Map(),
+  };
+  let ended = false;
+  const pump = (async () => {
+    for (;;) {
+      const line = await client.next();
+      if (line.closed) return;
+      const ev = line.event as BridleEvent | undefined;
+      if (!ev) continue;
+      for (const s of sinks) s.emit(ev);
+      if (ev.type === 'exec') {
+        info.counts.exec++;
+        if (ev.verdict === 'deny') info.counts.deny++;
+        if (ev.verdict === 'would_deny') info.counts.would_deny++;
+        info.images.set(ev.exec_id, { execId: ev.exec_id, parentExecId: ev.parent_exec_id, pid: ev.pid, path: ev.path, argv: ev.argv, verdict: ev.verdict ?? 'allow', rule: ev.rule ?? '' });
+      } else if (ev.type === 'exit') {
+        const img = info.images.get(ev.exec_id);
+        if (img) img.exit = { ...(ev.exit_code !== undefined ? { code: ev.exit_code } : {}), ...(ev.signal ? { signal: ev.signal } : {}) };
+      } else if (ev.type === 'session_end') {
+        ended = true;
+        return;
+      }
+    }
+  })();
+  const { status } = await held.exited;
+  await waitFor(() => ended, 1000);
+  void pump;
+  if (!o.quiet && (tty || o.summary)) process.stderr.write('\n' + sessionTree(info, tty) + '\n');
+  return status;
 }
 
 export async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {

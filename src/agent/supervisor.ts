@@ -65,6 +65,17 @@ export class Supervisor {
     return { held, session };
   }
 
+  /** Tags a child that a `bridle run` client holds at its gate (the client releases it afterwards). */
+  tagHeld(pid: number, policyId: number): bigint {
+    const me = this.sensor.processes().find((p) => p.pid === pid);
+    if (!me) throw new Error(`no process ${pid}`);
+    if (this.sensor.tagOf(pid)) throw new Error(`process ${pid} is already in a session`);
+    const session = newSessionNumber();
+    this.engine.expect(session, 'run', policyId, pid);
+    this.sensor.tag(session, policyId, this.flags(policyId), [{ pid, start: me.start }]);
+    return session;
+  }
+
   /**
    * Tags a running process and all its descendants. Top-down: a parent is tagged before its children
    * are listed, so a child forked meanwhile inherits the tag in the kernel.

@@ -104,7 +104,7 @@ interface RawAddon {
   RingBuffer: new (
     map: RawMap,
     cb: (data: Buffer | null, offsets: Uint32Array | null, err: number) => void,
-    opts?: { timeoutMs?: number; maxPendingBytes?: number },
+    opts?: { timeoutMs?: number; maxPendingBytes?: number; maxBatchRecords?: number },
   ) => RawRingBuffer;
   libbpfVersion(): string;
   numPossibleCpus(): number;
@@ -115,6 +115,7 @@ interface RawAddon {
   progTypes(): string[];
   mapTypes(): string[];
   liveCount(): number;
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -143,6 +144,11 @@ export class BpfError extends Error {
     this.code = errnoNames.get(errno) ?? `E${errno}`;
     this.op = op;
     this.log = log;
+  }
+
+  /** The program libbpf named as failing to load, if any ("prog 'x': failed to load"). */
+  get program(): string | undefined {
+    return /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(this.log)?.[1];
   }
 }
 
@@ -185,6 +191,11 @@ export function libbpfVersion(): string {
 
 export function numPossibleCpus(): number {
   return raw().numPossibleCpus();
+}
+
+/** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid. */
+export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
+  return raw().peerCred(fd);
 }
 
 /** Resources the addon instance still holds open (objects, links, maps, ring buffers). For tests. */
@@ -252,7 +263,11 @@ export class BpfObject {
     this.#raw.__setAutoload(prog, on);
   }
 
-  /** bpf_object__load. On failure the BpfError carries the verifier log (message tail, `log`). */
+  /**
+   * bpf_object__load. On failure the BpfError carries the verifier log (message tail, `log`) and the
+   * failing program (`err.program`). libbpf does not retry: to fall back, open the file again and
+   * setAutoload(prog, false) for the programs this kernel refused (fentry/lsm give EPERM here).
+   */
   load(): void {
     this.#raw.__load();
   }
@@ -518,13 +533,22 @@ export function createMap(
 export interface RingBufferOptions {
   /** Poll timeout of the poller thread (bounds close() latency). Default 50. */
   timeoutMs?: number;
+  /** At most this many records per onBatch call; the rest follows on the next event loop turn. Default 16384. */
+  maxBatchRecords?: number;
   /** Records held for JS beyond this stop the poller reading (the kernel ring then fills). Default 64 MiB. */
   maxPendingBytes?: number;
-  /** A poll failure (after delivering what was read). Default: thrown from the callback (uncaught). */
-  onError?: (err: BpfError) => void;
+  /**
+   * Called with an exception thrown by onBatch, or a BpfError if polling failed (after delivering what
+   * was read; the poller then stops). Default: re-thrown as an uncaught exception. Delivery continues
+   * after an onBatch exception.
+   */
+  onError?: (err: unknown) => void;
   /** Do not keep the event loop alive for this ring buffer. */
   unref?: boolean;
 }
+
+/** A batch as one Buffer: record i is data.subarray(offsets[i], offsets[i + 1]); offsets.length = n + 1. */
+export type RawBatchHandler = (data: Buffer, offsets: Uint32Array) => void;
 
 export interface RingBufferStats {
   batches: number;
@@ -541,26 +565,57 @@ export class RingBuffer {
   #raw: RawRingBuffer;
   #closing: Promise<void> | undefined;
 
-  constructor(map: BpfMap, onBatch: (records: Buffer[]) => void, opts: RingBufferOptions = {}) {
+  /** @internal (RingBuffer.raw) */
+  constructor(map: BpfMap, onBatch: RawBatchHandler, opts: RingBufferOptions | undefined, raw: true);
+  constructor(map: BpfMap, onBatch: (records: Buffer[]) => void, opts?: RingBufferOptions);
+  constructor(
+    map: BpfMap,
+    onBatch: ((records: Buffer[]) => void) | RawBatchHandler,
+    opts: RingBufferOptions = {},
+    rawBatches = false,
+  ) {
     if (map.typeName !== 'ringbuf') throw invalid('RingBuffer', `map ${map.name} is a ${map.typeName}, not a ringbuf`);
     const onError = opts.onError;
+    // Node 20 swallows exceptions thrown into a Node-API callback (DEP0168): re-raise them ourselves.
+    const fail = (e: unknown): void => {
+      if (onError) onError(e);
+      else
+        process.nextTick(() => {
+          throw e;
+        });
+    };
     const cb = (data: Buffer | null, offsets: Uint32Array | null, err: number): void => {
-      if (data && offsets) {
-        const n = offsets.length - 1;
-        const recs: Buffer[] = new Array(n);
-        for (let i = 0; i < n; i++) recs[i] = data.subarray(offsets[i]!, offsets[i + 1]!);
-        onBatch(recs);
-      } else if (err) {
-        const e = new BpfError(`ring_buffer__poll(${map.name}): errno ${err}`, err, 'ring_buffer__poll');
-        if (onError) onError(e);
-        else throw e;
+      try {
+        if (data && offsets) {
+          if (rawBatches) {
+            (onBatch as RawBatchHandler)(data, offsets);
+            return;
+          }
+          const n = offsets.length - 1;
+          const recs: Buffer[] = new Array(n);
+          for (let i = 0; i < n; i++) recs[i] = data.subarray(offsets[i]!, offsets[i + 1]!);
+          (onBatch as (records: Buffer[]) => void)(recs);
+        } else if (err) {
+          throw new BpfError(`ring_buffer__poll(${map.name}): errno ${err}`, err, 'ring_buffer__poll');
+        }
+      } catch (e) {
+        fail(e);
       }
     };
-    const o: { timeoutMs?: number; maxPendingBytes?: number } = {};
+    const o: { timeoutMs?: number; maxPendingBytes?: number; maxBatchRecords?: number } = {};
     if (opts.timeoutMs !== undefined) o.timeoutMs = opts.timeoutMs;
+    if (opts.maxBatchRecords !== undefined) o.maxBatchRecords = opts.maxBatchRecords;
     if (opts.maxPendingBytes !== undefined) o.maxPendingBytes = opts.maxPendingBytes;
     this.#raw = new (raw().RingBuffer)(map._raw('RingBuffer'), cb, o);
     if (opts.unref) this.#raw.__unref();
+  }
+
+  /**
+   * Like the constructor, without a Buffer per record: `onBatch(data, offsets)` gets the batch as one
+   * Buffer and n+1 offsets (record i is data[offsets[i] .. offsets[i+1])). For hot decoders.
+   */
+  static raw(map: BpfMap, onBatch: RawBatchHandler, opts: RingBufferOptions = {}): RingBuffer {
+    return new RingBuffer(map, onBatch, opts, true);
   }
 
   /** Stops the poller, delivers every record still pending (including what the kernel holds), then resolves. Idempotent. */

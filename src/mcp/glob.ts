@@ -31,8 +31,14 @@ export function compileGlob(source: string): Glob {
   };
 }
 
+/** Escapes a character for use outside a class (the 'u' flag rejects needless escapes such as \-). */
 function escapeRe(ch: string): string {
-  return /[\\^$.*+?()[\]{}|/-]/.test(ch) ? `\\${ch}` : ch;
+  return /[\\^$.*+?()[\]{}|]/.test(ch) ? `\\${ch}` : ch;
+}
+
+/** Escapes a character inside a [...] class. */
+function escapeClass(ch: string): string {
+  return /[\\\]\[^-]/.test(ch) ? `\\${ch}` : ch;
 }
 
 function globToRegex(g: string): string {
@@ -68,9 +74,9 @@ function globToRegex(g: string): string {
           if (ch === '\\') {
             const n = chars[++j];
             if (n === undefined) break;
-            cls += escapeRe(n);
+            cls += escapeClass(n);
           } else if (ch === '-' && j > start && chars[j + 1] !== ']') cls += '-';
-          else cls += escapeRe(ch);
+          else cls += escapeClass(ch);
         }
         if (j >= chars.length) throw new GlobError(`'${g}': '[' is not closed (use '\\[' for a literal bracket)`);
         try {

@@ -4,7 +4,7 @@
 // and regexes are compiled once here only to report mistakes with file:line:col, and again by
 // src/mcp/engine.ts, which makes the decisions. docs/mcp.md documents the section for users.
 import type { Node } from 'yaml';
-import { isScalar } from 'yaml';
+import { isMap, isScalar } from 'yaml';
 import { ARG_OPS, compileArgRegex, compileCel } from '../mcp/conditions.js';
 import { compileGlob } from '../mcp/glob.js';
 import type { Action, Source } from './types.js';
@@ -260,10 +260,11 @@ function parseSql(ctx: YamlCtx, node: Node | null | undefined, where: string): S
 function parseArgOps(ctx: YamlCtx, node: Node | null, keyNode: Node, where: string): ArgOps | undefined {
   const m = ctx.mapping(node, where, ARG_OPS);
   if (!m) return undefined;
-  if (node == null || m.size === 0) {
+  if (node == null || (isMap(node) && node.items.length === 0)) {
     ctx.error(node ?? keyNode, `${where}: give at least one of ${ARG_OPS.join(', ')}`);
     return undefined;
   }
+  if (m.size === 0) return undefined; // only unknown keys, each reported already
   const before = ctx.problems.length;
   const ops: ArgOps = {};
   const str = (k: 'prefix' | 'suffix' | 'regex' | 'under') => {

@@ -1,0 +1,144 @@
+// `bridle agent`: the supervisor as a daemon. One sensor for the host, the default policy (whose agents:
+// start sessions by themselves), per-session policies for `bridle run --policy`, the control socket,
+// SIGHUP to reload. An invalid policy on reload is reported and the one in force stays.
+import { resolve } from 'node:path';
+import type { Server } from 'node:net';
+import type { BridleEvent, EventSink } from '../events/types.js';
+import { loadPolicyFile } from '../policy/load.js';
+import type { Policy } from '../policy/types.js';
+import { PolicyError } from '../policy/yamlctx.js';
+import { serveControl, type Handler, type Request } from './control.js';
+import { HOST } from './ids.js';
+import { sessionName } from './ids.js';
+import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
+
+export interface AgentOptions {
+  policyFile: string;
+  socket: string;
+  sinks: EventSink[];
+  log: (msg: string) => void;
+}
+
+export class Agent {
+  private server: Server | undefined;
+  private byDigest = new Map<string, number>();
+  private nextId = DEFAULT_POLICY_ID + 1;
+  private constructor(
+    readonly sup: Supervisor,
+    private o: AgentOptions,
+  ) {}
+
+  static async start(o: AgentOptions): Promise<Agent> {
+    const policy = loadPolicyFile(o.policyFile); // throws PolicyError before anything is loaded
+    const sup = Supervisor.open();
+    const a = new Agent(sup, o);
+    try {
+      for (const s of o.sinks) sup.engine.addSink(s);
+      sup.setPolicy(policy, DEFAULT_POLICY_ID);
+      a.emitPolicy('loaded', policy);
+      a.server = await serveControl(o.socket, a.handler());
+    } catch (err) {
+      await sup.close();
+      throw err;
+    }
+    return a;
+  }
+
+  private emitPolicy(action: 'loaded' | 'rejected', p: Policy | undefined, detail?: string): void {
+    this.sup.engine.emit({
+      type: 'policy',
+      ts: new Date().toISOString(),
+      host: HOST,
+      session: '',
+      exec_id: '',
+      parent_exec_id: '',
+      pid: process.pid,
+      ppid: process.ppid,
+      uid: 0,
+      action,
+      policy: p?.name ?? '',
+      ...(detail ? { detail } : {}),
+    });
+  }
+
+  /** Reloads the default policy; on any error the policy in force stays and the error is returned. */
+  reload(file = this.o.policyFile): { ok: boolean; error?: string } {
+    try {
+      const p = loadPolicyFile(file);
+      this.sup.setPolicy(p, DEFAULT_POLICY_ID);
+      this.o.policyFile = file;
+      this.emitPolicy('loaded', p);
+      this.o.log(`policy ${p.name} (${file}) is in force`);
+      return { ok: true };
+    } catch (err) {
+      const msg = (err as Error).message;
+      this.emitPolicy('rejected', undefined, msg);
+      this.o.log(`policy ${file} rejected, the previous policy stays in force:\n${msg}`);
+      return { ok: false, error: msg };
+    }
+  }
+
+  /** The policy id for a session policy file (one id per distinct policy text). */
+  private policyIdFor(file: string, monitor = false): number {
+    let p = loadPolicyFile(file);
+    if (monitor) p = { ...p, mode: 'monitor' };
+    const key = `${p.sha256}:${p.mode}`;
+    const have = this.byDigest.get(key);
+    if (have) return have;
+    const id = this.nextId++;
+    this.sup.setPolicy(p, id);
+    this.byDigest.set(key, id);
+    return id;
+  }
+
+  private handler(): Handler {
+    return {
+      isTagged: (pid) => this.sup.sensor.tagOf(pid) !== undefined,
+      handle: async (req: Request, _peer, stream, onClose) => {
+        switch (req.op) {
+          case 'status':
+            return {
+              ok: true,
+              policy: this.sup.policy()?.name,
+              policyFile: this.o.policyFile,
+              sessions: [...this.sup.engine.sessions.values()].filter((s) => !s.ended).map((s) => ({ session: s.name, origin: s.origin, agent: s.agent, root: s.rootPid, counts: s.counts })),
+              lost: this.sup.sensor.lost(),
+              backend: this.sup.engine.backend,
+            };
+          case 'reload':
+            return this.reload(req.policyFile ? resolve(req.policyFile) : undefined);
+          case 'attach': {
+            const id = req.policyFile ? this.policyIdFor(resolve(req.policyFile)) : DEFAULT_POLICY_ID;
+            const r = this.sup.attach(req.pid, id);
+            return { ok: true, session: sessionName(r.session), pids: r.pids };
+          }
+          case 'tag': {
+            const id = this.policyIdFor(resolve(req.policyFile), req.monitor);
+            const session = this.sup.tagHeld(req.pid, id);
+            const name = sessionName(session);
+            if (req.follow) {
+              const sink: EventSink = {
+                emit: (ev: BridleEvent) => {
+                  if (ev.session === name) stream({ event: ev });
+                },
+              };
+              this.sup.engine.addSink(sink);
+              onClose(() => this.sup.engine.removeSink(sink));
+            }
+            return { ok: true, session: name };
+          }
+          default:
+            return { ok: false, error: `unknown op '${(req as { op?: string }).op}'` };
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await this.sup.close();
+    for (const s of this.o.sinks) await s.close?.();
+  }
+}
+
+export { PolicyError };

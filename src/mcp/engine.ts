@@ -1,0 +1,210 @@
+// MCP decisions as pure functions: (server policy, tool, arguments, what the server listed) → verdict,
+// rule, reason. No I/O, no clocks; the transports (stdio.ts, http.ts) and the session (session.ts) call in.
+//
+// Order of checks, first failing check decides:
+//   1. the name must be one the server listed, exactly (other letter cases are refused, not guessed at)
+//   2. arguments must be an object
+//   3. tools.deny and deny-action rules without conditions (compared case- and Unicode-insensitively)
+//   4. a pinned definition that changed, with pin: block
+//   5. a grant: tools.allow (exact), an allow-action rule naming the tool, or `default: allow`
+//   6. the server's inputSchema (schema: enforce)
+//   7. every rule naming the tool, in order: allow-action rules' conditions must hold; deny-action rules
+//      deny when theirs hold. A condition that cannot be evaluated denies.
+// In monitor mode the verdict of a denial is `would_deny` and the caller forwards the call anyway.
+import type { McpRule, McpServerPolicy } from '../policy/mcp.js';
+import type { Mode } from '../policy/types.js';
+import type { Verdict } from '../events/types.js';
+import { checkArg, compileCel, evalCel, type CelProgram } from './conditions.js';
+import { compileGlob, foldName, type Glob } from './glob.js';
+import { validateArgs } from './schema.js';
+import { checkReadOnly } from './sql.js';
+
+/** A tool as a server lists it in tools/list. */
+export interface ToolDef {
+  name: string;
+  title?: string;
+  description?: string;
+  inputSchema?: unknown;
+  outputSchema?: unknown;
+  annotations?: unknown;
+  [k: string]: unknown;
+}
+
+export interface Decision {
+  verdict: Verdict;
+  /** Which rule decided: "mcp.servers.github.tools.deny[0]", "mcp.servers.github.default", "mcp.protocol.unknown_tool", ... */
+  rule: string;
+  reason: string;
+}
+
+interface CompiledRule {
+  rule: McpRule;
+  globs: Glob[];
+  when?: CelProgram;
+  conditional: boolean;
+}
+
+export interface CompiledServer {
+  policy: McpServerPolicy;
+  mode: Mode;
+  allow: { id: string; glob: Glob }[];
+  deny: { id: string; glob: Glob }[];
+  rules: CompiledRule[];
+  redact: Glob[][];
+}
+
+/** Compiles globs and expressions once. Throws only on input parseMcpSection would have rejected. */
+export function compileServer(policy: McpServerPolicy, mode: Mode, globalRedact: string[] = []): CompiledServer {
+  return {
+    policy,
+    mode,
+    allow: policy.allow.map((p) => ({ id: p.id, glob: compileGlob(p.glob) })),
+    deny: policy.deny.map((p) => ({ id: p.id, glob: compileGlob(p.glob) })),
+    rules: policy.rules.map((rule) => ({
+      rule,
+      globs: rule.tools.map(compileGlob),
+      ...(rule.when !== undefined ? { when: compileCel(rule.when) } : {}),
+      conditional: rule.when !== undefined || rule.args.length > 0 || rule.sql !== undefined,
+    })),
+    redact: [...globalRedact, ...policy.redact].map((p) => p.split('.').map(compileGlob)),
+  };
+}
+
+export interface CallInput {
+  tool: string;
+  /** params.arguments as sent (undefined counts as {}). */
+  args: unknown;
+  /** The server's tools as last listed. When given, unknown names and schema violations are denied. */
+  tools?: ReadonlyMap<string, ToolDef>;
+  /** Tools whose definition differs from the pinned one: name → what changed. */
+  changed?: ReadonlyMap<string, string>;
+}
+
+const ruleMatches = (r: CompiledRule, tool: string): boolean =>
+  r.rule.action === 'deny' ? r.globs.some((g) => g.testFolded(tool)) : r.globs.some((g) => g.test(tool));
+
+function deny(s: CompiledServer, rule: string, reason: string): Decision {
+  return { verdict: s.mode === 'monitor' ? 'would_deny' : 'deny', rule, reason };
+}
+
+/** Step 3-5 only (name-level): why a tool is denied whatever its arguments, or the rule that grants it. */
+function nameDecision(s: CompiledServer, tool: string, changed?: ReadonlyMap<string, string>): Decision {
+  const id = s.policy.id;
+  for (const d of s.deny) {
+    if (d.glob.testFolded(tool)) {
+      const how = d.glob.test(tool) ? '' : ' (compared ignoring letter case and Unicode form)';
+      return deny(s, d.id, `'${tool}' matches '${d.glob.source}' in ${id}.tools.deny${how}`);
+    }
+  }
+  for (const r of s.rules) {
+    if (r.rule.action === 'deny' && !r.conditional && ruleMatches(r, tool)) {
+      return deny(s, r.rule.id, `'${tool}' is denied by ${r.rule.id}`);
+    }
+  }
+  const change = changed?.get(tool);
+  if (change !== undefined && s.policy.pin === 'block') {
+    return deny(s, `${id}.pin`, `the definition of '${tool}' changed since it was pinned (${change}); a changed tool is blocked until the change is reviewed and re-pinned`);
+  }
+  const a = s.allow.find((x) => x.glob.test(tool));
+  if (a) return { verdict: 'allow', rule: a.id, reason: `'${tool}' matches '${a.glob.source}' in ${id}.tools.allow` };
+  const r = s.rules.find((x) => x.rule.action === 'allow' && ruleMatches(x, tool));
+  if (r) return { verdict: 'allow', rule: r.rule.id, reason: `'${tool}' is named by ${r.rule.id}` };
+  if (s.policy.default === 'allow') return { verdict: 'allow', rule: `${id}.default`, reason: `default: allow for server '${s.policy.name}'` };
+  return deny(s, `${id}.default`, `'${tool}' is not in ${id}.tools.allow and no rule allows it (default: deny)`);
+}
+
+/** Whether tools/list shows the tool: it is shown unless denied by name (in monitor mode, always). */
+export function visible(s: CompiledServer, tool: string, changed?: ReadonlyMap<string, string>): boolean {
+  if (s.mode === 'monitor') return true;
+  return nameDecision(s, tool, changed).verdict === 'allow';
+}
+
+const SQL_ARGS = ['sql', 'query', 'statement'];
+
+/** Evaluates one rule's conditions: undefined when all hold, else why not ({error} when one could not be evaluated). */
+function conditions(s: CompiledServer, r: CompiledRule, tool: string, args: Record<string, unknown>): string | { error: string } | undefined {
+  if (r.when) {
+    const v = evalCel(r.when, { args, tool, server: s.policy.name });
+    if (typeof v === 'object') return { error: `when: ${r.rule.when} could not be evaluated: ${v.error}` };
+    if (!v) return `when: ${r.rule.when} is false`;
+  }
+  for (const c of r.rule.args) {
+    const why = checkArg(c, args);
+    if (why) return why;
+  }
+  if (r.rule.sql) {
+    const name = r.rule.sql.arg ?? SQL_ARGS.find((k) => Object.prototype.hasOwnProperty.call(args, k));
+    const sql = name === undefined ? undefined : args[name];
+    if (typeof sql !== 'string') {
+      return { error: `sql: read-only needs the SQL as a string in argument '${name ?? SQL_ARGS.join("' or '")}'` };
+    }
+    const v = checkReadOnly(sql);
+    if (!v.ok) return `sql: read-only: ${v.reason}`;
+  }
+  return undefined;
+}
+
+/** The decision for one tools/call. Never throws: an unexpected error is a denial. */
+export function decide(s: CompiledServer, call: CallInput): Decision {
+  try {
+    return decideInner(s, call);
+  } catch (err) {
+    return deny(s, 'mcp.error', `internal error while deciding: ${(err as Error).message}`);
+  }
+}
+
+function decideInner(s: CompiledServer, call: CallInput): Decision {
+  const { tool } = call;
+  if (call.tools && !call.tools.has(tool)) {
+    const folded = foldName(tool);
+    const near = [...call.tools.keys()].find((k) => foldName(k) === folded);
+    if (near !== undefined) {
+      return deny(s, 'mcp.protocol.tool_case', `there is no tool '${tool}'; the server's tool is '${near}'. Tool names must match exactly (letter case and Unicode form included)`);
+    }
+    return deny(s, 'mcp.protocol.unknown_tool', `server '${s.policy.name}' lists no tool named '${tool}'`);
+  }
+  const rawArgs = call.args === undefined ? {} : call.args;
+  if (rawArgs === null || typeof rawArgs !== 'object' || Array.isArray(rawArgs)) {
+    return deny(s, 'mcp.protocol.invalid', 'params.arguments must be an object');
+  }
+  const args = rawArgs as Record<string, unknown>;
+
+  const byName = nameDecision(s, tool, call.changed);
+  if (byName.verdict !== 'allow') return byName;
+
+  if (s.policy.schema === 'enforce' && call.tools) {
+    const v = validateArgs(call.tools.get(tool)!.inputSchema, args);
+    if (!v.ok) return deny(s, `${s.policy.id}.schema`, `the arguments do not match the tool's inputSchema: ${v.reason}`);
+  }
+
+  for (const r of s.rules) {
+    if (!r.conditional || !ruleMatches(r, tool)) continue;
+    const why = conditions(s, r, tool, args);
+    if (r.rule.action === 'allow') {
+      if (why === undefined) continue;
+      return deny(s, r.rule.id, typeof why === 'string' ? why : why.error);
+    }
+    // deny-action: deny when every condition holds, and when one cannot be evaluated (fail closed).
+    if (why === undefined) return deny(s, r.rule.id, `the conditions of ${r.rule.id} hold`);
+    if (typeof why === 'object') return deny(s, r.rule.id, why.error);
+  }
+  return byName;
+}
+
+export const REDACTED = '[redacted]';
+
+/** A copy of the arguments with every value at a redaction path replaced; the input is not changed. */
+export function redactArgs(s: CompiledServer, args: unknown): unknown {
+  if (s.redact.length === 0) return args;
+  const walk = (v: unknown, paths: Glob[][]): unknown => {
+    if (paths.length === 0 || v === null || typeof v !== 'object') return v;
+    const out: Record<string, unknown> | unknown[] = Array.isArray(v) ? [] : {};
+    for (const [k, child] of Object.entries(v as Record<string, unknown>)) {
+      const here = paths.filter((p) => p[0]!.testFolded(k));
+      if (here.some((p) => p.length === 1)) (out as Record<string, unknown>)[k] = REDACTED;
+      else (out as Record<string, unknown>)[k] = walk(child, here.map((p) => p.slice(1)));
+    }
+    return out;
+  };
+  return walk(args, s.redact);
+}
