@@ -26,13 +26,22 @@ function fdOf(sock: Socket): number {
   return (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 }
 
-export function serveControl(path: string, h: Handler): Promise<Server> {
+export interface ControlServer {
+  server: Server;
+  /** Stops listening and ends every open connection (followers included) at once. */
+  close(): Promise<void>;
+}
+
+export function serveControl(path: string, h: Handler): Promise<ControlServer> {
+  const open = new Set<Socket>();
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   if (existsSync(path)) {
     // a stale socket from a dead agent; a live one answers and we refuse to start twice
     unlinkSync(path);
   }
   const server = createServer((sock) => {
+    open.add(sock);
+    sock.on('close', () => open.delete(sock));
     let peer: { pid: number; uid: number };
     try {
       peer = peerCred(fdOf(sock));
@@ -76,7 +85,14 @@ export function serveControl(path: string, h: Handler): Promise<Server> {
     server.once('error', rej);
     server.listen(path, () => {
       chmodSync(path, 0o600);
-      res(server);
+      res({
+        server,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            for (const s of open) s.destroy();
+          }),
+      });
     });
   });
 }

@@ -2,12 +2,11 @@
 // start sessions by themselves), per-session policies for `bridle run --policy`, the control socket,
 // SIGHUP to reload. An invalid policy on reload is reported and the one in force stays.
 import { resolve } from 'node:path';
-import type { Server } from 'node:net';
 import type { BridleEvent, EventSink } from '../events/types.js';
 import { loadPolicyFile } from '../policy/load.js';
 import type { Policy } from '../policy/types.js';
 import { PolicyError } from '../policy/yamlctx.js';
-import { serveControl, type Handler, type Request } from './control.js';
+import { serveControl, type ControlServer, type Handler, type Request } from './control.js';
 import { HOST } from './ids.js';
 import { sessionName } from './ids.js';
 import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
@@ -20,7 +19,7 @@ export interface AgentOptions {
 }
 
 export class Agent {
-  private server: Server | undefined;
+  private server: ControlServer | undefined;
   private byDigest = new Map<string, number>();
   private nextId = DEFAULT_POLICY_ID + 1;
   private constructor(
@@ -135,7 +134,7 @@ export class Agent {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await this.server?.close();
     await this.sup.close();
     for (const s of this.o.sinks) await s.close?.();
   }

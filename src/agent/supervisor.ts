@@ -84,7 +84,7 @@ export class Supervisor {
     if (!this.engine.policies.get(policyId)) throw new Error(`no policy ${policyId} loaded`);
     const procs = this.sensor.processes();
     const root = procs.find((p) => p.pid === pid);
-    if (!root) throw new Error(`no process ${pid}`);
+    if (!root) throw new Error(`no process ${pid} (it may have exited)`);
     if (pid === process.pid) throw new Error('refusing to attach bridle to itself');
     const existing = this.sensor.tagOf(pid);
     if (existing) throw new Error(`process ${pid} is already in session ${existing.session.toString(16)}`);

@@ -39,7 +39,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bridle: unknown command '${name}'\n\n${await usage()}\n`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     process.stdout.write(cmd.help.trimEnd() + '\n');
     return 0;
   }

@@ -99,6 +99,29 @@ function sessionToWire(s: SessionRow) {
   };
 }
 
+/** HTTP/2 receive window (per stream and per connection) of the collector. */
+const FLOW_WINDOW = 32 * 1024 * 1024;
+interface GrpcInternals {
+  commonServerOptions?: { settings?: Record<string, number> };
+  http2Servers?: Map<import('node:events').EventEmitter, unknown>;
+}
+
+/**
+ * grpc-js (1.14) has no server option for HTTP/2 flow control, and Node's default 64 KiB window makes an
+ * agent wait for several WINDOW_UPDATE round trips per batch, each through the collector's busy event loop:
+ * both sides end up idle half the time. This sets a 32 MiB window through grpc-js internals (stream window
+ * in the SETTINGS of new sessions, connection window once each session starts); if those internals move,
+ * ingest still works, only slower.
+ */
+function widenFlowControl(server: grpc.Server, log: pino.Logger): void {
+  const internals = server as unknown as GrpcInternals;
+  if (internals.commonServerOptions && internals.http2Servers instanceof Map) {
+    internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: FLOW_WINDOW };
+  } else {
+    log.warn('grpc-js internals changed: ingest runs with the default 64 KiB HTTP/2 window');
+  }
+}
+
 export async function startCollector(opts: CollectorOptions): Promise<Collector> {
   const log = opts.log ?? pino({ level: process.env.BRIDLE_LOG ?? 'warn', name: 'collector' });
   const limits = { ...LIMITS, ...opts.limits };
@@ -396,12 +419,16 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     }),
   } as unknown as grpc.UntypedServiceImplementation);
 
+  widenFlowControl(server, log);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(formatHostPort(bindHost, bindPort), creds, (err, p) => (err ? reject(new Error(`cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p))),
   ).catch(async (err) => {
     await store.close();
     throw err;
   });
+  for (const h2 of (server as unknown as GrpcInternals).http2Servers?.keys() ?? []) {
+    h2.on('session', (session: { setLocalWindowSize?(n: number): void }) => session.setLocalWindowSize?.(FLOW_WINDOW));
+  }
   const address = formatHostPort(bindHost, port);
   log.info({ address, tls: !!opts.tls, db: opts.store ? '(custom store)' : opts.dbPath }, 'collector listening');
 

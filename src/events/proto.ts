@@ -181,7 +181,8 @@ export function eventToMessage(ev: BridleEvent): PbEvent {
   }
 }
 
-export function encodeEvent(ev: BridleEvent): Uint8Array {
+/** Reference encoder through protobufjs (the fast path below must produce what this decodes to). */
+export function encodeEventReflect(ev: BridleEvent): Uint8Array {
   return EventMsg.encode(eventToMessage(ev)).finish();
 }
 
@@ -302,6 +303,610 @@ export function eventFromMessage(m: PbEvent): BridleEvent {
   }
 }
 
-export function decodeEvent(bytes: Uint8Array): BridleEvent {
+/** Reference decoder through protobufjs. */
+export function decodeEventReflect(bytes: Uint8Array): BridleEvent {
   return eventFromMessage(EventMsg.decode(bytes) as unknown as PbEvent);
+}
+
+/** Decodes one bridle.v1.Event (fast path); throws on malformed bytes. */
+export function decodeEvent(bytes: Uint8Array): BridleEvent {
+  return decodeEventFast(bytes).ev;
+}
+
+// ---- fast path ----
+//
+// encodeEvent / decodeEvent run for every event on the agent and the collector (100,000 a second), so
+// they read and write the wire format directly instead of going through protobufjs's generic message
+// objects (which cost several allocations and a Date per event). The field numbers below are those of
+// events.proto; test/collector/proto.test.ts checks each against the loaded schema and round-trips every
+// event type through both paths, so the two cannot drift apart.
+
+/** Field numbers (events.proto). */
+export const F = {
+  event: { header: 1, session_start: 10, session_end: 11, exec: 12, exit: 13, connect: 14, dns: 15, tool_call: 16, violation: 17, loss: 18, policy: 19, other: 99 },
+  header: { ts: 1, host: 2, session: 3, exec_id: 4, parent_exec_id: 5, pid: 6, ppid: 7, uid: 8, seq: 9, verdict: 10, rule: 11, policy: 12 },
+  timestamp: { seconds: 1, nanos: 2 },
+  session_start: { origin: 1, agent: 2, backend: 3, mode: 4, path: 5, argv: 6 },
+  session_end: { exit_code: 1, signal: 2, counts: 3 },
+  exec: { path: 1, argv: 2, script: 3, via_loader: 4, fileless: 5, cwd: 6 },
+  exit: { exit_code: 1, signal: 2 },
+  connect: { proto: 1, family: 2, daddr: 3, dport: 4, op: 5 },
+  dns: { name: 1, answers: 2, ttl: 3 },
+  tool_call: { server: 1, tool: 2, arguments: 3, latency_ms: 4, is_error: 5, reason: 6 },
+  violation: { what: 1, detail: 2 },
+  loss: { where: 1, count: 2 },
+  policy: { action: 1, detail: 2 },
+  other: { type: 1, json: 2 },
+} as const;
+
+const BODY_NAMES: Record<number, EventType | 'other'> = {};
+for (const [name, id] of Object.entries(F.event)) if (name !== 'header') BODY_NAMES[id] = name as EventType | 'other';
+
+/** A growable output buffer with the protobuf primitives the event encoder needs. */
+export class WireWriter {
+  buf: Buffer;
+  pos = 0;
+  constructor(size = 4096) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n + 1024));
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+  /** Unsigned varint of a non-negative integer below 2^53. */
+  varint(v: number): void {
+    this.ensure(10);
+    const b = this.buf;
+    let p = this.pos;
+    while (v > 0x7fffffff) {
+      b[p++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    while (v > 0x7f) {
+      b[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    b[p++] = v;
+    this.pos = p;
+  }
+  tag(field: number, wire: number): void {
+    this.varint((field << 3) | wire);
+  }
+  uint(field: number, v: number | undefined): void {
+    if (!v) return;
+    this.tag(field, 0);
+    this.varint(v);
+  }
+  /** A proto3 `optional` integer: written when defined, zero included. */
+  optUint(field: number, v: number | undefined | null): void {
+    if (v == null) return;
+    this.tag(field, 0);
+    this.varint(v >>> 0);
+  }
+  optSint(field: number, v: number | undefined | null): void {
+    if (v == null) return;
+    this.tag(field, 0);
+    this.varint(((v << 1) ^ (v >> 31)) >>> 0);
+  }
+  bool(field: number, v: boolean | undefined): void {
+    if (!v) return;
+    this.tag(field, 0);
+    this.varint(1);
+  }
+  double(field: number, v: number | undefined | null): void {
+    if (v == null) return;
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
+  }
+  /** A string field; empty strings are skipped unless `always` (repeated elements). */
+  str(field: number, s: string | undefined, always = false): void {
+    if (!s) {
+      if (!always) return;
+      s = '';
+    }
+    this.tag(field, 2);
+    const n = s.length < 64 && isAscii(s) ? s.length : Buffer.byteLength(s);
+    this.varint(n);
+    this.ensure(n);
+    this.pos += (this.buf as FastBuffer).utf8Write(s, this.pos, n);
+  }
+  bytes(field: number, b: Uint8Array): void {
+    this.tag(field, 2);
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+  /** Starts a length-delimited sub-message; returns the mark to pass to end(). */
+  begin(field: number): number {
+    this.tag(field, 2);
+    this.ensure(1);
+    return this.pos++;
+  }
+  end(mark: number): void {
+    const len = this.pos - mark - 1;
+    if (len < 128) {
+      this.buf[mark] = len;
+      return;
+    }
+    let size = 1;
+    for (let v = len; v > 0x7f; v = Math.floor(v / 128)) size++;
+    this.ensure(size);
+    this.buf.copyWithin(mark + size, mark + 1, this.pos);
+    const end = this.pos + size - 1;
+    this.pos = mark;
+    this.varint(len);
+    this.pos = end;
+  }
+}
+
+/** Node's Buffer has these (undocumented, stable since v0.x) methods: no argument checks, no allocation. */
+type FastBuffer = Buffer & { utf8Write(s: string, offset: number, max: number): number; utf8Slice(start: number, end: number): string };
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/** Appends the encoding of one bridle.v1.Event for `ev` to `w`. */
+export function writeEvent(w: WireWriter, ev: BridleEvent): void {
+  const h = w.begin(F.event.header);
+  const ms = Math.max(0, isoToMs(ev.ts));
+  const t = w.begin(F.header.ts);
+  const seconds = Math.floor(ms / 1000);
+  w.uint(F.timestamp.seconds, seconds);
+  w.uint(F.timestamp.nanos, (ms - seconds * 1000) * 1_000_000);
+  w.end(t);
+  w.str(F.header.host, ev.host);
+  w.str(F.header.session, ev.session);
+  w.str(F.header.exec_id, ev.exec_id);
+  w.str(F.header.parent_exec_id, ev.parent_exec_id);
+  w.uint(F.header.pid, ev.pid >>> 0);
+  w.uint(F.header.ppid, ev.ppid >>> 0);
+  w.uint(F.header.uid, ev.uid >>> 0);
+  w.uint(F.header.seq, ev.seq);
+  w.uint(F.header.verdict, ev.verdict ? VERDICTS[ev.verdict] : 0);
+  w.str(F.header.rule, ev.rule);
+  w.str(F.header.policy, ev.policy);
+  w.end(h);
+  switch (ev.type) {
+    case 'exec': {
+      const b = w.begin(F.event.exec);
+      w.str(F.exec.path, ev.path);
+      for (const a of ev.argv ?? []) w.str(F.exec.argv, a, true);
+      w.str(F.exec.script, ev.script);
+      w.bool(F.exec.via_loader, ev.via_loader);
+      w.bool(F.exec.fileless, ev.fileless);
+      w.str(F.exec.cwd, ev.cwd);
+      w.end(b);
+      return;
+    }
+    case 'connect': {
+      const b = w.begin(F.event.connect);
+      w.uint(F.connect.proto, NET_PROTO[ev.proto] ?? 4);
+      w.uint(F.connect.family, FAMILY[ev.family] ?? 0);
+      w.str(F.connect.daddr, ev.daddr);
+      w.uint(F.connect.dport, ev.dport >>> 0);
+      w.str(F.connect.op, ev.op);
+      w.end(b);
+      return;
+    }
+    case 'exit': {
+      const b = w.begin(F.event.exit);
+      w.optSint(F.exit.exit_code, ev.exit_code);
+      w.optUint(F.exit.signal, ev.signal);
+      w.end(b);
+      return;
+    }
+    case 'session_start': {
+      const b = w.begin(F.event.session_start);
+      w.str(F.session_start.origin, ev.origin);
+      w.str(F.session_start.agent, ev.agent);
+      w.str(F.session_start.backend, ev.backend);
+      w.str(F.session_start.mode, ev.mode);
+      w.str(F.session_start.path, ev.path);
+      for (const a of ev.argv ?? []) w.str(F.session_start.argv, a, true);
+      w.end(b);
+      return;
+    }
+    case 'session_end': {
+      const b = w.begin(F.event.session_end);
+      w.optSint(F.session_end.exit_code, ev.exit_code);
+      w.optUint(F.session_end.signal, ev.signal);
+      for (const [k, v] of Object.entries(ev.counts ?? {})) {
+        const e = w.begin(F.session_end.counts);
+        w.str(1, k, true);
+        w.uint(2, v);
+        w.end(e);
+      }
+      w.end(b);
+      return;
+    }
+    case 'dns': {
+      const b = w.begin(F.event.dns);
+      w.str(F.dns.name, ev.name);
+      for (const a of ev.answers ?? []) w.str(F.dns.answers, a, true);
+      w.optUint(F.dns.ttl, ev.ttl);
+      w.end(b);
+      return;
+    }
+    case 'tool_call': {
+      const b = w.begin(F.event.tool_call);
+      w.str(F.tool_call.server, ev.server);
+      w.str(F.tool_call.tool, ev.tool);
+      if (ev.arguments !== undefined) w.str(F.tool_call.arguments, JSON.stringify(ev.arguments));
+      w.double(F.tool_call.latency_ms, ev.latency_ms);
+      w.bool(F.tool_call.is_error, ev.is_error);
+      w.str(F.tool_call.reason, ev.reason);
+      w.end(b);
+      return;
+    }
+    case 'violation': {
+      const b = w.begin(F.event.violation);
+      w.str(F.violation.what, ev.what);
+      w.str(F.violation.detail, ev.detail);
+      w.end(b);
+      return;
+    }
+    case 'loss': {
+      const b = w.begin(F.event.loss);
+      w.str(F.loss.where, ev.where);
+      w.uint(F.loss.count, ev.count);
+      w.end(b);
+      return;
+    }
+    case 'policy': {
+      const b = w.begin(F.event.policy);
+      w.str(F.policy.action, ev.action);
+      w.str(F.policy.detail, ev.detail);
+      w.end(b);
+      return;
+    }
+    default: {
+      const other = ev as BridleEvent;
+      const b = w.begin(F.event.other);
+      w.str(F.other.type, String((other as { type: unknown }).type));
+      w.str(F.other.json, otherJson(other));
+      w.end(b);
+    }
+  }
+}
+
+const scratch = new WireWriter(64 * 1024);
+
+/** One event's bytes (a bridle.v1.Event), in a fresh buffer of exactly that size. */
+export function encodeEvent(ev: BridleEvent): Buffer {
+  scratch.pos = 0;
+  writeEvent(scratch, ev);
+  return Buffer.from(scratch.buf.subarray(0, scratch.pos));
+}
+
+/** Cursor over protobuf bytes; throws WireError on anything malformed. */
+class WireReader {
+  pos: number;
+  constructor(
+    readonly buf: Buffer,
+    start: number,
+    readonly end: number,
+  ) {
+    this.pos = start;
+  }
+  varint(): number {
+    let v = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) throw new WireError('truncated varint');
+      const b = this.buf[this.pos++]!;
+      v += (b & 0x7f) * mul;
+      if (b < 0x80) return v;
+      mul *= 128;
+    }
+    throw new WireError('varint too long');
+  }
+  sint32(): number {
+    const n = this.varint() >>> 0;
+    return (n >>> 1) ^ -(n & 1);
+  }
+  int32(): number {
+    return this.varint() | 0;
+  }
+  len(): number {
+    const n = this.varint();
+    if (this.pos + n > this.end) throw new WireError('length past the end of the message');
+    return n;
+  }
+  string(): string {
+    const n = this.len();
+    const s = (this.buf as FastBuffer).utf8Slice(this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+  double(): number {
+    if (this.pos + 8 > this.end) throw new WireError('truncated double');
+    const v = this.buf.readDoubleLE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+  /** A sub-message: returns its end offset; the caller reads until pos reaches it. */
+  sub(): number {
+    const n = this.len();
+    return this.pos + n;
+  }
+  skip(wire: number): void {
+    switch (wire) {
+      case 0:
+        this.varint();
+        return;
+      case 1:
+        this.pos += 8;
+        break;
+      case 2:
+        this.pos += this.len();
+        return;
+      case 5:
+        this.pos += 4;
+        break;
+      default:
+        throw new WireError(`unsupported wire type ${wire}`);
+    }
+    if (this.pos > this.end) throw new WireError('truncated field');
+  }
+}
+
+export class WireError extends Error {
+  override name = 'WireError';
+}
+
+function expectWire(tag: number, wire: number): void {
+  if ((tag & 7) !== wire) throw new WireError(`field ${tag >>> 3}: wire type ${tag & 7}, expected ${wire}`);
+}
+
+function readHeader(r: WireReader, end: number, ev: Record<string, unknown>): number {
+  let ms = 0;
+  while (r.pos < end) {
+    const tag = r.varint();
+    switch (tag >>> 3) {
+      case F.header.ts: {
+        expectWire(tag, 2);
+        const e = r.sub();
+        let s = 0;
+        let ns = 0;
+        while (r.pos < e) {
+          const t = r.varint();
+          if (t >>> 3 === 1) s = r.varint();
+          else if (t >>> 3 === 2) ns = r.varint();
+          else r.skip(t & 7);
+        }
+        ms = s * 1000 + Math.floor(ns / 1_000_000);
+        break;
+      }
+      case F.header.host:
+        expectWire(tag, 2);
+        ev.host = r.string();
+        break;
+      case F.header.session:
+        expectWire(tag, 2);
+        ev.session = r.string();
+        break;
+      case F.header.exec_id:
+        expectWire(tag, 2);
+        ev.exec_id = r.string();
+        break;
+      case F.header.parent_exec_id:
+        expectWire(tag, 2);
+        ev.parent_exec_id = r.string();
+        break;
+      case F.header.pid:
+        ev.pid = r.varint() >>> 0;
+        break;
+      case F.header.ppid:
+        ev.ppid = r.varint() >>> 0;
+        break;
+      case F.header.uid:
+        ev.uid = r.varint() >>> 0;
+        break;
+      case F.header.seq:
+        ev.seq = r.varint();
+        break;
+      case F.header.verdict: {
+        const v = VERDICT_NAMES[r.varint()];
+        if (v) ev.verdict = v;
+        break;
+      }
+      case F.header.rule:
+        expectWire(tag, 2);
+        opt(ev, 'rule', r.string());
+        break;
+      case F.header.policy:
+        expectWire(tag, 2);
+        opt(ev, 'policy', r.string());
+        break;
+      default:
+        r.skip(tag & 7);
+    }
+  }
+  if (r.pos !== end) throw new WireError('header overruns its length');
+  return ms;
+}
+
+/** Reads one body message into `ev` (which already has its type set). */
+function readBody(r: WireReader, end: number, kind: EventType | 'other', ev: Record<string, any>): void {
+  while (r.pos < end) {
+    const tag = r.varint();
+    const f = tag >>> 3;
+    const wire = tag & 7;
+    const str = (): string => {
+      expectWire(tag, 2);
+      return r.string();
+    };
+    switch (kind) {
+      case 'exec':
+        if (f === F.exec.path) ev.path = str();
+        else if (f === F.exec.argv) ev.argv.push(str());
+        else if (f === F.exec.script) opt(ev, 'script', str());
+        else if (f === F.exec.via_loader) opt(ev, 'via_loader', r.varint() !== 0);
+        else if (f === F.exec.fileless) opt(ev, 'fileless', r.varint() !== 0);
+        else if (f === F.exec.cwd) opt(ev, 'cwd', str());
+        else r.skip(wire);
+        break;
+      case 'connect':
+        if (f === F.connect.proto) ev.proto = NET_PROTO_NAMES[r.varint()] ?? 'other';
+        else if (f === F.connect.family) ev.family = FAMILY_NAMES[r.varint()] ?? 'inet';
+        else if (f === F.connect.daddr) ev.daddr = str();
+        else if (f === F.connect.dport) ev.dport = r.varint() >>> 0;
+        else if (f === F.connect.op) opt(ev, 'op', str());
+        else r.skip(wire);
+        break;
+      case 'exit':
+      case 'session_end':
+        if (f === 1) ev.exit_code = r.sint32();
+        else if (f === 2) ev.signal = r.varint() >>> 0;
+        else if (f === F.session_end.counts && kind === 'session_end') {
+          expectWire(tag, 2);
+          const e = r.sub();
+          let k = '';
+          let v = 0;
+          while (r.pos < e) {
+            const t = r.varint();
+            if (t >>> 3 === 1) {
+              expectWire(t, 2);
+              k = r.string();
+            } else if (t >>> 3 === 2) v = r.varint();
+            else r.skip(t & 7);
+          }
+          (ev.counts ??= {})[k] = v;
+        } else r.skip(wire);
+        break;
+      case 'session_start':
+        if (f === F.session_start.origin) ev.origin = str();
+        else if (f === F.session_start.agent) opt(ev, 'agent', str());
+        else if (f === F.session_start.backend) ev.backend = str();
+        else if (f === F.session_start.mode) ev.mode = str();
+        else if (f === F.session_start.path) opt(ev, 'path', str());
+        else if (f === F.session_start.argv) (ev.argv ??= []).push(str());
+        else r.skip(wire);
+        break;
+      case 'dns':
+        if (f === F.dns.name) ev.name = str();
+        else if (f === F.dns.answers) ev.answers.push(str());
+        else if (f === F.dns.ttl) ev.ttl = r.varint() >>> 0;
+        else r.skip(wire);
+        break;
+      case 'tool_call':
+        if (f === F.tool_call.server) ev.server = str();
+        else if (f === F.tool_call.tool) ev.tool = str();
+        else if (f === F.tool_call.arguments) {
+          const a = str();
+          if (a) {
+            try {
+              ev.arguments = JSON.parse(a);
+            } catch {
+              ev.arguments = a;
+            }
+          }
+        } else if (f === F.tool_call.latency_ms) {
+          expectWire(tag, 1);
+          ev.latency_ms = r.double();
+        } else if (f === F.tool_call.is_error) opt(ev, 'is_error', r.varint() !== 0);
+        else if (f === F.tool_call.reason) opt(ev, 'reason', str());
+        else r.skip(wire);
+        break;
+      case 'violation':
+        if (f === F.violation.what) ev.what = str();
+        else if (f === F.violation.detail) opt(ev, 'detail', str());
+        else r.skip(wire);
+        break;
+      case 'loss':
+        if (f === F.loss.where) ev.where = str();
+        else if (f === F.loss.count) ev.count = r.varint();
+        else r.skip(wire);
+        break;
+      case 'policy':
+        if (f === F.policy.action) ev.action = str();
+        else if (f === F.policy.detail) opt(ev, 'detail', str());
+        else r.skip(wire);
+        break;
+      case 'other':
+        if (f === F.other.type) ev.__type = str();
+        else if (f === F.other.json) ev.__json = str();
+        else r.skip(wire);
+        break;
+    }
+  }
+  if (r.pos !== end) throw new WireError('body overruns its length');
+}
+
+/** Fresh defaults per type, so a field absent on the wire reads as its proto3 default. */
+function bodyDefaults(kind: EventType | 'other'): Record<string, unknown> {
+  switch (kind) {
+    case 'exec':
+      return { path: '', argv: [] };
+    case 'connect':
+      return { proto: 'other', family: 'inet', daddr: '', dport: 0 };
+    case 'session_start':
+      return { origin: '', backend: '', mode: '' };
+    case 'dns':
+      return { name: '', answers: [] };
+    case 'tool_call':
+      return { server: '', tool: '' };
+    case 'violation':
+      return { what: '' };
+    case 'loss':
+      return { where: '', count: 0 };
+    case 'policy':
+      return { action: '' };
+    default:
+      return {};
+  }
+}
+
+export interface DecodedEvent {
+  ev: BridleEvent;
+  /** Epoch ms of ev.ts. */
+  tsMs: number;
+}
+
+/** Decodes one bridle.v1.Event; throws WireError (or Error) on malformed bytes or an event without a body. */
+export function decodeEventFast(bytes: Uint8Array): DecodedEvent {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const r = new WireReader(buf, 0, buf.length);
+  const ev: Record<string, any> = { type: '', ts: '', host: '', session: '', exec_id: '', parent_exec_id: '', pid: 0, ppid: 0, uid: 0, seq: 0 };
+  let ms = 0;
+  let kind: EventType | 'other' | undefined;
+  let bodyStart = -1;
+  let bodyEnd = -1;
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    const f = tag >>> 3;
+    if (f === F.event.header) {
+      expectWire(tag, 2);
+      const end = r.sub();
+      ms = readHeader(r, end, ev);
+    } else if (BODY_NAMES[f]) {
+      expectWire(tag, 2);
+      // The body may come before the header on the wire: remember where it is, read it after.
+      kind = BODY_NAMES[f];
+      bodyEnd = r.sub();
+      bodyStart = r.pos;
+      r.pos = bodyEnd;
+    } else r.skip(tag & 7);
+  }
+  if (!kind) throw new WireError('event has no body');
+  Object.assign(ev, bodyDefaults(kind));
+  ev.type = kind;
+  readBody(new WireReader(buf, bodyStart, bodyEnd), bodyEnd, kind, ev);
+  ev.ts = new Date(ms).toISOString();
+  if (kind === 'other') {
+    const rest = JSON.parse(ev.__json || '{}') as Record<string, unknown>;
+    if (typeof rest !== 'object' || rest === null || Array.isArray(rest)) throw new WireError('event "other" body is not a JSON object');
+    const type = ev.__type as string;
+    delete ev.__type;
+    delete ev.__json;
+    return { ev: { ...rest, ...ev, type } as unknown as BridleEvent, tsMs: ms };
+  }
+  return { ev: ev as BridleEvent, tsMs: ms };
 }

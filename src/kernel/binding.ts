@@ -17,6 +17,8 @@ import { existsSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { ensureTracefs } from './bpffs.js';
+
 // ---------------------------------------------------------------------------------------------------
 // Raw binding (the shape of native/src/*.cc). Only this file touches it.
 
@@ -350,8 +352,12 @@ export class BpfProgram {
     return this.object._raw().__progFd(this.name);
   }
 
-  /** libbpf auto-attach by section (tp_btf/, raw_tp/, tracepoint/, iter/, …). */
+  /**
+   * libbpf auto-attach by section (tp_btf/, raw_tp/, tracepoint/, iter/, …). For tracepoint/ (tp/)
+   * sections tracefs is mounted first if needed: libbpf reads the event id from it.
+   */
   attach(): BpfLink {
+    if (/^(tracepoint|tp)\//.test(this.section)) ensureTracefs();
     return this.object._link(this.object._raw().__attach(this.name));
   }
 

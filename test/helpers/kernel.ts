@@ -1,7 +1,7 @@
 // Shared test plumbing for real-kernel tests: a Supervisor per test with its events collected, and a
 // check that nothing of bridle's stays loaded afterwards.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -12,10 +12,19 @@ import { parsePolicy } from '../../src/policy/load.js';
 
 export const BIN = join(import.meta.dirname, '..', '..', 'bin', 'bridle');
 
-/** Names of bridle's BPF programs currently loaded in the kernel. */
-export function loadedBridlePrograms(): string[] {
+/** Ids of the BPF programs loaded in the kernel now. */
+export function loadedProgramIds(): Set<number> {
   const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' });
-  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => n.startsWith('bridle_'));
+  return new Set((JSON.parse(out) as { id: number }[]).map((p) => p.id));
+}
+
+/** The kernel ids of the programs a supervisor loaded (from /proc/self/fdinfo of their fds). */
+export function programIdsOf(sup: Supervisor): number[] {
+  return sup.sensor.obj
+    .programs()
+    .map((name) => sup.sensor.obj.program(name).fd)
+    .filter((fd) => fd >= 0)
+    .map((fd) => Number(/prog_id:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? -1));
 }
 
 export function tempDir(t: TestContext, prefix = 'bridle-test-'): string {
@@ -34,15 +43,16 @@ export interface Harness {
 
 /** A Supervisor with `policyYaml` installed; closed (and checked for leftovers) when the test ends. */
 export function harness(t: TestContext, policyYaml: string): Harness {
-  const before = loadedBridlePrograms().length;
   const sup = Supervisor.open();
+  const ours = programIdsOf(sup);
   const events: BridleEvent[] = [];
   sup.engine.addSink({ emit: (e) => events.push(e) });
   t.after(async () => {
     await sup.close();
-    // Our own programs are gone once the supervisor is closed (another suite's may be loaded: compare).
-    const after = loadedBridlePrograms().length;
-    if (after > before) throw new Error(`bridle BPF programs left loaded after the test: ${after - before}`);
+    // every program this supervisor loaded is gone from the kernel (others' programs may come and go)
+    const loaded = loadedProgramIds();
+    const left = ours.filter((id) => loaded.has(id));
+    if (left.length) throw new Error(`BPF programs left loaded after the test: ids ${left.join(', ')}`);
   });
   sup.setPolicy(parsePolicy(policyYaml, 'test-policy.yaml'));
   return {

@@ -27,7 +27,7 @@ import {
   openPinnedMap,
   probe,
 } from '../../src/kernel/binding.js';
-import { bridlePinDir, ensureBpffs, mountsOfType, removePinDir } from '../../src/kernel/bpffs.js';
+import { bridlePinDir, ensureBpffs, ensureTracefs, mountsOfType, removePinDir } from '../../src/kernel/bpffs.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURE = join(root, 'test/fixtures/bpf/build/fixture.bpf.o');
@@ -154,6 +154,8 @@ describe('native addon (libbpf, real kernel)', () => {
   test('libbpf version and feature probes', () => {
     scope = new Scope();
     assert.match(libbpfVersion(), /^v1\.\d+/);
+    assert.equal(ensureTracefs(), '/sys/kernel/tracing');
+    assert.ok(mountsOfType('tracefs').includes('/sys/kernel/tracing'));
     assert.equal(probe.mapType('ringbuf'), true);
     assert.equal(probe.mapType('hash'), true);
     assert.equal(probe.progType('tracepoint'), true);
@@ -581,28 +583,44 @@ describe('native addon (libbpf, real kernel)', () => {
     assert.ok(lines.length >= 2, 'node has more than one thread');
   });
 
-  test('env teardown closes what a worker left open (links, objects, running ring buffer)', async () => {
+  test('env teardown closes what a worker left open, even mid-delivery (links, objects, ring buffer)', async () => {
     scope = new Scope();
+    // The worker attaches and streams a burst we trigger (same tgid as ours) through a slow consumer,
+    // then is terminated while batches are still queued for it.
     const code = `
       const { parentPort, workerData } = require('worker_threads');
       const n = require(workerData.native);
       const o = n.Object.__open(workerData.fixture);
+      o.__setMaxEntries('events', 8 << 20);
       o.__load();
       o.__attach('bfx_exec');
       o.__attach('bfx_burst');
+      const cfg = Buffer.alloc(16);
+      cfg.writeUInt32LE(process.pid, 4);
+      n.Map.__fromFd(o.__mapFd('cfg')).__update(Buffer.alloc(4), cfg, 0);
       const m = n.Map.__fromFd(o.__mapFd('events'));
-      const rb = new n.RingBuffer(m, () => {});
+      let got = 0;
+      const rb = new n.RingBuffer(m, (d, offs) => {
+        if (!offs) return;
+        got += offs.length - 1;
+        const end = Date.now() + 2;
+        while (Date.now() < end);
+      }, { maxBatchRecords: 500 });
       parentPort.postMessage(n.liveCount());
       setInterval(() => {}, 1000);`;
-    const w = new Worker(code, { eval: true, workerData: { native: nativePath, fixture: FIXTURE } });
-    const live = await new Promise<number>((res, rej) => {
-      w.once('message', res);
-      w.once('error', rej);
-    });
-    assert.equal(live, 5, 'object, 2 links, map, ring buffer');
-    assert.ok(ourPrograms().includes('bfx_exec'));
-    await w.terminate();
-    assert.ok(await waitFor(() => ourPrograms().length === 0), 'worker teardown left programs loaded');
+    for (let round = 0; round < 5; round++) {
+      const w = new Worker(code, { eval: true, workerData: { native: nativePath, fixture: FIXTURE } });
+      const live = await new Promise<number>((res, rej) => {
+        w.once('message', res);
+        w.once('error', rej);
+      });
+      assert.equal(live, 6, 'object, 2 links, 2 maps, ring buffer');
+      assert.ok(ourPrograms().includes('bfx_exec'));
+      burst(50_000);
+      await sleep(round * 3);
+      await w.terminate();
+      assert.ok(await waitFor(() => ourPrograms().length === 0), 'worker teardown left programs loaded');
+    }
   });
 
   test('closing is idempotent and GC-safe', async () => {

@@ -1,0 +1,60 @@
+// The CLI as a user meets it: doctor's report, bad input, the session environment.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { BIN, tempDir } from '../helpers/kernel.js';
+import { sessionEnv } from '../../src/agent/env.js';
+import { parsePolicy } from '../../src/policy/load.js';
+
+const env = () => {
+  const e = { ...process.env };
+  delete e.NODE_TEST_CONTEXT;
+  return e;
+};
+
+test('doctor reports kernel features, the backend, and fixes', () => {
+  const r = spawnSync(BIN, ['doctor', '--json'], { encoding: 'utf8', env: env() });
+  assert.equal(r.status, 0, r.stderr);
+  const rep = JSON.parse(r.stdout) as { backend: string; checks: { name: string; ok: boolean; fix?: string }[] };
+  const names = rep.checks.map((c) => c.name);
+  for (const n of ['root', 'btf', 'bpffs', 'cgroup2', 'tracepoints', 'ringbuf', 'trampolines', 'bpf-lsm', 'landlock']) assert.ok(names.includes(n), n);
+  const lsm = rep.checks.find((c) => c.name === 'bpf-lsm')!;
+  // the backend follows from what actually loaded
+  assert.equal(rep.backend, lsm.ok ? 'bpf-lsm' : 'sigkill');
+  for (const c of rep.checks) if (!c.ok) assert.ok(c.fix, `${c.name} has a fix`);
+});
+
+test('bridle run rejects a bad policy with file:line:col and runs nothing', (t) => {
+  const dir = tempDir(t);
+  const p = join(dir, 'bad.yaml');
+  const marker = join(dir, 'ran');
+  writeFileSync(p, 'version: 1\nname: x\nexec:\n  default: alow\n');
+  const r = spawnSync(BIN, ['run', '--policy', p, '--', 'touch', marker], { encoding: 'utf8', env: env() });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, new RegExp(`${p.replace(/[.]/g, '\\.')}:4:12: exec\\.default must be one of allow \\| deny, not 'alow'`));
+  assert.equal(spawnSync('test', ['-e', marker]).status, 1, 'the command did not run');
+  const u = spawnSync(BIN, ['run', '--policy'], { encoding: 'utf8', env: env() });
+  assert.equal(u.status, 2);
+  assert.match(u.stderr, /--policy needs a value/);
+});
+
+test('a session gets only the environment variables the policy names', () => {
+  const p = parsePolicy('version: 1\nname: x\ncredentials:\n  env:\n    allow: [PATH, LC_*]\n', 'p.yaml');
+  const { env: e, dropped } = sessionEnv(p, { PATH: '/bin', LC_ALL: 'C', GITHUB_TOKEN: 'secret', AWS_SECRET_ACCESS_KEY: 'x' });
+  assert.deepEqual(e, { PATH: '/bin', LC_ALL: 'C' });
+  assert.deepEqual(dropped.sort(), ['AWS_SECRET_ACCESS_KEY', 'GITHUB_TOKEN']);
+});
+
+test('bridle run passes the exit status through and filters the environment end to end', (t) => {
+  const dir = tempDir(t);
+  const p = join(dir, 'p.yaml');
+  writeFileSync(p, 'version: 1\nname: x\ncredentials:\n  env:\n    allow: [PATH]\n');
+  const r = spawnSync(BIN, ['run', '--policy', p, '--quiet', '--events', join(dir, 'e.ndjson'), '--', 'sh', '-c', 'echo "token=${GITHUB_TOKEN:-none}"; exit 7'], {
+    encoding: 'utf8',
+    env: { ...env(), GITHUB_TOKEN: 'secret', BRIDLE_STANDALONE: '1' },
+  });
+  assert.equal(r.status, 7, r.stderr);
+  assert.equal(r.stdout, 'token=none\n');
+});

@@ -1,0 +1,95 @@
+// `bridle agent` as a real daemon: run and attach go through its control socket, sessions inside
+// cannot use the socket, and a bad reload keeps the policy in force.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { BIN, tempDir } from '../helpers/kernel.js';
+import { waitFor } from '../../src/agent/run.js';
+
+/** The environment for bridle child processes, without the test runner's own variables. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_TEST_CONTEXT;
+  return env;
+}
+
+/**
+ * Runs a bridle command and waits for it without blocking the event loop: spawnSync would stall the
+ * test process while the agent it started (a child of this process) needs it to drain its stderr.
+ */
+function bridle(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const cp = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  cp.stdout.on('data', (d) => (stdout += d));
+  cp.stderr.on('data', (d) => (stderr += d));
+  return new Promise((res) => cp.on('close', (status) => res({ status, stdout, stderr })));
+}
+
+const POLICY = `version: 1
+name: daemon-test
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`;
+
+async function startAgent(t: TestContext, dir: string): Promise<{ agent: ChildProcess; socket: string; events: string; env: NodeJS.ProcessEnv }> {
+  const policy = join(dir, 'policy.yaml');
+  writeFileSync(policy, POLICY);
+  const socket = join(dir, 'agent.sock');
+  const events = join(dir, 'agent.ndjson');
+  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--events', events], { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv() });
+  let err = '';
+  agent.stderr!.on('data', (d) => (err += d));
+  t.after(async () => {
+    if (agent.exitCode === null) {
+      agent.kill('SIGTERM');
+      await new Promise((r) => agent.once('exit', r));
+    }
+  });
+  assert.ok(await waitFor(() => err.includes('control socket'), 15000), `agent started: ${err}`);
+  return { agent, socket, events, env: { ...cleanEnv(), BRIDLE_SOCKET: socket } };
+}
+
+test('bridle run goes through a running agent; the control socket refuses session processes', async (t) => {
+  const dir = tempDir(t);
+  const { socket, events, env } = await startAgent(t, dir);
+  const policy = join(dir, 'policy.yaml');
+  const out = join(dir, 'run.ndjson');
+  // inside the session, a process tries to use the control socket (attach its own parent out of the session)
+  const r = await bridle(['run', '--policy', policy, '--events', out, '--', 'sh', '-c', `wget --version >/dev/null 2>&1; echo "wget=$?"; BRIDLE_SOCKET=${socket} ${BIN} agent status >/dev/null 2>&1; echo "status=$?"`], env);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'wget=137\nstatus=1\n');
+  const evs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(evs.some((e) => e.type === 'exec' && e.path === '/usr/bin/wget' && e.verdict === 'deny'));
+  assert.ok(evs.some((e) => e.type === 'session_end'));
+  // the agent's own log has the session too
+  assert.ok(await waitFor(() => existsSync(events) && readFileSync(events, 'utf8').includes('"session_end"'), 3000));
+  // and the agent answers untagged callers
+  const st = await bridle(['agent', 'status', '--socket', socket]);
+  assert.equal(st.status, 0, st.stderr);
+  assert.equal(JSON.parse(st.stdout).policy, 'daemon-test');
+});
+
+test('attach through the agent; a bad policy on reload is rejected and the old one stays', async (t) => {
+  const dir = tempDir(t);
+  const { agent, socket } = await startAgent(t, dir);
+  const policy = join(dir, 'policy.yaml');
+  writeFileSync(policy, 'version: 1\nname: broken\nexec:\n  deny:\n    - path: /no/such/binary\n');
+  agent.kill('SIGHUP');
+  const reload = await bridle(['agent', 'reload', '--socket', socket]);
+  assert.equal(reload.status, 1);
+  assert.match(reload.stdout, /policy\.yaml:5:13: exec\.deny\[0\]\.path: '\/no\/such\/binary': ENOENT/);
+
+  const child = spawn('sh', ['-c', 'sleep 3; wget --version >/dev/null 2>&1; echo "wget=$?"'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const a = await bridle(['attach', '--pid', String(child.pid), '--socket', socket]);
+  assert.equal(a.status, 0, a.stderr);
+  assert.match(a.stdout, /tagged \d+ processes/);
+  await new Promise((r) => child.once('exit', r));
+  assert.equal(out, 'wget=137\n', 'the old policy (deny wget) is still in force');
+});
