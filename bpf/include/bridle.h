@@ -63,6 +63,7 @@ enum bridle_rule_kind {
 #define BRIDLE_F_SESSION_NEW (1u << 3) /* this exec started a session (agents: match) */
 #define BRIDLE_F_ARGS_TRUNC (1u << 4)
 #define BRIDLE_F_VIA_LOADER (1u << 5)  /* event for the program a loader mapped, not an execve */
+#define BRIDLE_F_LSM_DENIED (1u << 6)  /* refused with EPERM by the BPF-LSM hook: the exec never happened */
 
 /* Session policy flags (bridle_tag.flags). */
 #define BRIDLE_TAG_MONITOR (1u << 0)

@@ -23,6 +23,7 @@ export class Supervisor {
       onWarning: (w) => sup?.warnings.push(w),
     });
     sup = new Supervisor(sensor);
+    sup.engine.backend = sensor.backend;
     return sup;
   }
 

@@ -15,6 +15,7 @@ export const FLAG = {
   SESSION_NEW: 1 << 3,
   ARGS_TRUNC: 1 << 4,
   VIA_LOADER: 1 << 5,
+  LSM_DENIED: 1 << 6,
 } as const;
 
 export const TAG_MONITOR = 1;
@@ -184,3 +185,47 @@ export function decodeSeeds(b: Buffer): SeedRecord[] {
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Network sensor (bpf/include/bridle_net.h, bpf/net.bpf.c). Checked against the BTF of net.bpf.o by
+// test/net/layout.test.ts; decoders live in src/kernel/net.ts.
+
+export const NET_EV = { NET: 16, UNIX: 17 } as const;
+export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3 } as const;
+export const NET_KIND = { DEFAULT: 0, CIDR: 1, HOST: 2, DNS_TCP: 3, DNS_BIND: 4, UNIX: 5, CONTROL: 6 } as const;
+export const NET_EVF = { MAPPED: 1, ANY: 2 } as const;
+
+export const NET_LAYOUT = {
+  bridle_hdr: LAYOUT.bridle_hdr,
+  bridle_tag: LAYOUT.bridle_tag,
+  bridle_proc: LAYOUT.bridle_proc,
+  bridle_rule: LAYOUT.bridle_rule,
+  bridle_net_cfg: { size: 24, fields: { gen: 0, default_action: 4, default_rule: 8, flags: 12, unix_default: 16, pad: 20 } },
+  bridle_net_conf: { size: 8, fields: { dns_port4: 0, dns_port6: 2, flags: 4 } },
+  bridle_net_key: { size: 28, fields: { prefixlen: 0, gen: 4, family: 8, addr: 12 } },
+  bridle_net_node: { size: 16, fields: { set: 0, parent: 4, rule: 8, pad: 12 } },
+  bridle_port_key: { size: 12, fields: { prefixlen: 0, set: 4, proto: 8, port: 10 } },
+  bridle_host_key: { size: 16, fields: { gen: 0, pad: 4, pattern: 8 } },
+  bridle_dnsaddr_key: { size: 32, fields: { session: 0, family: 8, pad: 12, addr: 16 } },
+  bridle_dnsaddr: { size: 40, fields: { expires: 0, pattern: 8 } },
+  bridle_dns_client: {
+    size: 56,
+    fields: { session: 0, key: 8, ktime: 16, pid: 24, policy: 28, orig: 32, orig_port: 48, family: 50, pad: 52 },
+  },
+  bridle_unix_key: { size: 16, fields: { gen: 0, pad: 4, path: 8 } },
+  bridle_net_recent: { size: 24, fields: { pid: 0, port: 4, family: 6, proto: 7, addr: 8 } },
+  bridle_net_ev: {
+    size: 80,
+    fields: {
+      hdr: 0, session: 16, key: 24, pid: 32, tid: 36, uid: 40, policy: 44, rule_id: 48, dport: 52, family: 54,
+      proto: 55, op: 56, verdict: 57, rule_kind: 58, flags: 59, pad: 60, daddr: 64,
+    },
+  },
+  bridle_unix_ev: {
+    size: 168,
+    fields: {
+      hdr: 0, session: 16, key: 24, pid: 32, tid: 36, uid: 40, policy: 44, rule_id: 48, verdict: 52, rule_kind: 53,
+      path_len: 54, path: 56, pad: 164,
+    },
+  },
+} as const;

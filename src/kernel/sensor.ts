@@ -10,6 +10,9 @@ import { cfgValue, type CompiledExec } from '../policy/compile.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PROCESS_OBJ = join(ROOT, 'bpf', 'build', 'process.bpf.o');
+export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
+
+export type Backend = 'bpf-lsm' | 'sigkill';
 
 /** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
 const PROGRAMS = ['bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard'] as const;
@@ -35,6 +38,11 @@ export class Sensor {
   private gens = new Map<number, { gen: number; compiled: CompiledExec }>();
   private nextGen = 1;
   readonly attached: string[] = [];
+  /** How denied execs are stopped: EPERM from BPF-LSM where the kernel allows it, else SIGKILL at exec. */
+  backend: Backend = 'sigkill';
+  /** Why BPF-LSM is not in use (when it is not). */
+  lsmUnavailable = '';
+  private lsm: BpfObject | undefined;
 
   private constructor(
     readonly obj: BpfObject,
@@ -57,6 +65,8 @@ export class Sensor {
           opts.onWarning?.(`optional hook ${name} not attached: ${(err as Error).message}`);
         }
       }
+      if (process.env.BRIDLE_BACKEND !== 'sigkill') s.tryLsm();
+      else s.lsmUnavailable = 'BRIDLE_BACKEND=sigkill';
       // never let bridle itself become a session through an agents: match
       s.exempt(process.pid);
       s.rb = new RingBuffer(obj.map('events'), (batch) => {
@@ -74,6 +84,28 @@ export class Sensor {
 
   map(name: string): BpfMap {
     return this.obj.map(name);
+  }
+
+  /** Loads the BPF-LSM exec hook over the same maps; on a kernel that refuses it, stays with SIGKILL. */
+  private tryLsm(): void {
+    if (!existsSync(LSM_OBJ)) {
+      this.lsmUnavailable = `${LSM_OBJ} missing`;
+      return;
+    }
+    const lsm = BpfObject.open(LSM_OBJ);
+    try {
+      const mine = new Set(this.obj.maps());
+      for (const m of lsm.maps()) if (!m.includes('.') && mine.has(m)) lsm.reuseMap(m, this.obj.map(m));
+      lsm.load();
+      this.links.push(lsm.program('bridle_lsm_exec').attach());
+      this.lsm = lsm;
+      this.backend = 'bpf-lsm';
+      this.attached.push('bridle_lsm_exec');
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      this.lsmUnavailable = `lsm/bprm_check_security refused: ${e.code ?? e.message.split('\n')[0]}`;
+      lsm.close();
+    }
   }
 
   exempt(pid: number): void {
@@ -227,6 +259,7 @@ export class Sensor {
         /* already gone */
       }
     }
+    this.lsm?.close();
     this.obj.close();
   }
 }

@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The sensor's maps and its exec decision, shared by process.bpf.c (tracepoints, SIGKILL backend) and
+ * lsm.bpf.c (BPF-LSM backend, where the kernel allows it). Both objects declare the same maps; the
+ * loader makes the LSM object reuse the process object's maps, so there is one tag table and one
+ * policy store whichever hook decides.
+ */
+#ifndef BRIDLE_SENSOR_H
+#define BRIDLE_SENSOR_H
+
+#include "bridle.h"
+
+#define SIGKILL 9
+#define PROT_EXEC 0x4
+#define FNV_OFF 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* Set by the loader before load: size of the process table etc. live in map definitions. */
+const volatile u64 session_base = 1ULL << 62; /* kernel-made session ids start here */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, struct bridle_tag);
+} tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, u32);
+	__type(value, struct bridle_proc);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct bridle_session);
+} sessions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_ident_key);
+	__type(value, struct bridle_rule);
+} exec_ident SEC(".maps");
+
+/* dir: rules, keyed by the directory's identity: a file matches when any ancestor is listed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_ident_key);
+	__type(value, struct bridle_rule);
+} exec_dir SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_argv_key);
+	__type(value, struct bridle_rule);
+} exec_argv SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, u32);
+	__type(value, struct bridle_policy_cfg);
+} policies SEC(".maps");
+
+/* Agents by basename hash (key: u64) and by file identity (key: ident with policy 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, u64);
+	__type(value, struct bridle_agent);
+} agent_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct bridle_ident_key);
+	__type(value, struct bridle_agent);
+} agent_idents SEC(".maps");
+
+/* Processes bridle itself runs as (the supervisor): never tagged by an agents: match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, u32);
+	__type(value, u32);
+} exempt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BRIDLE_HOOK_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} lost SEC(".maps");
+
+/* Scratch for building an exec event before it is copied into the ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bridle_exec_ev);
+} scratch SEC(".maps");
+
+/*
+ * Records written through bpf_ringbuf_reserve() or bpf_seq_write() leave no type in the object's BTF;
+ * this one-entry map names them, so the layout test can compare every struct with the decoder.
+ */
+struct bridle_btf_anchor {
+	struct bridle_exit_ev exit;
+	struct bridle_session_end_ev session_end;
+	struct bridle_guard_ev guard;
+	struct bridle_seed seed;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bridle_btf_anchor);
+} btf_anchor SEC(".maps");
+
+u64 session_seq = 0;
+
+static __always_inline void count_loss(u32 hook)
+{
+	u64 *n = bpf_map_lookup_elem(&lost, &hook);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline u64 task_start(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, group_leader, start_boottime);
+}
+
+/* The tag of process `tgid`, or NULL when untagged or when the entry belongs to a previous owner of the pid. */
+static __always_inline struct bridle_tag *tag_of(u32 tgid, struct task_struct *t)
+{
+	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
+	if (!tag)
+		return NULL;
+	if (tag->start != task_start(t)) {
+		bpf_map_delete_elem(&tags, &tgid);
+		return NULL;
+	}
+	return tag;
+}
+
+static __always_inline u64 proc_key(u32 tgid, struct task_struct *t)
+{
+	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	u64 start = task_start(t);
+	if (p && p->start == start)
+		return p->key;
+	/* Predates the sensor (or was evicted): its key is its start time, as the seeding iterator says. */
+	return start;
+}
+
+static __always_inline void session_ref(u64 session, s64 delta, u32 policy, u32 flags)
+{
+	struct bridle_session *s = bpf_map_lookup_elem(&sessions, &session);
+	if (s) {
+		__sync_fetch_and_add(&s->live, delta);
+		return;
+	}
+	if (delta > 0) {
+		struct bridle_session ns = { .live = delta, .policy = policy, .flags = flags };
+		bpf_map_update_elem(&sessions, &session, &ns, BPF_NOEXIST);
+	}
+}
+
+static __always_inline void fnv(u64 *h, u8 c)
+{
+	*h ^= c;
+	*h *= FNV_PRIME;
+}
+
+static __always_inline struct bridle_rule *ident_rule(void *map, u32 policy, u64 dev, u64 ino)
+{
+	struct bridle_ident_key k = { .policy = policy, .dev = dev, .ino = ino };
+	return bpf_map_lookup_elem(map, &k);
+}
+
+struct decision {
+	u32 verdict; /* BRIDLE_ALLOW / BRIDLE_DENY before monitor mode is applied */
+	u32 rule_kind;
+	u32 rule_id;
+	u32 have_allow;
+};
+
+/* Deny beats allow beats default: remember the first allow, stop at the first deny. */
+static __always_inline bool consider(struct decision *d, struct bridle_rule *r, u32 kind)
+{
+	if (!r)
+		return false;
+	if ((r->action & 0xff) == BRIDLE_DENY) {
+		d->verdict = BRIDLE_DENY;
+		d->rule_kind = kind;
+		d->rule_id = r->rule_id;
+		return true;
+	}
+	if ((r->action & 0xff) == BRIDLE_ALLOW && !d->have_allow) {
+		d->have_allow = 1;
+		d->rule_kind = kind;
+		d->rule_id = r->rule_id;
+	}
+	return false;
+}
+
+/* dir: rules: walk the file's ancestors, crossing mount points, up to BRIDLE_DIR_DEPTH levels. */
+static __always_inline bool decide_dirs(struct decision *d, u32 policy, struct file *file)
+{
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *vmnt = BPF_CORE_READ(file, f_path.mnt);
+	struct mount *mnt = container_of(vmnt, struct mount, mnt);
+
+	for (int i = 0; i < BRIDLE_DIR_DEPTH; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		if (dentry == mnt_root) {
+			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (parent == mnt)
+				break; /* the root of the namespace */
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = parent;
+			continue; /* the mount point stands for the mounted root */
+		}
+		struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+		if (up == dentry)
+			break;
+		dentry = up;
+		struct inode *ino = BPF_CORE_READ(dentry, d_inode);
+		u64 dev = BPF_CORE_READ(ino, i_sb, s_dev);
+		u64 inr = BPF_CORE_READ(ino, i_ino);
+		if (consider(d, ident_rule(&exec_dir, policy, dev, inr), BRIDLE_RULE_DIR))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline struct bridle_exec_ev *scratch_ev(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+/*
+ * Byte loops run under bpf_loop(): the verifier checks the callback once instead of unrolling
+ * 1024 iterations of map lookups.
+ */
+struct argv_walk {
+	u64 h;
+	u32 words;
+	u32 len;
+	u32 policy;
+	u32 kind; /* out: rule kind hit, or 0 */
+	struct bridle_rule hit;
+	u32 denied;
+	u32 allowed;
+};
+
+static long argv_step(u32 i, struct argv_walk *w)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || i >= w->len || w->words >= BRIDLE_ARGV_RULE_MAX)
+		return 1;
+	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
+	if (w->words == 0 && c == '/') {
+		w->h = FNV_OFF; /* argv[0] is compared by basename */
+		return 0;
+	}
+	if (c == 0) {
+		w->words++;
+		struct bridle_argv_key k = { .policy = w->policy, .nargs = w->words, .hash = w->h };
+		struct bridle_rule *r = bpf_map_lookup_elem(&exec_argv, &k);
+		if (r) {
+			if ((r->action & 0xff) == BRIDLE_DENY) {
+				w->hit = *r;
+				w->denied = 1;
+				return 1;
+			}
+			if (!w->allowed) {
+				w->hit = *r;
+				w->allowed = 1;
+			}
+		}
+	}
+	w->h ^= c;
+	w->h *= FNV_PRIME;
+	return 0;
+}
+
+/* argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. */
+static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev)
+{
+	struct argv_walk w = { .h = FNV_OFF, .len = ev->args_len, .policy = policy };
+	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
+	if (w.denied || w.allowed)
+		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
+	return false;
+}
+
+static __always_inline void decide(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev)
+{
+	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
+	u32 gen = cfg ? cfg->gen : 0xffffffff; /* no policy: no rule matches, fileless still denied */
+	d->verdict = BRIDLE_ALLOW;
+	d->rule_kind = BRIDLE_RULE_DEFAULT;
+	d->rule_id = cfg ? cfg->default_rule : 0;
+	d->have_allow = 0;
+
+	if (ev->nlink == 0) {
+		u32 act = cfg ? cfg->fileless_action : BRIDLE_DENY;
+		struct bridle_rule r = { .action = act, .rule_id = cfg ? cfg->fileless_rule : 0 };
+		if (consider(d, &r, BRIDLE_RULE_FILELESS))
+			return;
+	}
+	if (consider(d, ident_rule(&exec_ident, gen, ev->dev, ev->ino), BRIDLE_RULE_PATH))
+		return;
+	if (decide_argv(d, gen, ev))
+		return;
+	if (decide_dirs(d, gen, file))
+		return;
+	if (d->have_allow)
+		return;
+	d->rule_kind = BRIDLE_RULE_DEFAULT;
+	d->rule_id = cfg ? cfg->default_rule : 0;
+	d->verdict = (cfg && cfg->default_action == BRIDLE_DENY) ? BRIDLE_DENY : BRIDLE_ALLOW;
+}
+
+static __always_inline void fill_file(struct bridle_exec_ev *ev, struct file *file)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	ev->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	ev->ino = BPF_CORE_READ(inode, i_ino);
+	ev->nlink = BPF_CORE_READ(inode, __i_nlink);
+	const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	long n = bpf_probe_read_kernel_str(ev->dname, sizeof(ev->dname), name);
+	ev->dname_len = n > 0 ? n - 1 : 0;
+	if (ev->nlink == 0)
+		ev->flags |= BRIDLE_F_FILELESS;
+}
+
+static __always_inline void fill_args(struct bridle_exec_ev *ev, struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	unsigned long len = end - start;
+	if (len > BRIDLE_ARGS_MAX) {
+		len = BRIDLE_ARGS_MAX;
+		ev->flags |= BRIDLE_F_ARGS_TRUNC;
+	}
+	ev->args_len = 0;
+	if (len && bpf_probe_read_user(ev->args, len, (void *)start) == 0)
+		ev->args_len = len;
+}
+
+struct name_walk {
+	u64 h;
+	u32 len;
+};
+
+static long basename_step(u32 i, struct name_walk *w)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || i >= w->len)
+		return 1;
+	u8 c = ev->filename[i & (BRIDLE_NAME_MAX - 1)];
+	if (c == '/') {
+		w->h = FNV_OFF;
+		return 0;
+	}
+	w->h ^= c;
+	w->h *= FNV_PRIME;
+	return 0;
+}
+
+struct word_walk {
+	u64 wh;
+	u64 want[BRIDLE_AGENT_ARGV_MAX];
+	u32 nwant;
+	u32 found;
+	u32 word;
+	u32 len;
+};
+
+static long word_step(u32 i, struct word_walk *w)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || i >= w->len)
+		return 1;
+	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
+	if (c != 0) {
+		w->wh ^= c;
+		w->wh *= FNV_PRIME;
+		return 0;
+	}
+	if (w->word > 0) {
+		for (u32 j = 0; j < BRIDLE_AGENT_ARGV_MAX; j++)
+			if (j < w->nwant && w->want[j] == w->wh)
+				w->found |= 1u << j;
+	}
+	w->word++;
+	w->wh = FNV_OFF;
+	return 0;
+}
+
+/* Does this exec start a session? Matches agents: by basename (or identity) and required argv words. */
+static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *ev, struct task_struct *task)
+{
+	struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len };
+	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
+	u64 h = nw.h;
+	struct bridle_agent *a = bpf_map_lookup_elem(&agent_names, &h);
+	if (!a) {
+		struct bridle_ident_key k = { .dev = ev->dev, .ino = ev->ino };
+		a = bpf_map_lookup_elem(&agent_idents, &k);
+	}
+	if (!a || a->nargv == 0)
+		return a;
+	fill_args(ev, task);
+
+	/* every required word must appear among argv[1..] */
+	struct word_walk ww = { .wh = FNV_OFF, .len = ev->args_len };
+	ww.nwant = a->nargv > BRIDLE_AGENT_ARGV_MAX ? BRIDLE_AGENT_ARGV_MAX : a->nargv;
+	for (u32 j = 0; j < BRIDLE_AGENT_ARGV_MAX; j++)
+		ww.want[j] = a->argv_hash[j];
+	bpf_loop(BRIDLE_ARGS_MAX, word_step, &ww, 0);
+	return ww.found == (1u << ww.nwant) - 1 ? a : NULL;
+}
+
+/* Starts an exec record in the scratch buffer: header cleared, the file's identity and name. */
+static __always_inline struct bridle_exec_ev *exec_begin(u32 flags, const char *filename, struct file *file)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev)
+		return NULL;
+	__builtin_memset(&ev->hdr, 0, sizeof(ev->hdr));
+	ev->flags = flags;
+	ev->agent_id = 0;
+	ev->interp_len = 0;
+	ev->args_len = 0;
+	ev->filename_len = 0;
+	if (filename) {
+		long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename);
+		ev->filename_len = n > 0 ? n - 1 : 0;
+	}
+	fill_file(ev, file);
+	return ev;
+}
+
+/* Who acts: the process, its session, and the lineage keys of this image and its creator. */
+static __always_inline void exec_who(struct bridle_exec_ev *ev, struct task_struct *task, struct bridle_tag *tag,
+				     u64 now, u64 key, u64 parent_key, u32 parent_pid)
+{
+	ev->hdr.type = BRIDLE_EV_EXEC;
+	ev->hdr.ktime = now;
+	ev->session = tag->session;
+	ev->policy = tag->policy;
+	ev->key = key;
+	ev->parent_key = parent_key;
+	ev->parent_pid = parent_pid;
+	ev->pid = BPF_CORE_READ(task, tgid);
+	ev->tid = BPF_CORE_READ(task, pid);
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->uid = BPF_CORE_READ(task, cred, uid.val);
+	ev->gid = BPF_CORE_READ(task, cred, gid.val);
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+}
+
+/* Records the decision; monitor mode turns deny into would_deny. Returns true when the exec must stop. */
+static __always_inline bool exec_verdict(struct bridle_exec_ev *ev, struct decision *d, struct bridle_tag *tag)
+{
+	ev->rule_kind = d->rule_kind;
+	ev->rule_id = d->rule_id;
+	ev->verdict = d->verdict;
+	if (d->verdict == BRIDLE_DENY && (tag->flags & BRIDLE_TAG_MONITOR))
+		ev->verdict = BRIDLE_WOULD_DENY;
+	return ev->verdict == BRIDLE_DENY;
+}
+
+static __always_inline void submit_exec(struct bridle_exec_ev *ev)
+{
+	u32 size = sizeof(*ev);
+	ev->hdr.size = size;
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+		count_loss(BRIDLE_HOOK_EXEC);
+}
+
+#endif
