@@ -261,15 +261,31 @@ static __always_inline struct bridle_exec_ev *scratch_ev(void)
  * 1024 iterations of map lookups.
  */
 struct argv_walk {
-	u64 h;
+	u64 h;  /* prefix hash with word 0 = basename(argv[0]) */
+	u64 hf; /* the same prefix with word 0 = the executed file's own name */
 	u32 words;
 	u32 len;
 	u32 policy;
-	u32 kind; /* out: rule kind hit, or 0 */
+	u32 pad;
 	struct bridle_rule hit;
 	u32 denied;
 	u32 allowed;
 };
+
+static __always_inline void argv_rule(struct argv_walk *w, u64 h)
+{
+	struct bridle_argv_key k = { .policy = w->policy, .nargs = w->words, .hash = h };
+	struct bridle_rule *r = bpf_map_lookup_elem(&exec_argv, &k);
+	if (!r)
+		return;
+	if ((r->action & 0xff) == BRIDLE_DENY) {
+		w->hit = *r;
+		w->denied = 1;
+	} else if (!w->allowed) {
+		w->hit = *r;
+		w->allowed = 1;
+	}
+}
 
 static long argv_step(u32 i, struct argv_walk *w)
 {
@@ -277,35 +293,45 @@ static long argv_step(u32 i, struct argv_walk *w)
 	if (!ev || i >= w->len || w->words >= BRIDLE_ARGV_RULE_MAX)
 		return 1;
 	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
-	if (w->words == 0 && c == '/') {
-		w->h = FNV_OFF; /* argv[0] is compared by basename */
-		return 0;
+	if (w->words == 0) {
+		if (c == '/')
+			w->h = FNV_OFF; /* argv[0] is compared by basename */
+		else if (c != 0) {
+			w->h ^= c;
+			w->h *= FNV_PRIME;
+			return 0;
+		}
+		if (c == '/')
+			return 0;
 	}
 	if (c == 0) {
 		w->words++;
-		struct bridle_argv_key k = { .policy = w->policy, .nargs = w->words, .hash = w->h };
-		struct bridle_rule *r = bpf_map_lookup_elem(&exec_argv, &k);
-		if (r) {
-			if ((r->action & 0xff) == BRIDLE_DENY) {
-				w->hit = *r;
-				w->denied = 1;
-				return 1;
-			}
-			if (!w->allowed) {
-				w->hit = *r;
-				w->allowed = 1;
-			}
-		}
+		argv_rule(w, w->h);
+		if (!w->denied && w->hf != w->h)
+			argv_rule(w, w->hf);
+		if (w->denied)
+			return 1;
 	}
 	w->h ^= c;
 	w->h *= FNV_PRIME;
+	w->hf ^= c;
+	w->hf *= FNV_PRIME;
 	return 0;
 }
 
-/* argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. */
+/*
+ * argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. argv[0] is chosen
+ * by the caller (`exec -a`), so each prefix is also tried with the executed file's own name as word 0.
+ */
 static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev)
 {
-	struct argv_walk w = { .h = FNV_OFF, .len = ev->args_len, .policy = policy };
+	struct argv_walk w = { .h = FNV_OFF, .hf = FNV_OFF, .len = ev->args_len, .policy = policy };
+	for (u32 i = 0; i < BRIDLE_DNAME_MAX; i++) {
+		if (i >= ev->dname_len)
+			break;
+		w.hf ^= (u8)ev->dname[i];
+		w.hf *= FNV_PRIME;
+	}
 	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
 	if (w.denied || w.allowed)
 		return consider(d, &w.hit, BRIDLE_RULE_ARGV);

@@ -160,8 +160,8 @@ exec:
     - path: ${interp}
     - argv: [git, push, --force]
 `);
-  const r = await h.run(['sh', '-c', `${script}; ${script2}; echo "s2=$?"; git push --force nowhere 2>/dev/null; echo "push=$?"; git --version >/dev/null; echo "git=$?"`]);
-  assert.equal(r.stdout, `hello\ns2=${KILLED}\npush=${KILLED}\ngit=0\n`);
+  const r = await h.run(['bash', '-c', `${script}; ${script2}; echo "s2=$?"; git push --force nowhere 2>/dev/null; echo "push=$?"; git --version >/dev/null; echo "git=$?"; (exec -a innocent git push --force nowhere 2>/dev/null); echo "renamed=$?"`]);
+  assert.equal(r.stdout, `hello\ns2=${KILLED}\npush=${KILLED}\ngit=0\nrenamed=${KILLED}\n`);
   const s1 = h.execs((e) => e.script === script)[0];
   assert.equal(s1?.verdict, 'allow');
   assert.equal(s1?.path, '/bin/sh');
