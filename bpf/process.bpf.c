@@ -173,15 +173,23 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* A tagged process calling bpf(2) could rewrite its own tag or the policy maps: refuse it the process. */
-SEC("tracepoint/syscalls/sys_enter_bpf")
-int bridle_bpf_guard(struct trace_event_raw_sys_enter *ctx)
+/*
+ * Guards: syscalls by which a session process could leave its session or rewrite bridle's state.
+ * The caller is killed before the syscall returns (monitor mode only reports).
+ */
+static __always_inline int guard(u32 what, u32 target)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	struct bridle_tag *tag = tag_of(tgid, task);
 	if (!tag)
 		return 0;
+	if (target) {
+		/* acting on a process of the same session is that session's own business */
+		struct bridle_tag *other = bpf_map_lookup_elem(&tags, &target);
+		if (other && other->session == tag->session)
+			return 0;
+	}
 	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
 	if (verdict == BRIDLE_DENY)
 		bpf_send_signal(SIGKILL);
@@ -197,11 +205,42 @@ int bridle_bpf_guard(struct trace_event_raw_sys_enter *ctx)
 	ev->session = tag->session;
 	ev->key = proc_key(tgid, task);
 	ev->pid = tgid;
-	ev->what = (u32)ctx->id;
+	ev->what = what;
 	ev->verdict = verdict;
-	ev->pad = 0;
+	ev->target = target;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bpf")
+int bridle_bpf_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard(BRIDLE_GUARD_BPF, 0);
+}
+
+#define PTRACE_TRACEME 0
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int bridle_ptrace_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	long req = (long)ctx->args[0];
+	if (req != PTRACE_ATTACH && req != PTRACE_SEIZE)
+		return 0; /* other requests act on a tracee already attached (and so already judged) */
+	return guard(BRIDLE_GUARD_PTRACE, (u32)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
+int bridle_vm_write_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard(BRIDLE_GUARD_VM_WRITE, (u32)ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
+int bridle_pidfd_getfd_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard(BRIDLE_GUARD_PIDFD_GETFD, 0);
 }
 
 SEC("tp_btf/sched_process_exit")

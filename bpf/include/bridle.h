@@ -195,14 +195,22 @@ struct bridle_session_end_ev {
 	u32 pad;
 };
 
+/* What a guard event is about (bridle_guard_ev.what). */
+enum bridle_guard {
+	BRIDLE_GUARD_BPF = 1,         /* bpf(2): could rewrite tags or policy maps */
+	BRIDLE_GUARD_PTRACE = 2,      /* ptrace of a process outside the session: would run code untagged */
+	BRIDLE_GUARD_VM_WRITE = 3,    /* process_vm_writev into a process outside the session */
+	BRIDLE_GUARD_PIDFD_GETFD = 4, /* pidfd_getfd: taking another process's files */
+};
+
 struct bridle_guard_ev {
 	struct bridle_hdr hdr;
 	u64 session;
 	u64 key;
 	u32 pid;
-	u32 what; /* syscall number */
+	u32 what; /* enum bridle_guard */
 	u32 verdict;
-	u32 pad;
+	u32 target; /* the other process, when there is one */
 };
 
 /* One record per process from the task iterator (attach, seeding). */

@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { BridleEvent, EventSink, ExecEvent, Verdict } from '../events/types.js';
-import { FLAG, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import { FLAG, GUARDS, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
@@ -161,15 +161,15 @@ export class Engine {
         return;
       }
       case 'guard': {
-        const v = verdictName(r.verdict);
+        const [what, detail] = GUARDS[r.what] ?? [`guard#${r.what}`, 'a guarded syscall'];
         this.emit({
           ...this.base('violation', r.ktime, r.session, r.pid),
           exec_id: execId(r.pid, r.key),
           type: 'violation',
-          what: 'bpf_syscall',
-          detail: 'a session process called bpf(2); sessions may not touch BPF maps or programs',
-          verdict: v,
-          rule: 'builtin.no_bpf',
+          what,
+          detail: r.target ? `${detail} (target pid ${r.target})` : detail,
+          verdict: verdictName(r.verdict),
+          rule: `builtin.no_${what.replace(/_syscall$/, '')}`,
         });
         return;
       }

@@ -47,7 +47,7 @@ export const LAYOUT = {
   },
   bridle_exit_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, ppid: 36, exit_code: 40, pad: 44 } },
   bridle_session_end_ev: { size: 32, fields: { hdr: 0, session: 16, pid: 24, pad: 28 } },
-  bridle_guard_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, pad: 44 } },
+  bridle_guard_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, target: 44 } },
   bridle_seed: { size: 40, fields: { pid: 0, ppid: 4, start: 8, uid: 16, pad: 20, comm: 24 } },
 } as const;
 
@@ -82,7 +82,15 @@ export interface RawExec {
 }
 export interface RawExit { type: 'exit'; ktime: bigint; session: bigint; key: bigint; pid: number; ppid: number; exitCode: number }
 export interface RawSessionEnd { type: 'session_end'; ktime: bigint; session: bigint; pid: number }
-export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number }
+export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number; target: number }
+
+/** enum bridle_guard → (name, why it is refused). */
+export const GUARDS: Record<number, [string, string]> = {
+  1: ['bpf_syscall', 'a session process called bpf(2); sessions may not touch BPF maps or programs'],
+  2: ['ptrace', 'a session process tried to ptrace a process outside its session (it could run code there untagged)'],
+  3: ['process_vm_writev', 'a session process tried to write into the memory of a process outside its session'],
+  4: ['pidfd_getfd', "a session process tried to take another process's file descriptors"],
+};
 export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;
 
 function cstr(b: Buffer, off: number, len: number): string {
@@ -162,6 +170,7 @@ export function decode(b: Buffer): RawRecord | undefined {
         pid: b.readUInt32LE(f.pid),
         what: b.readUInt32LE(f.what),
         verdict: b.readUInt32LE(f.verdict),
+        target: b.readUInt32LE(f.target),
       };
     }
     default:

@@ -15,8 +15,8 @@ export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
 export type Backend = 'bpf-lsm' | 'sigkill';
 
 /** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
-const PROGRAMS = ['bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard'] as const;
-const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard']);
+const PROGRAMS = ['bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard'] as const;
+const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard']);
 
 export interface SensorOptions {
   obj?: string;

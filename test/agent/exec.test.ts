@@ -267,3 +267,27 @@ exec: { default: allow }
   assert.equal(r.stdout, `bpftool=${KILLED}\n`);
   assert.ok(r.events.some((e) => e.type === 'violation' && e.rule === 'builtin.no_bpf'));
 });
+
+test('a session process may not ptrace or write into a process outside its session', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  // an untagged process the session would like to take over
+  const victim = spawn('sleep', ['30'], { stdio: 'ignore' });
+  t.after(() => void victim.kill('SIGKILL'));
+  const py = (call: string) =>
+    `python3 -c "import ctypes,sys; libc=ctypes.CDLL(None, use_errno=True); ${call}; print('done')"`;
+  const r = await h.run([
+    'sh',
+    '-c',
+    `${py(`libc.ptrace(16, ${victim.pid}, 0, 0)`)}; echo "ptrace=$?"; ` +
+      `${py(`libc.process_vm_writev(${victim.pid}, 0, 0, 0, 0, 0)`)}; echo "vmwrite=$?"; ` +
+      // inside the session, tracing one's own child is allowed
+      `${py('import os; pid=os.fork(); (os._exit(0) if pid==0 else None); libc.ptrace(16, pid, 0, 0); os.waitpid(pid,0)')} >/dev/null; echo "own=$?"`,
+  ]);
+  assert.equal(r.stdout, `ptrace=${KILLED}\nvmwrite=${KILLED}\nown=0\n`);
+  const v = r.events.filter((e) => e.type === 'violation').map((e) => e.rule);
+  assert.deepEqual(v, ['builtin.no_ptrace', 'builtin.no_process_vm_writev']);
+  assert.equal(victim.exitCode, null, 'the outside process is untouched');
+});
