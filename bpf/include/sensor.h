@@ -518,11 +518,16 @@ static __always_inline bool exec_verdict(struct bridle_exec_ev *ev, struct decis
 	return ev->verdict == BRIDLE_DENY;
 }
 
+/* Only the used part of argv travels: the record ends at args + args_len, rounded up to 8 bytes. */
 static __always_inline void submit_exec(struct bridle_exec_ev *ev)
 {
-	u32 size = sizeof(*ev);
+	u64 size = (__builtin_offsetof(struct bridle_exec_ev, args) + (u64)ev->args_len + 7) & ~7ULL;
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	if (size < __builtin_offsetof(struct bridle_exec_ev, args))
+		size = __builtin_offsetof(struct bridle_exec_ev, args);
 	ev->hdr.size = size;
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+	if (bpf_ringbuf_output(&events, ev, size, 0))
 		count_loss(BRIDLE_HOOK_EXEC);
 }
 

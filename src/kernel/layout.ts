@@ -109,8 +109,9 @@ export function decode(b: Buffer): RawRecord | undefined {
   const ktime = b.readBigUInt64LE(HDR.ktime);
   switch (type) {
     case EV.EXEC: {
-      if (b.length < LAYOUT.bridle_exec_ev.size) return undefined;
-      const argsLen = Math.min(b.readUInt16LE(X.args_len), 1024);
+      // the record ends after the argv bytes actually used (bpf/include/sensor.h: submit_exec)
+      if (b.length < X.args) return undefined;
+      const argsLen = Math.min(b.readUInt16LE(X.args_len), 1024, b.length - X.args);
       const args = b.subarray(X.args, X.args + argsLen);
       const argv = args.length ? args.toString('utf8').replace(/\0$/, '').split('\0') : [];
       return {
