@@ -22,6 +22,7 @@ export class Agent {
   private server: ControlServer | undefined;
   private byDigest = new Map<string, number>();
   private nextId = DEFAULT_POLICY_ID + 1;
+  private lossTimer: NodeJS.Timeout | undefined;
   private constructor(
     readonly sup: Supervisor,
     private o: AgentOptions,
@@ -36,6 +37,9 @@ export class Agent {
       sup.setPolicy(policy, DEFAULT_POLICY_ID);
       a.emitPolicy('loaded', policy);
       a.server = await serveControl(o.socket, a.handler());
+      // losses in the kernel become events within a second
+      a.lossTimer = setInterval(() => sup.reportLoss(), 1000);
+      a.lossTimer.unref();
     } catch (err) {
       await sup.close();
       throw err;
@@ -134,6 +138,8 @@ export class Agent {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.lossTimer);
+    this.sup.reportLoss();
     await this.server?.close();
     await this.sup.close();
     for (const s of this.o.sinks) await s.close?.();

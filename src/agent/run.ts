@@ -65,6 +65,7 @@ export async function runCommand(o: RunOptions): Promise<number> {
     const { status } = await started.held.exited;
     // The command is done; wait briefly for the rest of the tree's events (session_end) to arrive.
     await waitFor(() => sup.engine.sessions.get(started!.session)?.ended !== undefined, 1000);
+    sup.reportLoss();
     const info = sup.engine.sessions.get(started.session);
     if (info && !o.quiet && (tty || o.summary)) process.stderr.write('\n' + sessionTree(info, tty) + '\n');
     return status;

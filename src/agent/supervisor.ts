@@ -1,7 +1,7 @@
 // The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
 // engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
 import { Engine } from './engine.js';
-import { newSessionNumber, execId } from './ids.js';
+import { HOST, newSessionNumber, execId } from './ids.js';
 import { spawnHeld, type HeldChild } from './spawn.js';
 import { sessionEnv } from './env.js';
 import { Sensor } from '../kernel/sensor.js';
@@ -16,9 +16,10 @@ export class Supervisor {
   readonly warnings: string[] = [];
   private constructor(readonly sensor: Sensor) {}
 
-  static open(): Supervisor {
+  static open(tuning: { ringBytes?: number; maxPendingBytes?: number } = {}): Supervisor {
     let sup: Supervisor | undefined;
     const sensor = Sensor.open({
+      ...tuning,
       onRecord: (r) => sup?.engine.handle(r),
       onWarning: (w) => sup?.warnings.push(w),
     });
@@ -109,6 +110,29 @@ export class Supervisor {
       frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
     }
     return { session, pids: tagged };
+  }
+
+  private lostSeen: Record<string, number> = {};
+
+  /**
+   * Emits a `loss` event for every hook whose ring-buffer reservations failed since the last call, so a
+   * gap in the record is itself on the record. Returns the new losses by hook.
+   */
+  reportLoss(): Record<string, number> {
+    const now = this.sensor.lost();
+    const fresh: Record<string, number> = {};
+    for (const [hook, n] of Object.entries(now)) {
+      const d = n - (this.lostSeen[hook] ?? 0);
+      if (d > 0) fresh[hook] = d;
+    }
+    this.lostSeen = now;
+    for (const [where, count] of Object.entries(fresh)) {
+      this.engine.emit({
+        type: 'loss', ts: new Date().toISOString(), host: HOST, session: '', exec_id: '', parent_exec_id: '',
+        pid: process.pid, ppid: process.ppid, uid: 0, where: `kernel:${where}`, count,
+      });
+    }
+    return fresh;
   }
 
   async close(): Promise<void> {

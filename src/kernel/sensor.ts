@@ -20,6 +20,10 @@ const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptr
 
 export interface SensorOptions {
   obj?: string;
+  /** Size of the event ring buffer in bytes (a power of two; default 16 MiB). */
+  ringBytes?: number;
+  /** How far JS may fall behind before the poller stops reading (then the kernel counts losses). */
+  maxPendingBytes?: number;
   /** Called on the event loop with every decoded record, in ring-buffer order. */
   onRecord: (r: RawRecord) => void;
   /** Called when an optional hook could not attach. */
@@ -55,6 +59,7 @@ export class Sensor {
     const obj = BpfObject.open(path);
     const s = new Sensor(obj, opts);
     try {
+      if (opts.ringBytes) obj.setMaxEntries('events', opts.ringBytes);
       obj.load();
       for (const name of PROGRAMS) {
         try {
@@ -69,12 +74,16 @@ export class Sensor {
       else s.lsmUnavailable = 'BRIDLE_BACKEND=sigkill';
       // never let bridle itself become a session through an agents: match
       s.exempt(process.pid);
-      s.rb = new RingBuffer(obj.map('events'), (batch) => {
-        for (const buf of batch) {
-          const r = decode(buf);
-          if (r) opts.onRecord(r);
-        }
-      });
+      s.rb = new RingBuffer(
+        obj.map('events'),
+        (batch) => {
+          for (const buf of batch) {
+            const r = decode(buf);
+            if (r) opts.onRecord(r);
+          }
+        },
+        opts.maxPendingBytes ? { maxPendingBytes: opts.maxPendingBytes } : {},
+      );
     } catch (err) {
       s.closeSync();
       throw err;
