@@ -1,4 +1,5 @@
 // What this kernel offers bridle, measured by trying it, and the exact fix for anything missing.
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +53,10 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
   const cg = cgroup2Path();
   add({ name: 'cgroup2', ok: !!cg, detail: cg ? `mounted at ${cg}` : 'no cgroup v2 mount (network rules need it)', fix: 'mount -t cgroup2 none /sys/fs/cgroup/unified' });
   let lsmList = '';
+  if (isRoot && !existsSync('/sys/kernel/security/lsm')) {
+    // securityfs only exposes what the kernel already says; mounting it changes nothing else
+    spawnSync('mount', ['-t', 'securityfs', 'securityfs', '/sys/kernel/security'], { stdio: 'ignore' });
+  }
   try {
     lsmList = readFileSync('/sys/kernel/security/lsm', 'utf8').trim();
   } catch {
