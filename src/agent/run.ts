@@ -21,6 +21,10 @@ export interface RunOptions {
   summary?: boolean;
   /** live lines even when stderr is not a terminal */
   live?: boolean;
+  /** load the sensor here even when an agent is running */
+  standalone?: boolean;
+  /** more places for the session's events (the demo's collector) */
+  extraSinks?: EventSink[];
 }
 
 export async function runCommand(o: RunOptions): Promise<number> {
@@ -42,13 +46,14 @@ export async function runCommand(o: RunOptions): Promise<number> {
   else if (!tty && !o.live) sinks.push({ emit: (ev: BridleEvent) => void process.stderr.write(JSON.stringify(ev) + '\n') });
   if (!o.quiet && (tty || o.live)) sinks.push({ emit: (ev) => { const l = eventLine(ev, tty); if (l) process.stderr.write(l + '\n'); } });
 
-  const client = process.env.BRIDLE_STANDALONE ? undefined : await connectControl();
+  sinks.push(...(o.extraSinks ?? []));
+  const client = process.env.BRIDLE_STANDALONE || o.standalone ? undefined : await connectControl();
   if (client) {
     try {
       return await runThroughAgent(client, policy, o, sinks, tty);
     } finally {
       client.close();
-      for (const s of sinks) await s.close?.();
+      for (const s of sinks) if (!o.extraSinks?.includes(s)) await s.close?.();
     }
   }
 
@@ -72,7 +77,7 @@ export async function runCommand(o: RunOptions): Promise<number> {
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     await sup.close();
-    for (const s of sinks) await s.close?.();
+    for (const s of sinks) if (!o.extraSinks?.includes(s)) await s.close?.();
   }
 }
 

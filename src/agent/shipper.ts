@@ -11,9 +11,9 @@
 // `loss` event tells the collector how many events were lost and where.
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
-import { encodeEvent, num } from '../events/proto.js';
+import { num, WireWriter, writeEvent } from '../events/proto.js';
 import type { BridleEvent, EventSink, LossEvent } from '../events/types.js';
-import { CollectorClient, encodeBatchRequest, encodeHelloRequest, LIMITS, type WireAck, type WireIngestResponse } from '../collector/wire.js';
+import { batchRequestPrefix, CollectorClient, encodeHelloRequest, LIMITS, BATCH_EVENTS_FIELD, type WireAck, type WireIngestResponse } from '../collector/wire.js';
 import { channelCredentials, type TlsFiles } from '../collector/tls.js';
 import { Spool } from './spool.js';
 
@@ -71,8 +71,9 @@ const SEQ_BLOCK = 1_000_000;
 class SpoolShipper implements Shipper {
   private spool: Spool;
   private log: pino.Logger;
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  /** The pending batch: events encoded back to back as `EventBatch.events` fields. */
+  private batch = new WireWriter(1024 * 1024);
+  private pendingCount = 0;
   private pendingFirst = 0;
   private seq: number;
   private timer: NodeJS.Timeout | undefined;
@@ -132,24 +133,40 @@ class SpoolShipper implements Shipper {
       }
       if (!ev.host) ev.host = this.opts.host;
       ev.seq = this.nextSeq();
-      let bytes = encodeEvent(ev);
-      if (bytes.length > this.maxEventBytes) {
+      if (!this.append(ev)) {
         const slim = shrink(ev);
-        bytes = slim ? encodeEvent(slim) : bytes;
-        if (bytes.length > this.maxEventBytes) {
+        if (!slim || !this.append(slim)) {
           this.loss('oversize', 1);
           return;
         }
       }
-      if (this.pending.length === 0) this.pendingFirst = ev.seq;
-      this.pending.push(bytes);
-      this.pendingBytes += bytes.length;
-      if (this.pending.length >= this.batchEvents || this.pendingBytes >= this.batchBytes) this.seal();
+      if (this.pendingCount >= this.batchEvents || this.batch.pos >= this.batchBytes) this.seal();
       else if (!this.timer) this.timer = setTimeout(() => this.seal(), this.lingerMs);
     } catch (err) {
       this.loss('encode', 1);
       this.warn('emit', { err: (err as Error).message }, 'could not ship an event');
     }
+  }
+
+  /** Encodes `ev` onto the pending batch; false (and nothing added) if it is over the event size limit. */
+  private append(ev: BridleEvent): boolean {
+    const w = this.batch;
+    const start = w.pos;
+    try {
+      const mark = w.begin(BATCH_EVENTS_FIELD);
+      writeEvent(w, ev);
+      if (w.pos - mark - 1 > this.maxEventBytes) {
+        w.pos = start;
+        return false;
+      }
+      w.end(mark);
+    } catch (err) {
+      w.pos = start;
+      throw err;
+    }
+    if (this.pendingCount === 0) this.pendingFirst = ev.seq!;
+    this.pendingCount++;
+    return true;
   }
 
   private nextSeq(): number {
@@ -179,20 +196,27 @@ class SpoolShipper implements Shipper {
       this.timer = undefined;
     }
     const report = this.lossReport();
-    if (this.pending.length === 0 && report.length === 0) return;
-    const events = this.pending;
-    for (const r of report) {
-      const bytes = encodeEvent(r.ev);
-      if (events.length === 0) this.pendingFirst = r.ev.seq!;
-      events.push(bytes);
-    }
+    for (const r of report) this.append(r.ev);
+    if (this.pendingCount === 0) return;
+    const count = this.pendingCount;
     const first = this.pendingFirst;
     const last = this.seq;
-    this.pending = [];
-    this.pendingBytes = 0;
-    const payload = encodeBatchRequest(first, last, events);
-    const real = events.length - report.length;
-    if (this.spool.append(first, last, events.length, payload)) {
+    const body = this.batch.buf.subarray(0, this.batch.pos);
+    const payload = Buffer.concat([batchRequestPrefix(first, last, body.length), body]);
+    this.batch.pos = 0;
+    this.pendingCount = 0;
+    const real = count - report.length;
+    let spooled = false;
+    try {
+      spooled = this.spool.append(first, last, count, payload);
+    } catch (err) {
+      // The disk refused the write (ENOSPC, EIO): these events cannot be kept.
+      this.warn('spool-write', { err: (err as Error).message }, 'cannot write to the spool');
+      if (real > 0) this.loss('spool-write', real);
+      this.pump();
+      return;
+    }
+    if (spooled) {
       for (const r of report) this.spool.lossReported(r.ev.where, r.ev.count);
     } else if (real > 0) {
       this.loss('spool', real);
@@ -204,7 +228,7 @@ class SpoolShipper implements Shipper {
   private lossReport(): Array<{ ev: LossEvent & { seq: number } }> {
     const pending = this.spool.state.lossPending;
     const wheres = Object.keys(pending);
-    if (wheres.length === 0 || !this.spool.fits(this.pendingBytes + 4096)) return [];
+    if (wheres.length === 0 || !this.spool.fits(this.batch.pos + 4096)) return [];
     const ts = new Date().toISOString();
     return wheres.map((where) => ({
       ev: {
@@ -335,11 +359,11 @@ class SpoolShipper implements Shipper {
       this.log.warn('no acknowledgement for 30 s; reconnecting');
       this.call.cancel();
     }
-    if (Object.keys(this.spool.state.lossPending).length && this.pending.length === 0) this.seal();
+    if (Object.keys(this.spool.state.lossPending).length && this.pendingCount === 0) this.seal();
   }
 
   private wake(): void {
-    if (this.pending.length || this.spool.unackedRecords) return;
+    if (this.pendingCount || this.spool.unackedRecords) return;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
@@ -349,7 +373,7 @@ class SpoolShipper implements Shipper {
 
   flush(timeoutMs = 10_000): Promise<void> {
     this.seal();
-    if (this.pending.length === 0 && this.spool.unackedRecords === 0) return Promise.resolve();
+    if (this.pendingCount === 0 && this.spool.unackedRecords === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       let timer: NodeJS.Timeout | undefined;
       const done = (): void => {
@@ -368,7 +392,7 @@ class SpoolShipper implements Shipper {
     return {
       sent: this.counts.sent,
       acked: this.counts.acked,
-      spooled: this.pending.length + this.spool.unackedEvents,
+      spooled: this.pendingCount + this.spool.unackedEvents,
       lost: this.counts.lost,
       rejected: this.counts.rejected,
       connected: this.streaming,

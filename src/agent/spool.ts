@@ -11,7 +11,7 @@
 //   magic u32 "BRS1" | payload length u32 | crc32 of payload u32 | event count u32 | first seq u64 | last seq u64
 // A torn record at the tail (the process died mid-write) is cut off on open; a record whose CRC does not
 // match when read back is skipped and its events are counted as lost.
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -217,8 +217,19 @@ export class Spool {
     hdr.writeUInt32LE(count, 12);
     hdr.writeBigUInt64LE(BigInt(firstSeq), 16);
     hdr.writeBigUInt64LE(BigInt(lastSeq), 24);
-    // One write of header + payload (page cache; a kill -9 cannot lose it, a torn tail is cut on open).
-    writeSync(seg.fd!, Buffer.concat([hdr, payload]), 0, HEADER + payload.length, seg.size);
+    // One write of header + payload (page cache: a kill -9 cannot lose it; a torn tail is cut on open).
+    const total = HEADER + payload.length;
+    let done = writevSync(seg.fd!, [hdr, payload], seg.size);
+    if (done < total) {
+      // A short write (disk nearly full): finish it, or cut the partial record off and fail.
+      const all = Buffer.concat([hdr, payload]);
+      try {
+        while (done < total) done += writeSync(seg.fd!, all, done, total - done, seg.size + done);
+      } catch (err) {
+        ftruncateSync(seg.fd!, seg.size);
+        throw err;
+      }
+    }
     const e: SpoolEntry = { seg, offset: seg.size + HEADER, len: payload.length, crc, count, firstSeq, lastSeq };
     if (this.memUsed + payload.length <= this.memBytes) {
       e.payload = payload;

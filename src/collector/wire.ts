@@ -8,7 +8,7 @@
 // Clients decode responses with the real types, so other languages see plain proto messages.
 import protobuf from 'protobufjs';
 import * as grpc from '@grpc/grpc-js';
-import { root } from '../events/proto.js';
+import { root, WireWriter } from '../events/proto.js';
 
 const T = (name: string): protobuf.Type => root.lookupType(`bridle.v1.${name}`);
 
@@ -220,6 +220,29 @@ export function encodeBatchRequest(firstSeq: number, lastSeq: number, events: Ui
   const u = IngestRequestRaw.encode({ batch: { first_seq: firstSeq, last_seq: lastSeq, events } }).finish();
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
+/** Field number of EventBatch.events, and of IngestRequest.batch. */
+export const BATCH_EVENTS_FIELD = T('EventBatch').fields.events!.id;
+const INGEST_BATCH_FIELD = T('IngestRequest').fields.batch!.id;
+const BATCH_FIRST_FIELD = T('EventBatch').fields.first_seq!.id;
+const BATCH_LAST_FIELD = T('EventBatch').fields.last_seq!.id;
+
+/**
+ * The bytes that go before `bodyLength` bytes of already-encoded `EventBatch.events` fields to make an
+ * IngestRequest{batch}: the shipper encodes events straight into its batch buffer and adds this at the end.
+ */
+export function batchRequestPrefix(firstSeq: number, lastSeq: number, bodyLength: number): Buffer {
+  const inner = new WireWriter(32);
+  inner.uint(BATCH_FIRST_FIELD, firstSeq);
+  inner.uint(BATCH_LAST_FIELD, lastSeq);
+  const w = new WireWriter(48);
+  w.tag(INGEST_BATCH_FIELD, 2);
+  w.varint(inner.pos + bodyLength);
+  w.ensure(inner.pos);
+  inner.buf.copy(w.buf, w.pos, 0, inner.pos);
+  w.pos += inner.pos;
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
 export function encodeHelloRequest(hello: WireHello): Buffer {
   const u = pb.IngestRequest.encode({ hello }).finish();
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);

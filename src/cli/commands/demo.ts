@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { Command } from '../command.js';
 import { parseFlags } from '../args.js';
 
@@ -7,26 +6,23 @@ const help = `usage: bridle demo [--events FILE]
 Runs the demo: examples/demo-agent.sh, a scripted stand-in for an AI coding agent, as a session under
 examples/demo-policy.yaml. Each exec is shown live with its verdict; denied programs are killed in the
 kernel; at the end the session is printed as a tree (who ran what, which was killed and by which rule).
-When the collector is available, the demo starts one in-process and ships the session's events to it.
+The demo also starts a collector in-process (mutual TLS on 127.0.0.1, SQLite in a temporary directory),
+ships every event of the session to it, and then answers from the collector's store what an incident
+responder would ask: which sessions ran, and the lineage of a denied program.
 
 Flags:
   --events FILE   also append every event as NDJSON to FILE
+  --keep          keep the temporary directory (certificates, SQLite store) and print where it is
 `;
 
 const demo: Command = {
   summary: 'run the demo agent session under the example policy',
   help,
   async run(argv) {
-    const { flags } = parseFlags(argv, { events: 'string' });
+    const { flags } = parseFlags(argv, { events: 'string', keep: 'boolean' });
     const { ROOT } = await import('../../kernel/sensor.js');
-    const { runCommand } = await import('../../agent/run.js');
-    return runCommand({
-      policyFile: join(ROOT, 'examples', 'demo-policy.yaml'),
-      argv: [join(ROOT, 'examples', 'demo-agent.sh')],
-      ...(flags.events ? { events: flags.events as string } : {}),
-      summary: true,
-      live: true,
-    });
+    const { runDemo } = await import('../../agent/demo.js');
+    return runDemo(ROOT, { ...(flags.events ? { events: flags.events as string } : {}), keep: !!flags.keep });
   },
 };
 export default demo;

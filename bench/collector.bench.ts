@@ -1,0 +1,350 @@
+// Benchmark of the audit trail (`npm run bench`):
+//  1. end to end: events as the agent's decoder hands them over → shipper (spool, mTLS gRPC) → collector
+//     → rows in SQLite. Shipper and collector each run in their own process (2 cores). Reports events/s,
+//     loss (emitted − stored), and the shipper's peak RSS; first at full speed, then sustained at a
+//     target rate to check the collector keeps up without the spool growing.
+//  2. lineage query latency on a store of one million events (p50 / p99), in the store and over gRPC.
+//
+// Roles: `node --import tsx bench/collector.bench.ts [--quick]` runs everything; `--role collector|producer`
+// are the child processes it starts. Targets (ISSUE 4): 100,000 events/s sustained, zero loss, shipper
+// RSS < 150 MB, lineage p99 < 20 ms.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import pino from 'pino';
+import type { BridleEvent } from '../src/events/types.js';
+
+const HERE = fileURLToPath(import.meta.url);
+const REPO = fileURLToPath(new URL('../', import.meta.url));
+const args = process.argv.slice(2);
+const arg = (name: string, dflt?: string): string | undefined => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const quick = args.includes('--quick');
+
+// ---- synthetic decoder output: sessions of process trees with execs, connects, exits, tool calls ----
+
+export class EventGen {
+  private pid = 1000;
+  private n = 0;
+  private procs: Array<{ execId: string; pid: number; parent: string; ppid: number; session: string; left: number }> = [];
+  private session = '';
+  private sessionLeft = 0;
+  private root = { execId: '', pid: 0 };
+  constructor(private host: string, private boot = 'a1b2c3d4e5f6') {}
+
+  next(ts: string): BridleEvent {
+    this.n++;
+    const h = this.host;
+    if (this.sessionLeft <= 0) {
+      this.session = `${this.boot}-${(this.n).toString(16)}`;
+      this.sessionLeft = 40;
+      const pid = ++this.pid;
+      this.root = { execId: `${h}:${this.boot}:${pid}:${this.n}`, pid };
+      this.procs = [{ execId: this.root.execId, pid, parent: `${h}:${this.boot}:1:1`, ppid: 1, session: this.session, left: 6 }];
+      return {
+        type: 'session_start', ts, host: h, session: this.session, exec_id: this.root.execId, parent_exec_id: `${h}:${this.boot}:1:1`, pid, ppid: 1,
+        uid: 1000, origin: 'auto', agent: 'claude-code', backend: 'sigkill', mode: 'enforce', path: '/usr/local/bin/claude', argv: ['claude'], policy: 'ci-default',
+      };
+    }
+    const r = this.n % 10;
+    const p = this.procs[this.n % this.procs.length]!;
+    const base = { ts, host: h, session: this.session, exec_id: p.execId, parent_exec_id: p.parent, pid: p.pid, ppid: p.ppid, uid: 1000, policy: 'ci-default' };
+    if (r < 3 || this.procs.length < 3) {
+      // a child process
+      this.sessionLeft--;
+      const pid = ++this.pid;
+      const execId = `${h}:${this.boot}:${pid}:${this.n}`;
+      this.procs.push({ execId, pid, parent: p.execId, ppid: p.pid, session: this.session, left: 5 });
+      if (this.procs.length > 24) this.procs.splice(1, 1);
+      const deny = this.n % 53 === 0;
+      return {
+        ...base, type: 'exec', exec_id: execId, parent_exec_id: p.execId, pid, ppid: p.pid, path: deny ? '/usr/bin/nc' : '/usr/bin/git',
+        argv: deny ? ['nc', '-l', '4444'] : ['git', 'commit', '-m', `change ${this.n}`], cwd: '/home/dev/src/project', verdict: deny ? 'deny' : 'allow',
+        rule: deny ? 'exec.deny[2]' : 'exec.allow[0]',
+      };
+    }
+    if (r < 7) {
+      const deny = this.n % 31 === 0;
+      return {
+        ...base, type: 'connect', proto: 'tcp', family: 'inet', daddr: deny ? '169.254.169.254' : `140.82.${this.n % 200}.${this.n % 250}`, dport: 443,
+        op: 'connect', verdict: deny ? 'deny' : 'allow', rule: deny ? 'network.deny[0]' : 'network.allow[3]',
+      };
+    }
+    if (r < 9) return { ...base, type: 'exit', exit_code: this.n % 7 === 0 ? 1 : 0 };
+    return { ...base, type: 'tool_call', server: 'github', tool: 'get_issue', arguments: { repo: 'acme/app', number: this.n % 1000 }, verdict: 'allow', rule: 'mcp.github.allow[0]' };
+  }
+}
+
+// ---- child roles ----
+
+async function roleCollector(): Promise<void> {
+  const { startCollector } = await import('../src/collector/server.js');
+  const certs = arg('certs')!;
+  const c = await startCollector({
+    listen: '127.0.0.1:0', dbPath: arg('db')!,
+    tls: { ca: join(certs, 'ca.crt'), cert: join(certs, 'collector.crt'), key: join(certs, 'collector.key') },
+    log: pino({ level: 'warn' }),
+  });
+  const report = () => process.stdout.write(JSON.stringify({ address: c.address, stored: c.stats().stored, rss: process.memoryUsage().rss, t: Date.now() }) + '\n');
+  report();
+  setInterval(report, 100);
+  process.on('SIGTERM', () => void c.close().then(() => process.exit(0)));
+}
+
+async function roleProducer(): Promise<void> {
+  const { createShipper } = await import('../src/agent/shipper.js');
+  const certs = arg('certs')!;
+  const host = arg('host')!;
+  const shipper = await createShipper({
+    collector: arg('collector')!, spoolDir: arg('spool')!, host,
+    tls: { ca: join(certs, 'ca.crt'), cert: join(certs, `agent-${host}.crt`), key: join(certs, `agent-${host}.key`) },
+    log: pino({ level: 'warn' }),
+  });
+  const total = Number(arg('count'));
+  const rate = Number(arg('rate', '0')); // events/s; 0 = as fast as possible
+  const gen = new EventGen(host);
+  let peakRss = 0;
+  const sample = () => (peakRss = Math.max(peakRss, process.memoryUsage().rss));
+  const t0 = performance.now();
+  let emitted = 0;
+  const tick = 5; // ms
+  while (emitted < total) {
+    const due = rate ? Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + Math.floor((rate * tick) / 1000)) : Math.min(total, emitted + 5000);
+    const ts = new Date().toISOString();
+    for (; emitted < due; emitted++) shipper.emit(gen.next(ts));
+    sample();
+    if (emitted % 50_000 < 5000) process.stdout.write(JSON.stringify({ emitted, stats: shipper.stats(), rss: process.memoryUsage().rss }) + '\n');
+    await new Promise((r) => setTimeout(r, rate ? tick : 0));
+  }
+  const tEmit = performance.now() - t0;
+  await shipper.flush(600_000);
+  sample();
+  const st = shipper.stats();
+  process.stdout.write(JSON.stringify({ done: true, emitted, emitMs: tEmit, totalMs: performance.now() - t0, stats: st, peakRss }) + '\n');
+  await shipper.close();
+  process.exit(0);
+}
+
+// ---- orchestration ----
+
+interface Child {
+  proc: ChildProcess;
+  lines: any[];
+  wait(pred: (v: any) => boolean, timeoutMs?: number): Promise<any>;
+}
+
+function child(role: string, extra: string[]): Child {
+  const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}/${role}`] : [];
+  const proc = spawn(process.execPath, [...prof, '--import', join(REPO, 'node_modules/tsx/dist/esm/index.mjs'), HERE, '--role', role, ...extra], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines: any[] = [];
+  const waiters = new Set<(v: any) => void>();
+  createInterface({ input: proc.stdout! }).on('line', (l) => {
+    try {
+      const v = JSON.parse(l);
+      lines.push(v);
+      for (const w of waiters) w(v);
+    } catch {
+      // not ours
+    }
+  });
+  children.push(proc);
+  return {
+    proc,
+    lines,
+    wait(pred, timeoutMs = 600_000) {
+      const hit = lines.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${role}: timed out`)), timeoutMs);
+        const w = (v: any) => {
+          if (pred(v)) {
+            clearTimeout(timer);
+            waiters.delete(w);
+            resolve(v);
+          }
+        };
+        waiters.add(w);
+        proc.on('exit', (code) => {
+          if (waiters.has(w)) reject(new Error(`${role} exited with ${code}`));
+        });
+      });
+    },
+  };
+}
+const children: ChildProcess[] = [];
+const killAll = () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+};
+process.on('exit', killAll);
+
+async function countRows(dbPath: string): Promise<{ rows: number; distinct: number }> {
+  const { default: Database } = await import('better-sqlite3');
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const r = db.prepare("SELECT count(*) AS rows, count(DISTINCT host_id || ':' || seq) AS uniq FROM events").get() as { rows: number; uniq: number };
+    return { rows: r.rows, distinct: r.uniq };
+  } finally {
+    db.close();
+  }
+}
+
+async function endToEnd(dir: string, certs: string, label: string, count: number, rate: number): Promise<Record<string, unknown>> {
+  const db = join(dir, `${label}.db`);
+  const col = child('collector', ['--certs', certs, '--db', db]);
+  const { address } = await col.wait((l) => l.address);
+  const prod = child('producer', ['--certs', certs, '--host', 'bench-host', '--collector', address, '--spool', join(dir, `spool-${label}`), '--count', String(count), '--rate', String(rate)]);
+  const t0 = Date.now();
+  // Wall time until the last row is stored, from the collector's own counter.
+  const last = await col.wait((l) => l.stored >= count);
+  const done = await prod.wait((l) => l.done);
+  const wallMs = last.t - t0;
+  const collectorRss = Math.max(...col.lines.filter((l) => l.rss).map((l) => l.rss as number));
+  col.proc.kill('SIGTERM');
+  await new Promise((r) => col.proc.once('exit', r));
+  const { rows, distinct } = await countRows(db);
+  const maxBacklog = Math.max(0, ...prod.lines.filter((l) => l.stats).map((l) => l.stats.spooled as number));
+  return {
+    mode: label,
+    events: count,
+    target_rate: rate || 'max',
+    events_per_s: Math.round(count / ((done.totalMs as number) / 1000)),
+    stored_rows: rows,
+    duplicates: rows - distinct,
+    lost: count - distinct,
+    shipper_lost_counter: done.stats.lost,
+    shipper_peak_rss_mb: +((done.peakRss as number) / 2 ** 20).toFixed(1),
+    collector_peak_rss_mb: +(collectorRss / 2 ** 20).toFixed(1),
+    max_unacked_events: maxBacklog,
+    wall_s: +(wallMs / 1000).toFixed(2),
+  };
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function lineageBench(dir: string, certs: string, total: number): Promise<Record<string, unknown>> {
+  const { SqliteStore } = await import('../src/collector/sqlite.js');
+  const { encodeEvent, isoToMs } = await import('../src/events/proto.js');
+  const dbPath = join(dir, 'lineage.db');
+  const store = new SqliteStore(dbPath);
+  const hosts = ['ci-1', 'ci-2', 'dev-laptop-3', 'build-4'];
+  const gens = hosts.map((h) => new EventGen(h));
+  const execIds: string[] = [];
+  const t0 = performance.now();
+  const seqs = hosts.map(() => 0);
+  const start = Date.now() - 6 * 3600_000;
+  for (let done = 0; done < total; ) {
+    const hi = (done / 2000) % hosts.length;
+    const batch = [];
+    const ts = new Date(start + (done / total) * 6 * 3600_000).toISOString();
+    for (let i = 0; i < 2000 && done < total; i++, done++) {
+      const ev = gens[hi]!.next(ts);
+      ev.seq = ++seqs[hi]!;
+      if (ev.type === 'exec' && done % 97 === 0) execIds.push(ev.exec_id);
+      batch.push({ ev, tsMs: isoToMs(ev.ts), raw: encodeEvent(ev) });
+    }
+    store.ingestNow(hosts[hi]!, batch);
+  }
+  const buildS = (performance.now() - t0) / 1000;
+  // Store-level lineage latency on random processes.
+  const samples = quick ? 500 : 2000;
+  const lat: number[] = [];
+  let nodes = 0;
+  let evs = 0;
+  for (let i = 0; i < samples; i++) {
+    const id = execIds[Math.floor(Math.random() * execIds.length)]!;
+    const t = performance.now();
+    const r = await store.lineage(id, 10_000);
+    lat.push(performance.now() - t);
+    nodes += r?.processes.length ?? 0;
+    evs += r?.processes.reduce((n, p) => n + p.events.length, 0) ?? 0;
+  }
+  lat.sort((a, b) => a - b);
+  await store.close();
+  // Over gRPC (mTLS, token), the way `bridle lineage` asks.
+  const { startCollector } = await import('../src/collector/server.js');
+  const { createQueryClient } = await import('../src/collector/client.js');
+  const token = readFileSync(join(certs, 'query.token'), 'utf8').split('\n').find((l) => l && !l.startsWith('#'))!;
+  const c = await startCollector({
+    listen: '127.0.0.1:0', dbPath, tls: { ca: join(certs, 'ca.crt'), cert: join(certs, 'collector.crt'), key: join(certs, 'collector.key') },
+    queryTokens: [token], log: pino({ level: 'warn' }),
+  });
+  const q = createQueryClient({ collector: c.address, tls: { ca: join(certs, 'ca.crt'), cert: join(certs, 'query-admin.crt'), key: join(certs, 'query-admin.key') }, token });
+  await q.lineage(execIds[0]!);
+  const rlat: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const id = execIds[Math.floor(Math.random() * execIds.length)]!;
+    const t = performance.now();
+    await q.lineage(id);
+    rlat.push(performance.now() - t);
+  }
+  rlat.sort((a, b) => a - b);
+  const t1 = performance.now();
+  const conn = await q.findProcesses({ daddr: '169.254.169.254', since: Date.now() - 3 * 3600_000, limit: 100 });
+  const findMs = performance.now() - t1;
+  q.close();
+  await c.close();
+  return {
+    store_events: total,
+    build_s: +buildS.toFixed(1),
+    queries: samples,
+    avg_processes: +(nodes / samples).toFixed(1),
+    avg_events: +(evs / samples).toFixed(1),
+    store_p50_ms: +pct(lat, 50).toFixed(2),
+    store_p99_ms: +pct(lat, 99).toFixed(2),
+    grpc_p50_ms: +pct(rlat, 50).toFixed(2),
+    grpc_p99_ms: +pct(rlat, 99).toFixed(2),
+    connected_to_query_ms: +findMs.toFixed(1),
+    connected_to_matches: conn.matches.length,
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-bench-'));
+  try {
+    const { initPki, issueCert } = await import('../src/collector/certs.js');
+    const certs = join(dir, 'certs');
+    await initPki(certs);
+    await issueCert(certs, { role: 'agent', name: 'bench-host' });
+    const n = Number(arg('events', quick ? '200000' : '1000000'));
+    const results: Record<string, unknown>[] = [];
+    if (!args.includes('--no-e2e')) {
+      results.push(await endToEnd(dir, certs, 'max-rate', n, 0));
+      results.push(await endToEnd(dir, certs, 'sustained', n, Number(arg('rate', '100000'))));
+    }
+    const lineage = args.includes('--no-lineage') ? undefined : await lineageBench(dir, certs, Number(arg('store', quick ? '200000' : '1000000')));
+    const report = { end_to_end: results, lineage };
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    const target = { rate: 100_000, rssMb: 150, p99: 20 };
+    for (const r of results) {
+      process.stdout.write(
+        `${String(r.mode).padEnd(10)} ${r.events_per_s} ev/s (target ${target.rate}), lost ${r.lost}, duplicates ${r.duplicates}, shipper RSS ${r.shipper_peak_rss_mb} MB (target < ${target.rssMb})\n`,
+      );
+    }
+    if (lineage) process.stdout.write(`lineage    p99 ${lineage.store_p99_ms} ms in the store, ${lineage.grpc_p99_ms} ms over gRPC (target < ${target.p99}) on ${lineage.store_events} events\n`);
+  } finally {
+    killAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Run only as a program (the EventGen class is also imported by tests).
+const role = arg('role');
+const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === (await import('node:path')).resolve(process.argv[1]);
+if (!isMain) {
+  // imported
+} else if (role === 'collector') void roleCollector();
+else if (role === 'producer') void roleProducer();
+else
+  main().catch((err) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack}\n`);
+    process.exitCode = 1;
+  });
