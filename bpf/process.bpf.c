@@ -208,7 +208,7 @@ static __always_inline int guard(u32 what, u32 target)
 	ev->what = what;
 	ev->verdict = verdict;
 	ev->target = target;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, rb_flags(true));
 	return 0;
 }
 
@@ -271,7 +271,7 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 			code = BPF_CORE_READ(task, exit_code);
 		ev->exit_code = code;
 		ev->pad = 0;
-		bpf_ringbuf_submit(ev, 0);
+		bpf_ringbuf_submit(ev, rb_flags(false));
 	} else {
 		count_loss(BRIDLE_HOOK_EXIT);
 	}
@@ -296,7 +296,7 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	se->session = session;
 	se->pid = tgid;
 	se->pad = 0;
-	bpf_ringbuf_submit(se, 0);
+	bpf_ringbuf_submit(se, rb_flags(false));
 	return 0;
 }
 

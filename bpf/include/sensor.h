@@ -518,6 +518,19 @@ static __always_inline bool exec_verdict(struct bridle_exec_ev *ev, struct decis
 	return ev->verdict == BRIDLE_DENY;
 }
 
+/*
+ * Wakeups: waking the consumer for every record costs a context switch per exec. Routine records are
+ * committed silently and collected on the consumer's poll timer (50 ms); denials and violations, and any
+ * record once a backlog builds up, wake it at once.
+ */
+#define BRIDLE_RB_BACKLOG (256 << 10)
+static __always_inline u64 rb_flags(bool urgent)
+{
+	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > BRIDLE_RB_BACKLOG)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* Only the used part of argv travels: the record ends at args + args_len, rounded up to 8 bytes. */
 static __always_inline void submit_exec(struct bridle_exec_ev *ev)
 {
@@ -527,7 +540,7 @@ static __always_inline void submit_exec(struct bridle_exec_ev *ev)
 	if (size < __builtin_offsetof(struct bridle_exec_ev, args))
 		size = __builtin_offsetof(struct bridle_exec_ev, args);
 	ev->hdr.size = size;
-	if (bpf_ringbuf_output(&events, ev, size, 0))
+	if (bpf_ringbuf_output(&events, ev, size, rb_flags(ev->verdict != BRIDLE_ALLOW)))
 		count_loss(BRIDLE_HOOK_EXEC);
 }
 

@@ -118,6 +118,9 @@ struct RingState : Resource, std::enable_shared_from_this<RingState> {
       }
       localFull = false;
       int n = ring_buffer__poll(rb, timeoutMs);
+      // Records committed without a wakeup (BPF_RB_NO_WAKEUP, to spare a context switch per record)
+      // are collected here, on the poll timer.
+      if (n == 0) n = ring_buffer__consume(rb);
       if (n < 0 && !(n == kStopEarly && localFull) && n != -EINTR) {
         std::lock_guard<std::mutex> lk(mu);
         err = -n;
