@@ -33,6 +33,7 @@ export class Agent {
     const sup = Supervisor.open();
     const a = new Agent(sup, o);
     try {
+      sup.engine.keepTrees = false; // a daemon runs for weeks: no per-session trees
       for (const s of o.sinks) sup.engine.addSink(s);
       sup.setPolicy(policy, DEFAULT_POLICY_ID);
       a.emitPolicy('loaded', policy);

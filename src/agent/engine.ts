@@ -50,6 +50,11 @@ export function decodeStatus(code: number): { exit_code?: number; signal?: numbe
 
 export class Engine {
   readonly sessions = new Map<bigint, SessionInfo>();
+  /**
+   * Keep each session's images for the summary tree (`bridle run`). A long-lived agent turns this off:
+   * ended sessions are then forgotten, so memory stays flat however many sessions come and go.
+   */
+  keepTrees = true;
   readonly policies = new Map<number, PolicySlot>();
   private sinks: EventSink[] = [];
   private seq = 0;
@@ -158,6 +163,7 @@ export class Engine {
           type: 'session_end',
           ...(s ? { counts: { ...s.counts } } : {}),
         });
+        if (!this.keepTrees) this.sessions.delete(r.session);
         return;
       }
       case 'guard': {
@@ -213,7 +219,7 @@ export class Engine {
       s.counts.exec++;
       if (verdict === 'deny') s.counts.deny++;
       if (verdict === 'would_deny') s.counts.would_deny++;
-      s.images.set(id, img);
+      if (this.keepTrees && s.images.size < 50_000) s.images.set(id, img);
     }
     const ev: ExecEvent = {
       ...this.base('exec', r.ktime, r.session, r.pid),
