@@ -291,3 +291,35 @@ exec: { default: allow }
   assert.deepEqual(v, ['builtin.no_ptrace', 'builtin.no_process_vm_writev']);
   assert.equal(victim.exitCode, null, 'the outside process is untouched');
 });
+
+test('policy swaps are atomic: a rule both policies share holds through every swap', async (t) => {
+  const a = `version: 1
+name: a
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }, { path: /usr/bin/id }]
+`;
+  const b = `version: 1
+name: b
+exec:
+  default: allow
+  deny: [{ argv: [git, push] }, { dir: /nonexistent-but-fine }, { path: /usr/bin/wget }]
+`;
+  const h = harness(t, a);
+  const { parsePolicy } = await import('../../src/policy/load.js');
+  const pa = parsePolicy(a, 'a.yaml');
+  const pb = parsePolicy(b, 'b.yaml');
+  // the session tries wget in a tight loop while the supervisor swaps policies underneath it
+  const running = h.run(['sh', '-c', 'n=0; for i in $(seq 150); do wget --version >/dev/null 2>&1 && n=$((n+1)); done; echo "ran=$n"']);
+  let swaps = 0;
+  const until = Date.now() + 1500;
+  while (Date.now() < until) {
+    h.sup.setPolicy(swaps % 2 ? pa : pb);
+    swaps++;
+    await new Promise((r) => setImmediate(r));
+  }
+  const r = await running;
+  assert.ok(swaps > 20, `swapped ${swaps} times`);
+  assert.equal(r.stdout, 'ran=0\n', 'wget never ran: no moment without a policy');
+  assert.ok(h.execs((e) => e.path === '/usr/bin/wget').every((e) => e.verdict === 'deny'));
+});
