@@ -6,6 +6,7 @@ import type { BridleEvent, EventSink } from '../events/types.js';
 import { loadPolicyFile } from '../policy/load.js';
 import type { Policy } from '../policy/types.js';
 import { PolicyError } from '../policy/yamlctx.js';
+import { DEFAULT_REPORT_SOCKET, serveReports } from './report.js';
 import { serveControl, type ControlServer, type Handler, type Request } from './control.js';
 import { HOST } from './ids.js';
 import { sessionName } from './ids.js';
@@ -14,6 +15,8 @@ import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
 export interface AgentOptions {
   policyFile: string;
   socket: string;
+  /** Where session processes (the MCP proxy) report tool calls; identity is stamped from the kernel. */
+  reportSocket?: string;
   sinks: EventSink[];
   log: (msg: string) => void;
 }
@@ -23,6 +26,7 @@ export class Agent {
   private byDigest = new Map<string, number>();
   private nextId = DEFAULT_POLICY_ID + 1;
   private lossTimer: NodeJS.Timeout | undefined;
+  private reports: { close(): Promise<void> } | undefined;
   private constructor(
     readonly sup: Supervisor,
     private o: AgentOptions,
@@ -38,6 +42,7 @@ export class Agent {
       sup.setPolicy(policy, DEFAULT_POLICY_ID);
       a.emitPolicy('loaded', policy);
       a.server = await serveControl(o.socket, a.handler());
+      a.reports = await serveReports(o.reportSocket ?? DEFAULT_REPORT_SOCKET, (pid, uid) => sup.stampOf(pid, uid), (ev) => sup.engine.emit(ev));
       // losses in the kernel become events within a second
       a.lossTimer = setInterval(() => sup.reportLoss(), 1000);
       a.lossTimer.unref();
@@ -142,6 +147,7 @@ export class Agent {
     clearInterval(this.lossTimer);
     this.sup.reportLoss();
     await this.server?.close();
+    await this.reports?.close();
     await this.sup.close();
     for (const s of this.o.sinks) await s.close?.();
   }

@@ -1,7 +1,8 @@
 // The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
 // engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
 import { Engine } from './engine.js';
-import { HOST, newSessionNumber, execId } from './ids.js';
+import { HOST, newSessionNumber, execId, sessionName } from './ids.js';
+import type { Stamp } from './report.js';
 import { spawnHeld, type HeldChild } from './spawn.js';
 import { sessionEnv } from './env.js';
 import { Sensor } from '../kernel/sensor.js';
@@ -110,6 +111,21 @@ export class Supervisor {
       frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
     }
     return { session, pids: tagged };
+  }
+
+  /** Who a local process is, from the kernel: for events a session process reports (tool calls). */
+  stampOf(pid: number, uid: number): Stamp {
+    const tag = this.sensor.tagOf(pid);
+    const img = this.sensor.imageOf(pid);
+    return {
+      host: HOST,
+      session: tag ? sessionName(tag.session) : '',
+      exec_id: img ? execId(pid, img.key) : '',
+      parent_exec_id: img ? execId(img.parentPid, img.parentKey) : '',
+      pid,
+      ppid: img?.parentPid ?? 0,
+      uid,
+    };
   }
 
   private lostSeen: Record<string, number> = {};

@@ -234,6 +234,16 @@ export class Sensor {
     return { session: v.readBigUInt64LE(tf.session), policy: v.readUInt32LE(tf.policy), flags: v.readUInt32LE(tf.flags) };
   }
 
+  /** The current image of a live process as the kernel keys it (absent for processes older than the sensor). */
+  imageOf(pid: number): { key: bigint; parentKey: bigint; parentPid: number } | undefined {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(pid);
+    const v = this.map('procs').lookup(k);
+    if (!v) return undefined;
+    const f = LAYOUT.bridle_proc.fields;
+    return { key: v.readBigUInt64LE(f.key), parentKey: v.readBigUInt64LE(f.parent_key), parentPid: v.readUInt32LE(f.parent_pid) };
+  }
+
   /** Ring-buffer reservation failures per hook since load. */
   lost(): Record<string, number> {
     const out: Record<string, number> = {};

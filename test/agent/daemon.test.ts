@@ -40,7 +40,7 @@ async function startAgent(t: TestContext, dir: string): Promise<{ agent: ChildPr
   writeFileSync(policy, POLICY);
   const socket = join(dir, 'agent.sock');
   const events = join(dir, 'agent.ndjson');
-  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--events', events], { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv() });
+  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', events], { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv() });
   let err = '';
   agent.stderr!.on('data', (d) => (err += d));
   t.after(async () => {
@@ -92,4 +92,31 @@ test('attach through the agent; a bad policy on reload is rejected and the old o
   assert.match(a.stdout, /tagged \d+ processes/);
   await new Promise((r) => child.once('exit', r));
   assert.equal(out, 'wget=137\n', 'the old policy (deny wget) is still in force');
+});
+
+test('a session process reports tool calls; the agent stamps who sent them from the kernel', async (t) => {
+  const dir = tempDir(t);
+  const { env } = await startAgent(t, dir);
+  const policy = join(dir, 'policy.yaml');
+  const out = join(dir, 'run.ndjson');
+  const report = join(dir, 'report.sock');
+  // the reporter lies about who it is, and tries to slip in an exec event
+  const lie = JSON.stringify({ type: 'tool_call', session: 'forged', exec_id: 'forged', host: 'elsewhere', pid: 1, server: 'toy', tool: 'echo', verdict: 'allow' });
+  const fake = JSON.stringify({ type: 'exec', path: '/fake', session: 'forged' });
+  const script = `const s=require('net').createConnection(${JSON.stringify(report)}, () => s.end(${JSON.stringify(lie + '\n' + fake + '\n')})); s.on('close', () => console.log(process.pid))`;
+  const r = await bridle(['run', '--policy', policy, '--events', out, '--', process.execPath, '-e', script], env);
+  assert.equal(r.status, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  await waitFor(() => readFileSync(out, 'utf8').includes('"tool_call"'), 3000);
+  const evs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const start = evs.find((e) => e.type === 'session_start');
+  const call = evs.find((e) => e.type === 'tool_call');
+  assert.ok(call, 'the tool call reached the session\'s events');
+  assert.equal(call.session, start.session, 'stamped with the real session');
+  assert.equal(call.pid, pid, 'stamped with the sender\'s pid');
+  assert.notEqual(call.host, 'elsewhere');
+  const exec = evs.find((e) => e.type === 'exec' && e.pid === pid);
+  assert.equal(call.exec_id, exec.exec_id, 'stamped with the sender\'s exec_id, as the kernel keys it');
+  assert.equal(call.tool, 'echo');
+  assert.ok(!evs.some((e) => e.path === '/fake'), 'a session process cannot report exec events');
 });

@@ -17,6 +17,9 @@ from processes inside a session are refused.
 Flags:
   --policy FILE        default policy (required)
   --socket PATH        control socket (default /run/bridle/agent.sock, env BRIDLE_SOCKET)
+  --report-socket PATH where session processes (bridle mcp) report tool calls; the agent stamps the
+                       sender's session and exec_id from the kernel (default /run/bridle/report.sock,
+                       env BRIDLE_REPORT_SOCKET)
   --events FILE        append every event as NDJSON to FILE (default: stdout)
   --collector H:P      ship every event to a bridle collector over gRPC (mutual TLS)
   --ca/--cert/--key F  PEM files for the collector link (made by \`bridle certs\`)
@@ -33,7 +36,7 @@ const agent: Command = {
   help,
   async run(argv) {
     const { flags, rest } = parseFlags(argv, {
-      policy: 'string', socket: 'string', events: 'string', collector: 'string', ca: 'string', cert: 'string', key: 'string', insecure: 'boolean', spool: 'string',
+      policy: 'string', socket: 'string', 'report-socket': 'string', events: 'string', collector: 'string', ca: 'string', cert: 'string', key: 'string', insecure: 'boolean', spool: 'string',
     });
     const { DEFAULT_SOCKET, connectControl } = await import('../../agent/control.js');
     const socket = (flags.socket as string | undefined) ?? DEFAULT_SOCKET;
@@ -67,7 +70,7 @@ const agent: Command = {
     const log = (m: string) => process.stderr.write(`bridle agent: ${m}\n`);
     let a;
     try {
-      a = await Agent.start({ policyFile: flags.policy as string, socket, sinks, log });
+      a = await Agent.start({ policyFile: flags.policy as string, socket, ...(flags['report-socket'] ? { reportSocket: flags['report-socket'] as string } : {}), sinks, log });
     } catch (err) {
       if (err instanceof PolicyError) {
         process.stderr.write(`bridle agent: invalid policy:\n${err.message}\n`);

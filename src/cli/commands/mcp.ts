@@ -44,6 +44,9 @@ Flags:
   --log-level LEVEL         debug | info | warn | error | silent (default: info); the log is on stderr
   --session ID              session id for events (default: $BRIDLE_SESSION, else '')
   --exec-id ID              exec id for events (default: $BRIDLE_EXEC_ID, else '')
+                            (with a running \`bridle agent\`, events also go to its report socket,
+                            $BRIDLE_REPORT_SOCKET or /run/bridle/report.sock, which stamps the session
+                            and exec_id of this process from the kernel)
 
 Example policy (docs/mcp.md has every key):
   version: 1
@@ -203,7 +206,12 @@ async function serve(f: Flags, listen: { host: string; port: number } | undefine
 
   let sink: EventSink;
   try {
-    sink = f.events ? new NdjsonFileSink(resolve(f.events)) : new LogSink(log);
+    const local = f.events ? new NdjsonFileSink(resolve(f.events)) : new LogSink(log);
+    // with a running `bridle agent`, tool calls also go to it: it stamps this process's session and
+    // exec_id from the kernel and ships them with the rest of the session's events
+    const { ReportSink } = await import('../../agent/report.js');
+    const report = new ReportSink(local);
+    sink = report.connected ? report : local;
   } catch (err) {
     process.stderr.write(`bridle mcp: cannot open --events ${f.events}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
     return 1;
