@@ -8,6 +8,9 @@ import { FLAG, GUARDS, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
+import type { RawNetRecord } from '../kernel/net.js';
+import type { CompiledNet } from '../policy/netcompile.js';
+import { connectEvent } from './netevents.js';
 
 export interface PolicySlot {
   id: number;
@@ -181,6 +184,15 @@ export class Engine {
       }
     }
   }
+
+  // --- network (issue 3): net sensor records → connect events, linked to the process by exec_id ---
+  handleNet(r: RawNetRecord, compiled: CompiledNet | undefined): void {
+    const id = execId(r.pid, r.key);
+    const img = this.images.get(id);
+    const base = { ...this.base('connect', r.ktime, r.session, r.pid), exec_id: id, parent_exec_id: img?.parentExecId ?? '' };
+    this.emit(connectEvent(base as typeof base & { type: 'connect' }, r, compiled, this.policies.get(r.policy)?.policy.name ?? ''));
+  }
+  // --- end network ---
 
   private resolvePath(r: RawExec): string {
     if (r.flags & FLAG.FILELESS) return r.dname.startsWith('memfd:') ? r.dname : `${r.filename || r.dname} (deleted)`;

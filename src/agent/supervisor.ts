@@ -9,12 +9,15 @@ import { Sensor } from '../kernel/sensor.js';
 import { TAG_MONITOR } from '../kernel/layout.js';
 import { compileExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
+import { NetGuard } from './netguard.js';
 
 export const DEFAULT_POLICY_ID = 1;
 
 export class Supervisor {
   readonly engine = new Engine();
   readonly warnings: string[] = [];
+  /** Network reach (issue 3): absent when the host cannot attach cgroup programs (see warnings). */
+  net: NetGuard | undefined;
   private constructor(readonly sensor: Sensor) {}
 
   static open(tuning: { ringBytes?: number; maxPendingBytes?: number } = {}): Supervisor {
@@ -26,6 +29,11 @@ export class Supervisor {
     });
     sup = new Supervisor(sensor);
     sup.engine.backend = sensor.backend;
+    try {
+      sup.net = NetGuard.open(sensor, sup.engine, sup.warnings);
+    } catch (err) {
+      sup.warnings.push(`network rules not enforced: ${(err as Error).message}`);
+    }
     return sup;
   }
 
@@ -35,8 +43,10 @@ export class Supervisor {
    */
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID): void {
     const compiled = compileExec(policy, 0, id);
+    const net = NetGuard.compile(policy);
     this.sensor.applyPolicy(id, compiled);
     this.engine.policies.set(id, { id, policy, compiled });
+    this.net?.apply(id, net);
   }
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {
@@ -152,6 +162,7 @@ export class Supervisor {
   }
 
   async close(): Promise<void> {
+    await this.net?.close();
     await this.sensor.close();
   }
 }

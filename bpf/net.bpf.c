@@ -1,0 +1,563 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Network sensor: which addresses a session's processes may reach, decided in the kernel.
+ *
+ * Hooks: cgroup sock_addr programs at the cgroup v2 root (multi-attach links, so they coexist with
+ * others): connect4/6 (TCP connect, TCP fast open, connected UDP, io_uring connect: all pass through
+ * the protocol's pre_connect), sendmsg4/6 (unconnected UDP datagrams), recvmsg4/6 (DNS replies get the
+ * server address the caller asked back), and connect_unix where the kernel and loader offer it.
+ *
+ * They run in the caller's context, so the session is found the way the process sensor finds it: the
+ * shared `tags` map by tgid, checked against the task's start time. Untagged callers cost one hash miss.
+ *
+ * Decision: deny trie, then allow trie, then the addresses the session's own DNS answers gave (host:
+ * rules), then the policy default. Each trie is an LPM trie over {generation, family, address}; its entry
+ * names a port set, itself an LPM trie over {set, protocol, port} where ranges are stored as aligned
+ * blocks. Lookups are bounded by key width, not by the number of rules.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include "bridle_net.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define DNS_PORT 53
+#define RECENT_NS 1000000000ULL /* allowed datagrams to one destination: one event per second */
+#define BIND_TRIES 4
+
+/* Shared with the process sensor (reuseMap before load): definitions must match process.bpf.c. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, struct bridle_tag);
+} tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, u32);
+	__type(value, struct bridle_proc);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, u32);
+	__type(value, struct bridle_net_cfg);
+} net_policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bridle_net_conf);
+} net_conf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_net_key);
+	__type(value, struct bridle_net_node);
+} net_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_net_key);
+	__type(value, struct bridle_net_node);
+} net_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_port_key);
+	__type(value, u32);
+} net_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_host_key);
+	__type(value, struct bridle_net_node);
+} net_hosts SEC(".maps");
+
+/* Filled by bridle's resolver before it hands an answer to the session. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct bridle_dnsaddr_key);
+	__type(value, struct bridle_dnsaddr);
+} dns_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, struct bridle_dns_client);
+} dns_clients SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_unix_key);
+	__type(value, struct bridle_rule);
+} unix_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct bridle_net_recent);
+	__type(value, u64);
+} net_recent SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} net_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, u64);
+} net_lost SEC(".maps");
+
+/* Names the ring-buffer records in this object's BTF for the layout test. */
+struct bridle_net_btf_anchor {
+	struct bridle_net_ev net;
+	struct bridle_unix_ev unix_ev;
+	struct bridle_unix_key unix_key;
+	struct bridle_host_key host_key;
+	struct bridle_net_recent recent;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bridle_net_btf_anchor);
+} net_btf_anchor SEC(".maps");
+
+static __always_inline u64 task_start(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, group_leader, start_boottime);
+}
+
+/* The caller's tag, or NULL when untagged (a stale entry of a previous owner of the pid counts as untagged). */
+static __always_inline struct bridle_tag *caller_tag(u32 tgid)
+{
+	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
+	if (!tag)
+		return NULL;
+	struct task_struct *t = bpf_get_current_task_btf();
+	if (tag->start != task_start(t))
+		return NULL;
+	return tag;
+}
+
+static __always_inline u64 caller_key(u32 tgid)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	u64 start = task_start(t);
+	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	if (p && p->start == start)
+		return p->key;
+	return start;
+}
+
+static __always_inline void count_loss(u32 i)
+{
+	u64 *n = bpf_map_lookup_elem(&net_lost, &i);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+/* A destination, normalized for lookups. */
+struct dest {
+	struct bridle_net_key k; /* prefixlen = full, gen, family, addr */
+	u8 given[16];            /* as the caller wrote it */
+	u16 port;                /* host order */
+	u16 proto;               /* 6, 17, or 0 for any other */
+	u8 sock_family;          /* 4 or 6 */
+	u8 flags;                /* BRIDLE_NEV_* */
+};
+
+static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d, bool v6)
+{
+	__builtin_memset(d, 0, sizeof(*d));
+	u32 proto = ctx->protocol;
+	d->proto = (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? proto : 0;
+	d->port = bpf_ntohs((u16)ctx->user_port);
+	if (!v6) {
+		u32 a = ctx->user_ip4;
+		__builtin_memcpy(d->given, &a, 4);
+		d->sock_family = 4;
+		if (a == 0) {
+			/* connect(0.0.0.0) reaches this host: judge it as loopback */
+			a = bpf_htonl(0x7f000001);
+			d->flags |= BRIDLE_NEV_ANY;
+		}
+		d->k.family = 4;
+		__builtin_memcpy(d->k.addr, &a, 4);
+		d->k.prefixlen = 64 + 32;
+		return;
+	}
+	u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+	__builtin_memcpy(d->given, &w0, 4);
+	__builtin_memcpy(d->given + 4, &w1, 4);
+	__builtin_memcpy(d->given + 8, &w2, 4);
+	__builtin_memcpy(d->given + 12, &w3, 4);
+	d->sock_family = 6;
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+		/* IPv4-mapped: the IPv4 rules decide */
+		d->flags |= BRIDLE_NEV_MAPPED;
+		if (w3 == 0) {
+			w3 = bpf_htonl(0x7f000001);
+			d->flags |= BRIDLE_NEV_ANY;
+		}
+		d->k.family = 4;
+		__builtin_memcpy(d->k.addr, &w3, 4);
+		d->k.prefixlen = 64 + 32;
+		return;
+	}
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0) {
+		/* connect(::) reaches this host too */
+		w3 = bpf_htonl(1);
+		d->flags |= BRIDLE_NEV_ANY;
+	}
+	d->k.family = 6;
+	__builtin_memcpy(d->k.addr, &w0, 4);
+	__builtin_memcpy(d->k.addr + 4, &w1, 4);
+	__builtin_memcpy(d->k.addr + 8, &w2, 4);
+	__builtin_memcpy(d->k.addr + 12, &w3, 4);
+	d->k.prefixlen = 64 + 128;
+}
+
+/* Does port set `set` hold (proto, port)? On a hit, *rule is the rule that listed it. */
+static __always_inline bool in_set(u32 set, u32 node_rule, struct dest *d, u32 *rule)
+{
+	if (set == BRIDLE_NET_SET_ALL) {
+		*rule = node_rule;
+		return true;
+	}
+	struct bridle_port_key pk = { .prefixlen = 64, .set = set, .proto = d->proto };
+	pk.port[0] = d->port >> 8;
+	pk.port[1] = d->port & 0xff;
+	u32 *r = bpf_map_lookup_elem(&net_ports, &pk);
+	if (!r)
+		return false;
+	*rule = *r == BRIDLE_NET_RULE_NODE ? node_rule : *r;
+	return true;
+}
+
+/* The longest matching prefix of `trie`, then its shorter parents, until one's port set holds the port. */
+static __always_inline bool match_trie(void *trie, struct dest *d, u32 *rule)
+{
+	struct bridle_net_key k = d->k;
+	u32 full = k.prefixlen;
+	for (int i = 0; i < BRIDLE_NET_DEPTH; i++) {
+		struct bridle_net_node *n = bpf_map_lookup_elem(trie, &k);
+		if (!n)
+			return false;
+		if (in_set(n->set, n->rule, d, rule))
+			return true;
+		if (!n->parent || n->parent >= full)
+			return false;
+		k.prefixlen = n->parent;
+	}
+	return false;
+}
+
+/* host: rules: the address came from an answer to this session's own DNS query, not yet expired. */
+static __always_inline bool match_hosts(u64 session, u32 gen, struct dest *d, u32 *rule)
+{
+	struct bridle_dnsaddr_key ak = { .session = session, .family = d->k.family };
+	__builtin_memcpy(ak.addr, d->k.addr, 16);
+	struct bridle_dnsaddr *a = bpf_map_lookup_elem(&dns_addrs, &ak);
+	if (!a || a->expires < bpf_ktime_get_boot_ns())
+		return false;
+	for (int i = 0; i < BRIDLE_NET_HOSTS; i++) {
+		if (!a->pattern[i])
+			continue;
+		struct bridle_host_key hk = { .gen = gen, .pattern = a->pattern[i] };
+		struct bridle_net_node *n = bpf_map_lookup_elem(&net_hosts, &hk);
+		if (n && in_set(n->set, n->rule, d, rule))
+			return true;
+	}
+	return false;
+}
+
+struct verdict {
+	u32 action; /* BRIDLE_ALLOW / BRIDLE_DENY */
+	u32 kind;
+	u32 rule;
+};
+
+static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg *cfg, struct dest *d, struct verdict *v)
+{
+	u32 rule = 0;
+	d->k.gen = cfg->gen;
+	if (match_trie(&net_deny, d, &rule)) {
+		v->action = BRIDLE_DENY;
+		v->kind = BRIDLE_NK_CIDR;
+		v->rule = rule;
+		return;
+	}
+	if (match_trie(&net_allow, d, &rule)) {
+		v->action = BRIDLE_ALLOW;
+		v->kind = BRIDLE_NK_CIDR;
+		v->rule = rule;
+		return;
+	}
+	if (match_hosts(tag->session, cfg->gen, d, &rule)) {
+		v->action = BRIDLE_ALLOW;
+		v->kind = BRIDLE_NK_HOST;
+		v->rule = rule;
+		return;
+	}
+	if ((cfg->flags & BRIDLE_NET_F_NAMES) && d->proto == IPPROTO_TCP && d->port == DNS_PORT) {
+		/* DNS over TCP would bypass the resolver that fills host: addresses: only by explicit allow */
+		v->action = BRIDLE_DENY;
+		v->kind = BRIDLE_NK_DNS_TCP;
+		v->rule = 0;
+		return;
+	}
+	v->action = cfg->default_action == BRIDLE_DENY ? BRIDLE_DENY : BRIDLE_ALLOW;
+	v->kind = BRIDLE_NK_DEFAULT;
+	v->rule = cfg->default_rule;
+}
+
+static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest *d, u32 op, u32 verdict,
+				   struct verdict *v)
+{
+	struct bridle_net_ev *ev = bpf_ringbuf_reserve(&net_events, sizeof(*ev), 0);
+	if (!ev) {
+		count_loss(0);
+		return;
+	}
+	u64 id = bpf_get_current_pid_tgid();
+	ev->hdr.type = BRIDLE_EV_NET;
+	ev->hdr.flags = 0;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->session = tag->session;
+	ev->key = caller_key(tgid);
+	ev->pid = tgid;
+	ev->tid = (u32)id;
+	ev->uid = (u32)bpf_get_current_uid_gid();
+	ev->policy = tag->policy;
+	ev->rule_id = v->rule;
+	ev->dport = d->port;
+	ev->family = d->sock_family;
+	ev->proto = d->proto;
+	ev->op = op;
+	ev->verdict = verdict;
+	ev->rule_kind = v->kind;
+	ev->flags = d->flags;
+	ev->pad = 0;
+	__builtin_memcpy(ev->daddr, d->given, 16);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Allowed datagrams are reported once per process, destination and second; connects and denials always. */
+static __always_inline bool seen_recently(u32 tgid, struct dest *d)
+{
+	struct bridle_net_recent rk = { .pid = tgid, .port = d->port, .family = d->sock_family, .proto = d->proto };
+	__builtin_memcpy(rk.addr, d->given, 16);
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *last = bpf_map_lookup_elem(&net_recent, &rk);
+	if (last && now - *last < RECENT_NS)
+		return true;
+	bpf_map_update_elem(&net_recent, &rk, &now, BPF_ANY);
+	return false;
+}
+
+/*
+ * Port-53 UDP from a session goes to bridle's resolver on loopback. The resolver learns who asked from
+ * the query's source port, so the client's socket must have one now: sendmsg has bound it already
+ * (autobind runs before the hook); an unbound socket being connected is bound here to a random port.
+ */
+static __always_inline int redirect_dns(struct bpf_sock_addr *ctx, struct bridle_tag *tag, u32 tgid,
+					struct dest *d, u16 rport, bool v6, bool can_bind)
+{
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return -1;
+	u32 lport = sk->src_port;
+	if (!lport) {
+		if (!can_bind)
+			return -1;
+		for (int i = 0; i < BIND_TRIES && !lport; i++) {
+			u16 p = 32768 + (bpf_get_prandom_u32() % 28232);
+			int err;
+			if (v6) {
+				struct sockaddr_in6 sa = {};
+				sa.sin6_family = AF_INET6;
+				sa.sin6_port = bpf_htons(p);
+				err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+			} else {
+				struct sockaddr_in sa = {};
+				sa.sin_family = AF_INET;
+				sa.sin_port = bpf_htons(p);
+				err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+			}
+			if (!err)
+				lport = p;
+		}
+		if (!lport)
+			return -1;
+	}
+	u32 ck = ((u32)d->sock_family << 16) | (lport & 0xffff);
+	struct bridle_dns_client c = {
+		.session = tag->session,
+		.key = caller_key(tgid),
+		.ktime = bpf_ktime_get_boot_ns(),
+		.pid = tgid,
+		.policy = tag->policy,
+		.orig_port = bpf_htons(d->port),
+		.family = d->sock_family,
+	};
+	__builtin_memcpy(c.orig, d->given, 16);
+	bpf_map_update_elem(&dns_clients, &ck, &c, BPF_ANY);
+	if (v6) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	} else {
+		ctx->user_ip4 = bpf_htonl(0x7f000001);
+	}
+	ctx->user_port = bpf_htons(rport);
+	return 0;
+}
+
+static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 op)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 1; /* not a session: not ours to decide */
+	u32 pid = tag->policy;
+	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	if (!cfg)
+		return 1; /* no network policy installed for this session's policy */
+
+	struct dest d;
+	read_dest(ctx, &d, v6);
+	bool monitor = (tag->flags | cfg->flags) & BRIDLE_NET_F_MONITOR;
+	struct verdict v = {};
+
+	bool dns_denied = false;
+	if ((cfg->flags & BRIDLE_NET_F_DNS) && d.proto == IPPROTO_UDP && d.port == DNS_PORT) {
+		u32 zero = 0;
+		struct bridle_net_conf *conf = bpf_map_lookup_elem(&net_conf, &zero);
+		u16 rport = conf ? (v6 ? conf->dns_port6 : conf->dns_port4) : 0;
+		if (rport && redirect_dns(ctx, tag, tgid, &d, rport, v6, op == BRIDLE_OP_CONNECT) == 0)
+			return 1;
+		/* no resolver to send it to, or no port to know the asker by: with host: rules the query must not escape */
+		if (cfg->flags & BRIDLE_NET_F_NAMES) {
+			v.action = BRIDLE_DENY;
+			v.kind = BRIDLE_NK_DNS_BIND;
+			dns_denied = true;
+		}
+	}
+	if (!dns_denied)
+		decide(tag, cfg, &d, &v);
+
+	u32 verdict = v.action;
+	if (verdict == BRIDLE_DENY && monitor)
+		verdict = BRIDLE_WOULD_DENY;
+	if (verdict != BRIDLE_ALLOW || op == BRIDLE_OP_CONNECT || !seen_recently(tgid, &d))
+		report(tag, tgid, &d, op, verdict, &v);
+	return verdict == BRIDLE_DENY ? 0 : 1;
+}
+
+SEC("cgroup/connect4")
+int bridle_connect4(struct bpf_sock_addr *ctx)
+{
+	return on_sock_addr(ctx, false, BRIDLE_OP_CONNECT);
+}
+
+SEC("cgroup/connect6")
+int bridle_connect6(struct bpf_sock_addr *ctx)
+{
+	return on_sock_addr(ctx, true, BRIDLE_OP_CONNECT);
+}
+
+SEC("cgroup/sendmsg4")
+int bridle_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return on_sock_addr(ctx, false, BRIDLE_OP_SENDMSG);
+}
+
+SEC("cgroup/sendmsg6")
+int bridle_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return on_sock_addr(ctx, true, BRIDLE_OP_SENDMSG);
+}
+
+/*
+ * A reply from the resolver: the caller sees it come from the server it asked (resolvers such as
+ * glibc's drop answers from any other address). Untagged sockets cost a compare.
+ */
+static __always_inline int on_recvmsg(struct bpf_sock_addr *ctx, bool v6)
+{
+	u32 zero = 0;
+	struct bridle_net_conf *conf = bpf_map_lookup_elem(&net_conf, &zero);
+	if (!conf)
+		return 1;
+	u16 rport = v6 ? conf->dns_port6 : conf->dns_port4;
+	if (!rport || ctx->user_port != bpf_htons(rport))
+		return 1;
+	if (v6) {
+		if (ctx->user_ip6[0] || ctx->user_ip6[1] || ctx->user_ip6[2] || ctx->user_ip6[3] != bpf_htonl(1))
+			return 1;
+	} else if (ctx->user_ip4 != bpf_htonl(0x7f000001)) {
+		return 1;
+	}
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	u32 ck = ((v6 ? 6u : 4u) << 16) | (sk->src_port & 0xffff);
+	struct bridle_dns_client *c = bpf_map_lookup_elem(&dns_clients, &ck);
+	if (!c || c->family != (v6 ? 6 : 4))
+		return 1;
+	if (v6) {
+		u32 w[4];
+		__builtin_memcpy(w, c->orig, 16);
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	} else {
+		u32 a;
+		__builtin_memcpy(&a, c->orig, 4);
+		ctx->user_ip4 = a;
+	}
+	ctx->user_port = c->orig_port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int bridle_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return on_recvmsg(ctx, false);
+}
+
+SEC("cgroup/recvmsg6")
+int bridle_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return on_recvmsg(ctx, true);
+}

@@ -1,0 +1,46 @@
+// Net sensor records → connect events (the engine calls this from handleNet).
+import type { ConnectEvent, Verdict } from '../events/types.js';
+import { NET_KIND, NET_OP, VERDICT } from '../kernel/layout.js';
+import type { RawNetRecord } from '../kernel/net.js';
+import type { CompiledNet } from '../policy/netcompile.js';
+
+const verdictName = (v: number): Verdict => (v === VERDICT.DENY ? 'deny' : v === VERDICT.WOULD_DENY ? 'would_deny' : 'allow');
+
+/** The name events give the rule that decided. */
+export function netRuleName(compiled: CompiledNet | undefined, kind: number, ruleId: number): string {
+  switch (kind) {
+    case NET_KIND.DEFAULT:
+      return 'network.default';
+    case NET_KIND.DNS_TCP:
+      return 'builtin.dns_tcp';
+    case NET_KIND.DNS_BIND:
+      return 'builtin.dns_redirect';
+    case NET_KIND.CONTROL:
+      return 'builtin.control_socket';
+    default:
+      return compiled?.rules[ruleId]?.id ?? `rule#${ruleId}`;
+  }
+}
+
+type Base = Pick<ConnectEvent, 'type' | 'ts' | 'host' | 'session' | 'exec_id' | 'parent_exec_id' | 'pid' | 'ppid' | 'uid'>;
+
+/** Builds the connect event of a record; `base` carries ts, host, session, pid, exec_id. */
+export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet | undefined, policy: string): ConnectEvent {
+  const rule = netRuleName(compiled, r.ruleKind, r.ruleId);
+  if (r.type === 'unix') {
+    return { ...base, type: 'connect', uid: r.uid, proto: 'unix', family: 'unix', daddr: r.path, dport: 0, op: 'connect', verdict: verdictName(r.verdict), rule, policy };
+  }
+  return {
+    ...base,
+    type: 'connect',
+    uid: r.uid,
+    proto: r.proto === 6 ? 'tcp' : r.proto === 17 ? 'udp' : 'other',
+    family: r.family === 6 ? 'inet6' : 'inet',
+    daddr: r.daddr,
+    dport: r.dport,
+    op: r.op === NET_OP.SENDMSG ? 'sendmsg' : 'connect',
+    verdict: verdictName(r.verdict),
+    rule,
+    policy,
+  };
+}

@@ -1,0 +1,100 @@
+// Network reach for the supervisor: the net sensor (kernel decisions) and bridle's resolver (host:
+// rules), opened beside the process sensor and fed the network part of every policy. The supervisor
+// holds one NetGuard; without cgroup v2 or the net object it runs without one and says why.
+import type { Engine } from './engine.js';
+import { DnsResolver, type Upstream } from './dns.js';
+import { sessionName } from './ids.js';
+import { NetSensor, type RawNetRecord } from '../kernel/net.js';
+import type { Sensor } from '../kernel/sensor.js';
+import { compileNet, type CompiledNet } from '../policy/netcompile.js';
+import type { Policy } from '../policy/types.js';
+
+export interface NetGuardOptions {
+  /** Upstream for policies without network.dns.upstream (default: /etc/resolv.conf). */
+  upstream?: Upstream;
+  /** Resolver: minimum time (s) an answered address stays allowed. */
+  minTtl?: number;
+  /** Do not start the resolver (port-53 traffic is then decided like any other). */
+  noResolver?: boolean;
+}
+
+export class NetGuard {
+  /** Resolves when the resolver listens (or failed to: see warnings). */
+  readonly ready: Promise<void>;
+  dns: DnsResolver | undefined;
+  private closed = false;
+
+  private constructor(
+    readonly net: NetSensor,
+    private readonly engine: Engine,
+    warnings: string[],
+    opts: NetGuardOptions,
+  ) {
+    // a session's DNS-allowed addresses go when the session ends
+    engine.addSink({
+      emit: (ev) => {
+        if (ev.type !== 'session_end') return;
+        for (const s of net.sessionsWithAddresses()) if (sessionName(s) === ev.session) net.forgetSession(s);
+      },
+    });
+    this.ready = opts.noResolver
+      ? Promise.resolve()
+      : DnsResolver.start({
+          net,
+          policy: (id) => {
+            const compiled = net.compiled(id);
+            const slot = engine.policies.get(id);
+            return compiled ? { compiled, monitor: slot?.policy.mode === 'monitor', name: slot?.policy.name ?? '' } : undefined;
+          },
+          emit: (ev) => engine.emit(ev),
+          base: (ktime, session, pid) => engine.base('dns', ktime, session, pid),
+          ...(opts.upstream ? { upstream: opts.upstream } : {}),
+          ...(opts.minTtl !== undefined ? { minTtl: opts.minTtl } : {}),
+        }).then(
+          async (r) => {
+            if (this.closed) await r.close();
+            else this.dns = r;
+          },
+          (err: Error) => {
+            warnings.push(`DNS resolver not started (host: rules cannot match): ${err.message}`);
+          },
+        );
+  }
+
+  /** Opens the net sensor on the process sensor's maps. Throws when the kernel or host cannot. */
+  static open(sensor: Sensor, engine: Engine, warnings: string[], opts: NetGuardOptions = {}): NetGuard {
+    let guard: NetGuard | undefined;
+    const pending: RawNetRecord[] = [];
+    const net = NetSensor.open({
+      tags: sensor.map('tags'),
+      procs: sensor.map('procs'),
+      onRecord: (r) => (guard ? guard.onRecord(r) : pending.push(r)),
+      onWarning: (w) => warnings.push(w),
+    });
+    guard = new NetGuard(net, engine, warnings, opts);
+    for (const r of pending) guard.onRecord(r);
+    return guard;
+  }
+
+  private onRecord(r: RawNetRecord): void {
+    this.engine.handleNet(r, this.net.compiled(r.policy));
+  }
+
+  /** Compiles the network section; throws PolicyError before anything is written. */
+  static compile(policy: Policy): CompiledNet {
+    return compileNet(policy);
+  }
+
+  /** Installs a compiled network section as policy `id` (one atomic switch in the kernel). */
+  apply(id: number, compiled: CompiledNet): void {
+    this.net.applyPolicy(id, compiled);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.ready;
+    await this.dns?.close();
+    await this.net.close();
+  }
+}

@@ -1,0 +1,467 @@
+// The network sensor: loads bpf/build/net.bpf.o with the process sensor's `tags` and `procs` maps,
+// attaches its cgroup sock_addr programs at the cgroup v2 root (BPF links, multi-attach: other programs
+// there keep working), writes network policies under generations, and hands decoded records to one
+// callback. close() detaches everything and is idempotent; links die with the process anyway.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfObject, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
+import { NET_EV, NET_LAYOUT } from './layout.js';
+import { ROOT } from './sensor.js';
+import { bytesToIp } from '../policy/load.js';
+import { RULE_NODE, type CompiledNet } from '../policy/netcompile.js';
+
+export const NET_OBJ = join(ROOT, 'bpf', 'build', 'net.bpf.o');
+
+/** sock_addr programs, attached in this order (replies are fixed up before anything is redirected). */
+export const NET_PROGRAMS = [
+  'bridle_recvmsg4',
+  'bridle_recvmsg6',
+  'bridle_sendmsg4',
+  'bridle_sendmsg6',
+  'bridle_connect4',
+  'bridle_connect6',
+] as const;
+
+export interface RawNet {
+  type: 'net';
+  ktime: bigint;
+  session: bigint;
+  key: bigint;
+  pid: number;
+  tid: number;
+  uid: number;
+  policy: number;
+  ruleId: number;
+  ruleKind: number;
+  dport: number;
+  /** the socket's family */
+  family: 4 | 6;
+  proto: number;
+  op: number;
+  verdict: number;
+  flags: number;
+  /** as the caller gave it */
+  daddr: string;
+}
+
+export interface RawUnix {
+  type: 'unix';
+  ktime: bigint;
+  session: bigint;
+  key: bigint;
+  pid: number;
+  tid: number;
+  uid: number;
+  policy: number;
+  ruleId: number;
+  ruleKind: number;
+  verdict: number;
+  path: string;
+}
+
+export type RawNetRecord = RawNet | RawUnix;
+
+export interface DnsClient {
+  session: bigint;
+  key: bigint;
+  ktime: bigint;
+  pid: number;
+  policy: number;
+  /** the server the client asked */
+  server: string;
+  serverPort: number;
+  family: 4 | 6;
+}
+
+const EV = NET_LAYOUT.bridle_net_ev.fields;
+const UEV = NET_LAYOUT.bridle_unix_ev.fields;
+
+function addrString(b: Buffer, off: number, family: number): string {
+  if (family === 4) return bytesToIp(b.subarray(off, off + 4));
+  const bytes = b.subarray(off, off + 16);
+  // IPv4-mapped: the usual ::ffff:a.b.c.d form
+  if (bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `::ffff:${bytesToIp(bytes.subarray(12, 16))}`;
+  }
+  return bytesToIp(bytes);
+}
+
+/** Decodes one record of the net ring buffer; undefined for an unknown type or a short record. */
+export function decodeNet(b: Buffer): RawNetRecord | undefined {
+  if (b.length < NET_LAYOUT.bridle_hdr.size) return undefined;
+  const type = b.readUInt16LE(0);
+  const ktime = b.readBigUInt64LE(8);
+  if (type === NET_EV.NET && b.length >= NET_LAYOUT.bridle_net_ev.size) {
+    const family = b.readUInt8(EV.family) === 6 ? 6 : 4;
+    return {
+      type: 'net',
+      ktime,
+      session: b.readBigUInt64LE(EV.session),
+      key: b.readBigUInt64LE(EV.key),
+      pid: b.readUInt32LE(EV.pid),
+      tid: b.readUInt32LE(EV.tid),
+      uid: b.readUInt32LE(EV.uid),
+      policy: b.readUInt32LE(EV.policy),
+      ruleId: b.readUInt32LE(EV.rule_id),
+      ruleKind: b.readUInt8(EV.rule_kind),
+      dport: b.readUInt16LE(EV.dport),
+      family,
+      proto: b.readUInt8(EV.proto),
+      op: b.readUInt8(EV.op),
+      verdict: b.readUInt8(EV.verdict),
+      flags: b.readUInt8(EV.flags),
+      daddr: addrString(b, EV.daddr, family),
+    };
+  }
+  if (type === NET_EV.UNIX && b.length >= NET_LAYOUT.bridle_unix_ev.size) {
+    const len = Math.min(b.readUInt16LE(UEV.path_len), 108);
+    return {
+      type: 'unix',
+      ktime,
+      session: b.readBigUInt64LE(UEV.session),
+      key: b.readBigUInt64LE(UEV.key),
+      pid: b.readUInt32LE(UEV.pid),
+      tid: b.readUInt32LE(UEV.tid),
+      uid: b.readUInt32LE(UEV.uid),
+      policy: b.readUInt32LE(UEV.policy),
+      ruleId: b.readUInt32LE(UEV.rule_id),
+      ruleKind: b.readUInt8(UEV.rule_kind),
+      verdict: b.readUInt8(UEV.verdict),
+      path: b.toString('utf8', UEV.path, UEV.path + len).replace(/\0.*$/s, ''),
+    };
+  }
+  return undefined;
+}
+
+/** Where cgroup v2 is mounted (the root every process is in on this kind of host). */
+export function cgroup2Root(): string | undefined {
+  try {
+    for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+      const [, dir, type] = line.split(' ');
+      if (type === 'cgroup2' && dir) return dir;
+    }
+  } catch {
+    /* no /proc */
+  }
+  return undefined;
+}
+
+export interface NetSensorOptions {
+  obj?: string;
+  /** The process sensor's maps, shared so the session lookup is the same. */
+  tags: BpfMap;
+  procs: BpfMap;
+  /** cgroup v2 directory to attach at; default: the root of the cgroup2 mount. */
+  cgroup?: string;
+  onRecord: (r: RawNetRecord) => void;
+  onWarning?: (msg: string) => void;
+}
+
+interface Written {
+  gen: number;
+  keys: [BpfMap, Buffer][];
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+
+/** 16 bytes, network order: IPv4 in the first four. */
+export function addr16(bytes: Uint8Array): Buffer {
+  const b = Buffer.alloc(16);
+  b.set(bytes.subarray(0, Math.min(16, bytes.length)));
+  return b;
+}
+
+export class NetSensor {
+  private links: BpfLink[] = [];
+  private rb: RingBuffer | undefined;
+  private closed = false;
+  private nextGen = 1;
+  /** Port-set ids are global (never reused while the sensor lives) so generations never share one. */
+  private nextSet = 1;
+  private gens = new Map<number, Written>();
+  private compiledBy = new Map<number, CompiledNet>();
+  /** dns_addrs keys written per session, so a session's addresses go when it ends. */
+  private sessionAddrs = new Map<bigint, Set<string>>();
+  readonly attached: string[] = [];
+  readonly cgroup: string;
+
+  private constructor(
+    readonly obj: BpfObject,
+    cgroup: string,
+  ) {
+    this.cgroup = cgroup;
+  }
+
+  static open(opts: NetSensorOptions): NetSensor {
+    const path = opts.obj ?? NET_OBJ;
+    if (!existsSync(path)) throw new Error(`${path} is missing: run scripts/build.sh (or npm run build)`);
+    const cgroup = opts.cgroup ?? cgroup2Root();
+    if (!cgroup) throw new Error('no cgroup v2 mount: network rules need one (mount -t cgroup2 none /sys/fs/cgroup/unified)');
+    const obj = BpfObject.open(path);
+    const s = new NetSensor(obj, cgroup);
+    try {
+      obj.reuseMap('tags', opts.tags);
+      obj.reuseMap('procs', opts.procs);
+      obj.load();
+      for (const name of NET_PROGRAMS) {
+        s.links.push(obj.program(name).attachCgroup(cgroup));
+        s.attached.push(name);
+      }
+      s.rb = new RingBuffer(obj.map('net_events'), (batch) => {
+        for (const buf of batch) {
+          const r = decodeNet(buf);
+          if (r) opts.onRecord(r);
+        }
+      });
+    } catch (err) {
+      s.closeSync();
+      throw err;
+    }
+    return s;
+  }
+
+  map(name: string): BpfMap {
+    return this.obj.map(name);
+  }
+
+  /** Where bridle's resolver listens (host order, 0 = not listening): port-53 UDP of sessions goes there. */
+  setDnsPorts(port4: number, port6: number): void {
+    const f = NET_LAYOUT.bridle_net_conf.fields;
+    const v = Buffer.alloc(NET_LAYOUT.bridle_net_conf.size);
+    v.writeUInt16LE(port4, f.dns_port4);
+    v.writeUInt16LE(port6, f.dns_port6);
+    this.map('net_conf').update(u32(0), v);
+  }
+
+  /**
+   * Installs `compiled` as the network policy of policy `policyId`: every entry is written under a new
+   * generation, then one update of the policy's config entry switches all its sessions at once, then
+   * the previous generation's entries are removed. A failure before the switch removes what it wrote
+   * and leaves the old policy in force.
+   */
+  applyPolicy(policyId: number, compiled: CompiledNet): void {
+    const gen = this.nextGen++;
+    const written: Written = { gen, keys: [] };
+    const setBase = this.nextSet;
+    this.nextSet += compiled.sets.length;
+    const setId = (local: number) => (local === 0 ? 0 : setBase + local - 1);
+    try {
+      this.writeSets(compiled, setId, written);
+      for (const [mapName, entries] of [['net_deny', compiled.deny], ['net_allow', compiled.allow]] as const) {
+        const kf = NET_LAYOUT.bridle_net_key.fields;
+        const keys: Buffer[] = [];
+        const vals: Buffer[] = [];
+        for (const e of entries) {
+          const k = Buffer.alloc(NET_LAYOUT.bridle_net_key.size);
+          k.writeUInt32LE(64 + e.prefix, kf.prefixlen);
+          k.writeUInt32LE(gen, kf.gen);
+          k.writeUInt32LE(e.family, kf.family);
+          addr16(e.addr).copy(k, kf.addr);
+          keys.push(k);
+          vals.push(nodeValue(setId(e.set), e.parent >= 0 ? 64 + e.parent : 0, e.rule));
+        }
+        this.writeAll(this.map(mapName), keys, vals, written);
+      }
+      const hk = NET_LAYOUT.bridle_host_key.fields;
+      this.writeAll(
+        this.map('net_hosts'),
+        compiled.hosts.map((h) => {
+          const k = Buffer.alloc(NET_LAYOUT.bridle_host_key.size);
+          k.writeUInt32LE(gen, hk.gen);
+          k.writeBigUInt64LE(h.hash, hk.pattern);
+          return k;
+        }),
+        compiled.hosts.map((h) => nodeValue(setId(h.set), 0, h.rule)),
+        written,
+      );
+      const uk = NET_LAYOUT.bridle_unix_key.fields;
+      this.writeAll(
+        this.map('unix_rules'),
+        compiled.unix.map((u) => {
+          const k = Buffer.alloc(NET_LAYOUT.bridle_unix_key.size);
+          k.writeUInt32LE(gen, uk.gen);
+          k.writeBigUInt64LE(u.hash, uk.path);
+          return k;
+        }),
+        compiled.unix.map((u) => {
+          const v = Buffer.alloc(8);
+          v.writeUInt32LE(u.action === 'deny' ? 1 : 0, 0);
+          v.writeUInt32LE(u.rule, 4);
+          return v;
+        }),
+        written,
+      );
+    } catch (err) {
+      this.drop(written);
+      throw err;
+    }
+    const cf = NET_LAYOUT.bridle_net_cfg.fields;
+    const cfg = Buffer.alloc(NET_LAYOUT.bridle_net_cfg.size);
+    cfg.writeUInt32LE(gen, cf.gen);
+    cfg.writeUInt32LE(compiled.cfg.defaultAction, cf.default_action);
+    cfg.writeUInt32LE(compiled.cfg.defaultRule, cf.default_rule);
+    cfg.writeUInt32LE(compiled.cfg.flags, cf.flags);
+    cfg.writeUInt32LE(compiled.cfg.unixDefault, cf.unix_default);
+    this.map('net_policies').update(u32(policyId), cfg); // the switch
+    const prev = this.gens.get(policyId);
+    this.gens.set(policyId, written);
+    this.compiledBy.set(policyId, compiled);
+    if (prev) this.drop(prev);
+  }
+
+  compiled(policyId: number): CompiledNet | undefined {
+    return this.compiledBy.get(policyId);
+  }
+
+  private writeSets(compiled: CompiledNet, setId: (local: number) => number, written: Written): void {
+    const pf = NET_LAYOUT.bridle_port_key.fields;
+    const keys: Buffer[] = [];
+    const vals: Buffer[] = [];
+    compiled.sets.forEach((blocks, local) => {
+      if (local === 0) return;
+      for (const b of blocks) {
+        const k = Buffer.alloc(NET_LAYOUT.bridle_port_key.size);
+        k.writeUInt32LE(48 + b.bits, pf.prefixlen);
+        k.writeUInt32LE(setId(local), pf.set);
+        k.writeUInt16LE(b.proto, pf.proto);
+        k.writeUInt16BE(b.port, pf.port);
+        keys.push(k);
+        vals.push(u32(b.rule === RULE_NODE ? RULE_NODE : b.rule));
+      }
+    });
+    this.writeAll(this.map('net_ports'), keys, vals, written);
+  }
+
+  private writeAll(m: BpfMap, keys: Buffer[], vals: Buffer[], written: Written): void {
+    if (!keys.length) return;
+    // record first: a batch that fails half way is removed completely
+    for (const k of keys) written.keys.push([m, k]);
+    m.updateBatch(Buffer.concat(keys), Buffer.concat(vals), keys.length);
+  }
+
+  private drop(w: Written): void {
+    for (const [m, k] of w.keys) {
+      try {
+        m.delete(k);
+      } catch {
+        /* map closed */
+      }
+    }
+    w.keys = [];
+  }
+
+  /** The session that sent the query arriving from local port `port` (family of the client's socket). */
+  dnsClient(family: 4 | 6, port: number): DnsClient | undefined {
+    const v = this.map('dns_clients').lookup(u32((family << 16) | port));
+    if (!v) return undefined;
+    const f = NET_LAYOUT.bridle_dns_client.fields;
+    const fam = v.readUInt16LE(f.family) === 6 ? 6 : 4;
+    return {
+      session: v.readBigUInt64LE(f.session),
+      key: v.readBigUInt64LE(f.key),
+      ktime: v.readBigUInt64LE(f.ktime),
+      pid: v.readUInt32LE(f.pid),
+      policy: v.readUInt32LE(f.policy),
+      server: addrString(v, f.orig, fam),
+      serverPort: v.readUInt16BE(f.orig_port),
+      family: fam,
+    };
+  }
+
+  /**
+   * Lets `session` reach `addr` (4 or 16 bytes; v4-mapped IPv6 counts as IPv4) under the host: patterns
+   * `patterns` until boot-time `expires` (ns). Patterns already recorded for the address are kept.
+   */
+  allowResolved(session: bigint, addr: Uint8Array, patterns: bigint[], expires: bigint): void {
+    let bytes = addr;
+    let family = addr.length === 4 ? 4 : 6;
+    if (family === 6 && addr.subarray(0, 10).every((x) => x === 0) && addr[10] === 0xff && addr[11] === 0xff) {
+      bytes = addr.subarray(12, 16);
+      family = 4;
+    }
+    const kf = NET_LAYOUT.bridle_dnsaddr_key.fields;
+    const k = Buffer.alloc(NET_LAYOUT.bridle_dnsaddr_key.size);
+    k.writeBigUInt64LE(session, kf.session);
+    k.writeUInt32LE(family, kf.family);
+    addr16(bytes).copy(k, kf.addr);
+    const m = this.map('dns_addrs');
+    const vf = NET_LAYOUT.bridle_dnsaddr.fields;
+    const old = m.lookup(k);
+    const pats: bigint[] = [...patterns];
+    if (old) {
+      for (let i = 0; i < 4; i++) {
+        const p = old.readBigUInt64LE(vf.pattern + 8 * i);
+        if (p && !pats.includes(p)) pats.push(p);
+      }
+    }
+    const oldExp = old ? old.readBigUInt64LE(vf.expires) : 0n;
+    const v = Buffer.alloc(NET_LAYOUT.bridle_dnsaddr.size);
+    v.writeBigUInt64LE(expires > oldExp ? expires : oldExp, vf.expires);
+    pats.slice(0, 4).forEach((p, i) => v.writeBigUInt64LE(p, vf.pattern + 8 * i));
+    m.update(k, v);
+    const set = this.sessionAddrs.get(session) ?? new Set<string>();
+    set.add(k.toString('hex'));
+    this.sessionAddrs.set(session, set);
+  }
+
+  /** Sessions holding DNS-answered addresses. */
+  sessionsWithAddresses(): bigint[] {
+    return [...this.sessionAddrs.keys()];
+  }
+
+  /** Addresses a session was given by its DNS answers (for tests and `bridle sessions`). */
+  resolvedCount(session: bigint): number {
+    return this.sessionAddrs.get(session)?.size ?? 0;
+  }
+
+  /** Removes everything the session's DNS answers allowed (the session ended). */
+  forgetSession(session: bigint): void {
+    const set = this.sessionAddrs.get(session);
+    if (!set) return;
+    this.sessionAddrs.delete(session);
+    const m = this.map('dns_addrs');
+    for (const hex of set) m.delete(Buffer.from(hex, 'hex'));
+  }
+
+  /** Ring-buffer reservation failures since load. */
+  lost(): number {
+    const v = this.map('net_lost').lookup(u32(0));
+    let n = 0n;
+    if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+    return Number(n);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const rb = this.rb;
+    this.rb = undefined;
+    if (rb) await rb.close();
+    this.closeSync();
+  }
+
+  private closeSync(): void {
+    this.closed = true;
+    for (const l of this.links.splice(0)) {
+      try {
+        l.close();
+      } catch {
+        /* already gone */
+      }
+    }
+    this.obj.close();
+  }
+}
+
+function nodeValue(set: number, parent: number, rule: number): Buffer {
+  const f = NET_LAYOUT.bridle_net_node.fields;
+  const v = Buffer.alloc(NET_LAYOUT.bridle_net_node.size);
+  v.writeUInt32LE(set, f.set);
+  v.writeUInt32LE(parent, f.parent);
+  v.writeUInt32LE(rule >>> 0, f.rule);
+  return v;
+}

@@ -1,0 +1,293 @@
+// Network reach decided in the real kernel (cgroup sock_addr programs at the cgroup v2 root), for tagged
+// sessions only. Traffic goes only to loopback addresses and to a network namespace the test creates.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { waitFor } from '../../src/agent/run.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { tempDir } from '../helpers/kernel.js';
+import { connects, execs, netHarness, netnsPeer, probe, PROBE, tcpServer, udpEcho, uringHelper } from './helpers.js';
+
+/** Connects from this (untagged) process; resolves 'ok' or the error code. */
+function untaggedConnect(host: string, port: number): Promise<string> {
+  return new Promise((res) => {
+    const c = tcpConnect({ host, port });
+    c.on('connect', () => {
+      c.destroy();
+      res('ok');
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => res(e.code ?? 'error'));
+  });
+}
+
+test('TCP and UDP over IPv4: allowed reach, denied fail at once with EPERM and are reported with the rule', async (t) => {
+  const p1 = await tcpServer(t, '127.0.0.1');
+  const p2 = await tcpServer(t, '127.0.0.2');
+  const p3 = await tcpServer(t, '127.0.0.3');
+  const u1 = await udpEcho(t, '127.0.0.1');
+  const u2 = await udpEcho(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: net-basic
+network:
+  default: deny
+  allow:
+    - cidr: 127.0.0.1/32
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const t0 = Date.now();
+  const r = await probe(h, ['tcp', '127.0.0.1', `${p1}`, 'tcp', '127.0.0.2', `${p2}`, 'tcp', '127.0.0.3', `${p3}`,
+    'udp', '127.0.0.1', `${u1}`, 'udp', '127.0.0.2', `${u2}`, 'udpc', '127.0.0.2', `${u2}`, 'udpc', '127.0.0.1', `${u1}`]);
+  assert.deepEqual(r.results, ['ok', 'EPERM', 'EPERM', 'ok', 'EPERM', 'EPERM', 'ok']);
+  assert.ok(Date.now() - t0 < 1500, 'denials do not wait for a timeout');
+
+  const ev = connects(r.events);
+  const tcpDeny = ev.find((e) => e.daddr === '127.0.0.2' && e.proto === 'tcp');
+  assert.ok(tcpDeny, 'connect event for the denied TCP connect');
+  const py = execs(r.events).find((e) => e.exec_id === tcpDeny.exec_id);
+  assert.ok(py, 'the connect names the exec of the process that made it');
+  assert.equal(py.pid, tcpDeny.pid);
+  assert.ok(py.argv.includes(PROBE));
+  assert.equal(tcpDeny.verdict, 'deny');
+  assert.equal(tcpDeny.rule, 'network.deny[0]');
+  assert.equal(tcpDeny.family, 'inet');
+  assert.equal(tcpDeny.dport, p2);
+  assert.equal(tcpDeny.op, 'connect');
+  assert.equal(tcpDeny.parent_exec_id, py.parent_exec_id);
+  const dflt = ev.find((e) => e.daddr === '127.0.0.3');
+  assert.equal(dflt?.verdict, 'deny');
+  assert.equal(dflt?.rule, 'network.default');
+  const udpDeny = ev.find((e) => e.daddr === '127.0.0.2' && e.proto === 'udp' && e.op === 'sendmsg');
+  assert.equal(udpDeny?.verdict, 'deny');
+  assert.equal(udpDeny?.dport, u2);
+  const allowed = ev.filter((e) => e.daddr === '127.0.0.1');
+  assert.ok(allowed.length >= 3, 'allowed connects and datagrams are reported too');
+  assert.ok(allowed.every((e) => e.verdict === 'allow' && e.rule === 'network.allow[0]'));
+});
+
+test('IPv6 (::1) and IPv4-mapped IPv6 addresses: mapped ones are judged by the IPv4 rules', async (t) => {
+  const p6 = await tcpServer(t, '::1');
+  const p1 = await tcpServer(t, '127.0.0.1');
+  const p2 = await tcpServer(t, '127.0.0.2');
+  const u6 = await udpEcho(t, '::1');
+  const h = await netHarness(t, `version: 1
+name: net-v6
+network:
+  default: deny
+  allow:
+    - cidr: ::1/128
+      proto: tcp
+    - cidr: 127.0.0.0/8
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await probe(h, ['tcp', '::1', `${p6}`, 'tcp', '::ffff:127.0.0.1', `${p1}`, 'tcp', '::ffff:127.0.0.2', `${p2}`,
+    'udp', '::1', `${u6}`]);
+  assert.deepEqual(r.results, ['ok', 'ok', 'EPERM', 'EPERM']);
+  const ev = connects(r.events);
+  const mapped = ev.find((e) => e.daddr === '::ffff:127.0.0.2');
+  assert.equal(mapped?.family, 'inet6');
+  assert.equal(mapped?.verdict, 'deny');
+  assert.equal(mapped?.rule, 'network.deny[0]', 'the IPv4 deny rule decided the mapped address');
+  assert.equal(ev.find((e) => e.daddr === '::ffff:127.0.0.1')?.rule, 'network.allow[1]');
+  assert.equal(ev.find((e) => e.daddr === '::1' && e.proto === 'tcp')?.rule, 'network.allow[0]');
+  const udp6 = ev.find((e) => e.daddr === '::1' && e.proto === 'udp');
+  assert.equal(udp6?.verdict, 'deny', 'the ::1 rule is TCP only');
+  assert.equal(udp6?.rule, 'network.default');
+});
+
+test('port ranges, protocols, nested prefixes; an explicit deny beats an allow', async (t) => {
+  // three ports of one range, found free together
+  let base = 0;
+  for (let i = 0; i < 20 && !base; i++) {
+    const b = 20000 + Math.floor(Math.random() * 30000);
+    try {
+      await tcpServer(t, '127.0.0.1', b);
+      await tcpServer(t, '127.0.0.1', b + 1);
+      await tcpServer(t, '127.0.0.1', b + 5);
+      base = b;
+    } catch {
+      /* in use: try another */
+    }
+  }
+  assert.ok(base, 'found free ports');
+  const u = await udpEcho(t, '127.0.0.1');
+  const h = await netHarness(t, `version: 1
+name: net-ports
+network:
+  default: deny
+  allow:
+    - cidr: 127.0.0.0/8
+      ports: ["${base}-${base + 2}"]
+      proto: tcp
+    - cidr: 127.0.0.1/32
+      ports: [${u}]
+      proto: udp
+  deny:
+    - cidr: 127.0.0.0/24
+      ports: [${base + 1}]
+`);
+  const r = await probe(h, ['tcp', '127.0.0.1', `${base}`, 'tcp', '127.0.0.1', `${base + 1}`, 'tcp', '127.0.0.1', `${base + 5}`,
+    'udp', '127.0.0.1', `${u}`, 'tcp', '127.0.0.1', `${u}`]);
+  // base: the /32 entry holds only the UDP port, its parent /8 the TCP range → allowed
+  assert.deepEqual(r.results, ['ok', 'EPERM', 'EPERM', 'ok', 'EPERM']);
+  const ev = connects(r.events);
+  assert.equal(ev.find((e) => e.dport === base)?.rule, 'network.allow[0]');
+  assert.equal(ev.find((e) => e.dport === base + 1)?.rule, 'network.deny[0]', 'deny beats allow');
+  assert.equal(ev.find((e) => e.dport === base + 5)?.rule, 'network.default');
+  assert.equal(ev.find((e) => e.dport === u && e.proto === 'udp')?.rule, 'network.allow[1]');
+  assert.equal(ev.find((e) => e.dport === u && e.proto === 'tcp')?.rule, 'network.default', 'proto: udp does not allow TCP');
+});
+
+test('an untagged process is unaffected while a session with the same rules runs', async (t) => {
+  const p = await tcpServer(t, '127.0.0.1');
+  const h = await netHarness(t, `version: 1
+name: net-untagged
+network:
+  default: deny
+  deny:
+    - cidr: 127.0.0.0/8
+`);
+  const session = probe(h, ['tcp', '127.0.0.1', `${p}`, 'sleep', '0.5', 'tcp', '127.0.0.1', `${p}`]);
+  assert.equal(await untaggedConnect('127.0.0.1', p), 'ok');
+  // a whole untagged program too (spawned asynchronously: the greeter runs on this event loop)
+  const child = spawn('python3', [PROBE, 'tcp', '127.0.0.1', `${p}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await new Promise((res) => child.on('exit', res));
+  assert.equal(out, 'ok\n', 'untagged python reaches a denied address');
+  const r = await session;
+  assert.deepEqual(r.results, ['EPERM', 'EPERM']);
+  assert.ok(!h.events.some((e) => e.type === 'connect' && (e.pid === child.pid || e.pid === process.pid)), 'no events for untagged processes');
+});
+
+test('a grandchild after double fork and setsid is still blocked', async (t) => {
+  const p = await tcpServer(t, '127.0.0.2');
+  const dir = tempDir(t);
+  const out = join(dir, 'out');
+  const h = await netHarness(t, `version: 1
+name: net-fork
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await h.run(['sh', '-c', `(setsid python3 ${PROBE} tcp 127.0.0.2 ${p} > ${out} &) ; sleep 0.1`]);
+  assert.equal(r.status, 0);
+  await waitFor(() => {
+    try {
+      return readFileSync(out, 'utf8').includes('\n');
+    } catch {
+      return false;
+    }
+  }, 5000);
+  assert.equal(readFileSync(out, 'utf8'), 'EPERM\n');
+  const deny = connects(h.events).find((e) => e.daddr === '127.0.0.2');
+  assert.equal(deny?.verdict, 'deny');
+});
+
+test('TCP fast open, io_uring connect and connect(0.0.0.0) are decided too', async (t) => {
+  const p1 = await tcpServer(t, '127.0.0.1');
+  const p2 = await tcpServer(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: net-evasions
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.1/32
+    - cidr: ::1/128
+`);
+  // connect(0.0.0.0) lands on 127.0.0.1 (and :: on ::1): it must meet the loopback rules
+  assert.equal(await untaggedConnect('0.0.0.0', p1), 'ok', 'untagged: 0.0.0.0 reaches the loopback listener');
+  const r = await probe(h, ['tfo', '127.0.0.1', `${p1}`, 'tfo', '127.0.0.2', `${p2}`, 'tcp', '0.0.0.0', `${p1}`, 'tcp', '::', `${p1}`]);
+  assert.deepEqual(r.results, ['EPERM', 'ok', 'EPERM', 'EPERM']);
+  assert.equal(connects(r.events).find((e) => e.daddr === '0.0.0.0')?.rule, 'network.deny[0]');
+  assert.equal(connects(r.events).find((e) => e.daddr === '::')?.rule, 'network.deny[1]');
+
+  const uring = uringHelper(t);
+  if (!uring) return t.skip('no C compiler for the io_uring helper');
+  const plain = spawnSync(uring, ['127.0.0.1', `${p1}`], { encoding: 'utf8' });
+  if (plain.stdout.trim() !== 'ok') return t.skip(`io_uring not usable here: ${plain.stdout.trim()}`);
+  const u = await h.run([uring, '127.0.0.1', `${p1}`]);
+  assert.equal(u.stdout, 'EPERM\n', 'io_uring connect denied');
+  const u2 = await h.run([uring, '127.0.0.2', `${p2}`]);
+  assert.equal(u2.stdout, 'ok\n', 'io_uring connect allowed');
+});
+
+test('monitor mode reports would_deny and blocks nothing', async (t) => {
+  const p = await tcpServer(t, '127.0.0.2');
+  const u = await udpEcho(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: net-monitor
+mode: monitor
+network:
+  default: deny
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await probe(h, ['tcp', '127.0.0.2', `${p}`, 'udp', '127.0.0.2', `${u}`]);
+  assert.deepEqual(r.results, ['ok', 'ok']);
+  const ev = connects(r.events).filter((e) => e.daddr === '127.0.0.2');
+  assert.equal(ev.length, 2);
+  assert.ok(ev.every((e) => e.verdict === 'would_deny' && e.rule === 'network.deny[0]'));
+});
+
+test('a host in a network namespace the test owns (veth); a policy update applies to the running session at once', async (t) => {
+  const peer = await netnsPeer(t);
+  const policy = (action: 'allow' | 'deny') => parsePolicy(`version: 1
+name: net-ns-${action}
+network:
+  default: deny
+  ${action}:
+    - cidr: ${peer.nsAddr}/32
+      ports: [${peer.port}]
+`, 'p.yaml');
+  const h = await netHarness(t, 'version: 1\nname: placeholder\n');
+  h.sup.setPolicy(policy('allow'));
+  const { held } = h.sup.run(['python3', PROBE, 'tcp', peer.nsAddr, `${peer.port}`, 'sleep', '1', 'tcp', peer.nsAddr, `${peer.port}`], { stdio: 'pipe', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  t.after(() => {
+    if (held.child.exitCode === null) held.child.kill('SIGKILL');
+  });
+  let out = '';
+  let switched = false;
+  held.child.stdout!.on('data', (d) => {
+    out += d;
+    if (!switched && out.includes('\n')) {
+      switched = true;
+      h.sup.setPolicy(policy('deny')); // while the session sleeps
+    }
+  });
+  const { status } = await held.exited;
+  assert.equal(status, 0);
+  assert.equal(out, 'ok\nEPERM\n');
+  const ev = connects(h.events).filter((e) => e.daddr === peer.nsAddr);
+  assert.deepEqual(ev.map((e) => `${e.verdict} ${e.rule}`), ['allow network.allow[0]', 'deny network.deny[0]']);
+});
+
+test('sessions with different policies on one host each get their own rules', async (t) => {
+  const p = await tcpServer(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: open
+network:
+  default: allow
+`);
+  h.sup.setPolicy(parsePolicy(`version: 1
+name: closed
+network:
+  default: deny
+`, 'closed.yaml'), 2);
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+  const a = h.sup.run(['python3', PROBE, 'sleep', '0.3', 'tcp', '127.0.0.2', `${p}`], { stdio: 'pipe', env, policyId: 1 });
+  const b = h.sup.run(['python3', PROBE, 'sleep', '0.3', 'tcp', '127.0.0.2', `${p}`], { stdio: 'pipe', env, policyId: 2 });
+  const read = (c: typeof a) => new Promise<string>((res) => {
+    let s = '';
+    c.held.child.stdout!.on('data', (d) => (s += d));
+    void c.held.exited.then(() => res(s));
+  });
+  const [ra, rb] = await Promise.all([read(a), read(b)]);
+  assert.equal(ra, 'ok\n');
+  assert.equal(rb, 'EPERM\n');
+});
