@@ -116,6 +116,22 @@ struct {
 } unix_rules SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bridle_unix_ino_key);
+	__type(value, struct bridle_rule);
+} unix_inodes SEC(".maps");
+
+/* connect() calls of sessions with inode rules in flight: thread → fd */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, s64);
+} unix_pending SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct bridle_net_recent);
@@ -139,6 +155,7 @@ struct bridle_net_btf_anchor {
 	struct bridle_net_ev net;
 	struct bridle_unix_ev unix_ev;
 	struct bridle_unix_key unix_key;
+	struct bridle_unix_ino_key unix_ino_key;
 	struct bridle_host_key host_key;
 	struct bridle_net_recent recent;
 };
@@ -560,4 +577,299 @@ SEC("cgroup/recvmsg6")
 int bridle_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	return on_recvmsg(ctx, true);
+}
+
+/*
+ * Named and abstract unix sockets (cgroup/connect_unix, cgroup/sendmsg_unix: Linux 6.7+; the loader
+ * leaves them out where the kernel lacks them and says so). The kernel hands over the address as the
+ * caller wrote it; it is hashed (FNV-1a 64, like the compiler) up to its NUL, an abstract name as '@'
+ * and the name. Rules are matched by the forms the compiler knows (as written, normalized, real path);
+ * any other spelling of a denied socket (symlink, hard link, relative path) is caught by its identity
+ * once the connect completes (below).
+ */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+#define FNV_OFF 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+struct unix_scratch {
+	struct bridle_unix_ev ev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct unix_scratch);
+} unix_scratch SEC(".maps");
+
+static __always_inline bool unix_rule(u32 gen, u64 hash, struct bridle_rule *out)
+{
+	struct bridle_unix_key k = { .gen = gen, .path = hash };
+	struct bridle_rule *r = bpf_map_lookup_elem(&unix_rules, &k);
+	if (!r)
+		return false;
+	*out = *r;
+	return true;
+}
+
+static __always_inline void unix_submit(struct bridle_unix_ev *src, struct bridle_tag *tag, u32 tgid)
+{
+	struct bridle_unix_ev *ev = bpf_ringbuf_reserve(&net_events, sizeof(*ev), 0);
+	if (!ev) {
+		count_loss(1);
+		return;
+	}
+	__builtin_memcpy(ev, src, sizeof(*ev));
+	u64 id = bpf_get_current_pid_tgid();
+	ev->hdr.type = BRIDLE_EV_UNIX;
+	ev->hdr.flags = 0;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->session = tag->session;
+	ev->key = caller_key(tgid);
+	ev->pid = tgid;
+	ev->tid = (u32)id;
+	ev->uid = (u32)bpf_get_current_uid_gid();
+	ev->policy = tag->policy;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 1;
+	u32 zero = 0;
+	struct unix_scratch *sc = bpf_map_lookup_elem(&unix_scratch, &zero);
+	if (!sc)
+		return 1;
+	struct bridle_unix_ev *ev = &sc->ev;
+	__builtin_memset(ev, 0, sizeof(*ev));
+
+	struct bpf_sock_addr_kern *sa = bpf_cast_to_kern_ctx(ctx);
+	u32 len = sa->uaddrlen;
+	u32 n = len > 2 ? len - 2 : 0; /* after sun_family */
+	if (n > BRIDLE_UNIX_PATH)
+		n = BRIDLE_UNIX_PATH;
+	char *sun_path = (char *)sa->uaddr + 2;
+	if (n && bpf_probe_read_kernel(ev->path, n & 0x7f, sun_path))
+		n = 0;
+	if (!n)
+		return 1; /* autobind / unnamed: nothing to decide by */
+
+	u64 h = FNV_OFF;
+	u16 used = 0;
+	bool abstract = ev->path[0] == 0;
+	if (abstract) {
+		ev->path[0] = '@';
+		ev->flags |= BRIDLE_UEV_ABSTRACT;
+	}
+	for (int i = 0; i < BRIDLE_UNIX_PATH; i++) {
+		if (i >= n)
+			break;
+		char c = ev->path[i];
+		if (!c && !abstract)
+			break;
+		h ^= (u8)c;
+		h *= FNV_PRIME;
+		used = i + 1;
+	}
+	ev->path_len = used;
+	ev->op = op;
+
+	struct bridle_rule r = {};
+	u32 action = BRIDLE_ALLOW, kind = BRIDLE_NK_DEFAULT, rule = 0;
+	bool monitor = tag->flags & BRIDLE_TAG_MONITOR;
+	if (unix_rule(0, h, &r)) {
+		/* bridle's own sockets: never from a session, whatever its policy */
+		action = BRIDLE_DENY;
+		kind = BRIDLE_NK_CONTROL;
+	} else {
+		u32 pid = tag->policy;
+		struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+		if (!cfg)
+			return 1;
+		monitor = monitor || (cfg->flags & BRIDLE_NET_F_MONITOR);
+		if (unix_rule(cfg->gen, h, &r)) {
+			action = r.action ? BRIDLE_DENY : BRIDLE_ALLOW;
+			kind = BRIDLE_NK_UNIX;
+			rule = r.rule_id;
+		} else {
+			action = cfg->unix_default ? BRIDLE_DENY : BRIDLE_ALLOW;
+			kind = BRIDLE_NK_DEFAULT;
+			rule = cfg->default_rule;
+		}
+	}
+	u32 verdict = action;
+	if (verdict == BRIDLE_DENY && monitor)
+		verdict = BRIDLE_WOULD_DENY;
+	ev->verdict = verdict;
+	ev->rule_kind = kind;
+	ev->rule_id = rule;
+	unix_submit(ev, tag, tgid);
+	if (verdict == BRIDLE_WOULD_DENY) {
+		/* reported by name: the identity check after this connect has nothing to add */
+		u64 id = bpf_get_current_pid_tgid();
+		bpf_map_delete_elem(&unix_pending, &id);
+	}
+	return verdict == BRIDLE_DENY ? 0 : 1;
+}
+
+SEC("cgroup/connect_unix")
+int bridle_connect_unix(struct bpf_sock_addr *ctx)
+{
+	return on_unix(ctx, BRIDLE_OP_CONNECT);
+}
+
+SEC("cgroup/sendmsg_unix")
+int bridle_sendmsg_unix(struct bpf_sock_addr *ctx)
+{
+	return on_unix(ctx, BRIDLE_OP_SENDMSG);
+}
+
+/*
+ * The same rules by identity: when a session whose policy has unix deny rules completes a connect() on a
+ * unix socket, the peer's socket file (device, inode) is looked up. A denied one was reached under another
+ * name; the connection exists already, so the process is killed before it returns to user space (monitor
+ * mode reports would_deny). Syscall tracepoints carry the arguments at fixed offsets after the common
+ * fields.
+ */
+struct sys_enter_connect_args {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	s64 fd;
+	u64 uservaddr;
+	s64 addrlen;
+};
+
+struct sys_exit_args {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	s64 ret;
+};
+
+#define EINPROGRESS 115
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define AF_UNIX 1
+
+static __always_inline struct bridle_net_cfg *ino_policy(struct bridle_tag *tag)
+{
+	u32 pid = tag->policy;
+	return bpf_map_lookup_elem(&net_policies, &pid);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int bridle_unix_enter(struct sys_enter_connect_args *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 0;
+	struct bridle_net_cfg *cfg = ino_policy(tag);
+	if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO))
+		return 0; /* no unix deny rules: nothing to check afterwards */
+	u64 id = bpf_get_current_pid_tgid();
+	s64 fd = ctx->fd;
+	bpf_map_update_elem(&unix_pending, &id, &fd, BPF_ANY);
+	return 0;
+}
+
+static __always_inline bool ino_rule(u32 gen, u64 dev, u64 ino, struct bridle_rule *out)
+{
+	struct bridle_unix_ino_key k = { .gen = gen, .dev = dev, .ino = ino };
+	struct bridle_rule *r = bpf_map_lookup_elem(&unix_inodes, &k);
+	if (!r)
+		return false;
+	*out = *r;
+	return true;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int bridle_unix_exit(struct sys_exit_args *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	s64 *fdp = bpf_map_lookup_elem(&unix_pending, &id);
+	if (!fdp)
+		return 0;
+	s64 fd = *fdp;
+	bpf_map_delete_elem(&unix_pending, &id);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	u32 tgid = id >> 32;
+	if (fd < 0)
+		return 0;
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+		return 0;
+	struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ((struct unix_sock *)sk, peer);
+	if (!peer)
+		return 0;
+	struct dentry *d = BPF_CORE_READ(peer, path.dentry);
+	if (!d)
+		return 0; /* abstract or unnamed: decided by name at the hook */
+	struct inode *ino = BPF_CORE_READ(d, d_inode);
+	if (!ino)
+		return 0;
+	u64 dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	u64 inum = BPF_CORE_READ(ino, i_ino);
+
+	/* the tag is looked up only now: the reads above leave no register to keep it in */
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 0;
+	struct bridle_rule r = {};
+	struct bridle_net_cfg *cfg = ino_policy(tag);
+	if (!cfg || !ino_rule(cfg->gen, dev, inum, &r) || !r.action)
+		return 0;
+	bool monitor = (tag->flags & BRIDLE_TAG_MONITOR) || (cfg->flags & BRIDLE_NET_F_MONITOR);
+	if (!monitor)
+		bpf_send_signal(9);
+
+	u32 zero = 0;
+	struct unix_scratch *sc = bpf_map_lookup_elem(&unix_scratch, &zero);
+	if (!sc)
+		return 0;
+	struct bridle_unix_ev *ev = &sc->ev;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	/* the name the socket was bound under (the peer's address) */
+	struct unix_address *ua = BPF_CORE_READ(peer, addr);
+	if (ua) {
+		int alen = BPF_CORE_READ(ua, len);
+		u32 n = alen > 2 ? alen - 2 : 0;
+		if (n > BRIDLE_UNIX_PATH)
+			n = BRIDLE_UNIX_PATH;
+		if (n && !bpf_probe_read_kernel(ev->path, n & 0x7f, (char *)ua->name + 2)) {
+			u16 used = 0;
+			for (int i = 0; i < BRIDLE_UNIX_PATH; i++) {
+				if (i >= n || !ev->path[i])
+					break;
+				used = i + 1;
+			}
+			ev->path_len = used;
+		}
+	}
+	ev->op = BRIDLE_OP_CONNECT;
+	ev->flags = monitor ? 0 : BRIDLE_UEV_KILLED;
+	ev->verdict = monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+	ev->rule_kind = BRIDLE_NK_UNIX_INODE;
+	ev->rule_id = r.rule_id;
+	unix_submit(ev, tag, tgid);
+	return 0;
 }

@@ -23,13 +23,6 @@ int BPF_PROG(probe_fentry, long code)
 	return 0;
 }
 
-/* The unix-socket connect LSM hook used for network.unix rules. */
-SEC("lsm/unix_stream_connect")
-int BPF_PROG(probe_lsm_unix, struct socket *sock, struct socket *other, struct sock *newsk, int ret)
-{
-	return ret;
-}
-
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(probe_tp_btf, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {

@@ -40,12 +40,14 @@ enum bridle_net_kind {
 	BRIDLE_NK_DNS_BIND = 4, /* builtin: a DNS socket could not be given a port to track it by */
 	BRIDLE_NK_UNIX = 5,     /* rule_id names a network.unix entry */
 	BRIDLE_NK_CONTROL = 6,  /* builtin: bridle's own control socket */
+	BRIDLE_NK_UNIX_INODE = 7, /* rule_id names a network.unix entry, matched by the socket file's identity */
 };
 
 /* bridle_net_cfg.flags */
 #define BRIDLE_NET_F_MONITOR (1u << 0) /* same bit as BRIDLE_TAG_MONITOR */
 #define BRIDLE_NET_F_DNS (1u << 1)     /* port-53 UDP goes to bridle's resolver (when it listens) */
 #define BRIDLE_NET_F_NAMES (1u << 2)   /* host: rules decide: DNS that would bypass the resolver needs an explicit allow */
+#define BRIDLE_NET_F_UNIX_INO (1u << 3) /* unix deny rules by socket-file identity: check connects after they complete */
 
 /* bridle_net_ev.flags */
 #define BRIDLE_NEV_MAPPED (1u << 0) /* IPv6 socket, IPv4-mapped destination: judged as IPv4 */
@@ -139,6 +141,21 @@ struct bridle_unix_key {
 	u64 path;
 };
 
+/*
+ * unix: deny rules by the socket file's identity (key: gen, kernel s_dev, inode), so a symlink, hard link,
+ * bind mount or relative path to a denied socket is caught too. gen 0 holds bridle's own sockets.
+ */
+struct bridle_unix_ino_key {
+	u32 gen;
+	u32 pad;
+	u64 dev;
+	u64 ino;
+};
+
+/* bridle_unix_ev.flags */
+#define BRIDLE_UEV_ABSTRACT (1u << 0) /* abstract name (no file): path holds it after an '@' */
+#define BRIDLE_UEV_KILLED (1u << 1)   /* decided after the connect completed: the process was sent SIGKILL */
+
 /* Allowed-sendmsg dedup (key): one allow event per process, destination and second. */
 struct bridle_net_recent {
 	u32 pid;
@@ -183,7 +200,9 @@ struct bridle_unix_ev {
 	u8 rule_kind;
 	u16 path_len;
 	char path[BRIDLE_UNIX_PATH];
-	u32 pad;
+	u8 op;    /* enum bridle_net_op: connect or sendmsg */
+	u8 flags; /* BRIDLE_UEV_* */
+	u16 pad;
 };
 
 #ifdef __BPF__
@@ -194,6 +213,7 @@ _Static_assert(sizeof(struct bridle_dnsaddr_key) == 32, "dnsaddr key");
 _Static_assert(sizeof(struct bridle_dns_client) == 56, "dns client");
 _Static_assert(sizeof(struct bridle_net_ev) == 80, "net ev");
 _Static_assert(sizeof(struct bridle_unix_ev) % 8 == 0, "unix ev");
+_Static_assert(sizeof(struct bridle_unix_ino_key) == 24, "unix ino key");
 #endif
 
 #endif

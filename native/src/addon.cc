@@ -295,6 +295,26 @@ Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), r == 1);
 }
 
+// Does the kernel accept a program of this type with this expected attach type (by kernel number)?
+// Loads `r0 = 1; exit`; the kernel checks the pair at load time.
+Napi::Value ProbeAttachType(const Napi::CallbackInfo& info) {
+  std::string ps = info[0].As<Napi::String>();
+  uint32_t attach = info[1].As<Napi::Number>().Uint32Value();
+  int t = ProgTypeFromString(ps);
+  if (t < 0) ThrowBpf(info.Env(), "probe.attachType(" + ps + "): unknown program type", EINVAL);
+  struct bpf_insn insns[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  bpf_prog_load_opts opts;
+  memset(&opts, 0, sizeof opts);
+  opts.sz = sizeof opts;
+  opts.expected_attach_type = static_cast<bpf_attach_type>(attach);
+  int fd = bpf_prog_load(static_cast<bpf_prog_type>(t), nullptr, "GPL", insns, 2, &opts);
+  if (fd >= 0) close(fd);
+  return Napi::Boolean::New(info.Env(), fd >= 0);
+}
+
 Napi::Value ProgTypes(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(info.Env());
   uint32_t i = 0;
@@ -342,6 +362,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType, "probeProgType"));
   exports.Set("probeMapType", Napi::Function::New(env, ProbeMapType, "probeMapType"));
   exports.Set("probeHelper", Napi::Function::New(env, ProbeHelper, "probeHelper"));
+  exports.Set("probeAttachType", Napi::Function::New(env, ProbeAttachType, "probeAttachType"));
   exports.Set("progTypes", Napi::Function::New(env, ProgTypes, "progTypes"));
   exports.Set("liveCount", Napi::Function::New(env, LiveCount, "liveCount"));
   exports.Set("mapTypes", Napi::Function::New(env, MapTypes, "mapTypes"));

@@ -63,6 +63,7 @@ class Object : public Napi::ObjectWrap<Object> {
   void ReuseMap(const Napi::CallbackInfo& info);            // main thread; before load
   void SetMaxEntries(const Napi::CallbackInfo& info);       // main thread; before load
   void SetAutoload(const Napi::CallbackInfo& info);         // main thread; before load
+  void SetProgType(const Napi::CallbackInfo& info);         // main thread; before load
   void Load(const Napi::CallbackInfo& info);                // main thread; runs the verifier
   Napi::Value Programs(const Napi::CallbackInfo& info);     // main thread
   Napi::Value Maps(const Napi::CallbackInfo& info);         // main thread

@@ -127,7 +127,8 @@ Napi::Function Object::Init(Napi::Env env) {
       env, "NativeObject",
       {StaticMethod("__open", &Object::Open), InstanceMethod("__setGlobal", &Object::SetGlobal),
        InstanceMethod("__reuseMap", &Object::ReuseMap), InstanceMethod("__setMaxEntries", &Object::SetMaxEntries),
-       InstanceMethod("__setAutoload", &Object::SetAutoload), InstanceMethod("__load", &Object::Load),
+       InstanceMethod("__setAutoload", &Object::SetAutoload),
+       InstanceMethod("__setProgType", &Object::SetProgType), InstanceMethod("__load", &Object::Load),
        InstanceMethod("__programs", &Object::Programs), InstanceMethod("__maps", &Object::Maps),
        InstanceMethod("__progFd", &Object::ProgFd), InstanceMethod("__mapFd", &Object::MapFd),
        InstanceMethod("__attach", &Object::Attach), InstanceMethod("__attachCgroup", &Object::AttachCgroup),
@@ -270,6 +271,23 @@ void Object::SetAutoload(const Napi::CallbackInfo& info) {
   if (st_->loaded) ThrowBpf(env, "setAutoload(" + name + "): object is already loaded", EBUSY);
   int r = bpf_program__set_autoload(p, on);
   if (r) ThrowBpf(env, "bpf_program__set_autoload(" + name + ")", ErrOf(r));
+}
+
+// For sections this libbpf does not know yet (e.g. cgroup/connect_unix in libbpf 1.1): the program
+// type by name and the expected attach type by its kernel number (stable uapi).
+void Object::SetProgType(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  std::string type = info[1].As<Napi::String>();
+  uint32_t attach = info[2].As<Napi::Number>().Uint32Value();
+  bpf_program* p = Prog(env, name, "setProgType");
+  std::string op = "setProgType(" + name + ", " + type + ", " + std::to_string(attach) + ")";
+  if (st_->loaded) ThrowBpf(env, op + ": object is already loaded", EBUSY);
+  int t = ProgTypeFromString(type);
+  if (t < 0) ThrowBpf(env, op + ": unknown program type", EINVAL);
+  int r = bpf_program__set_type(p, static_cast<bpf_prog_type>(t));
+  if (!r) r = bpf_program__set_expected_attach_type(p, static_cast<bpf_attach_type>(attach));
+  if (r) ThrowBpf(env, op, ErrOf(r));
 }
 
 void Object::Load(const Napi::CallbackInfo& info) {

@@ -42,6 +42,8 @@ export class Agent {
       sup.setPolicy(policy, DEFAULT_POLICY_ID);
       a.emitPolicy('loaded', policy);
       a.server = await serveControl(o.socket, a.handler());
+      // sessions cannot even connect to it (the socket also refuses tagged peers by SO_PEERCRED)
+      sup.net?.net.protectSocket(o.socket);
       a.reports = await serveReports(o.reportSocket ?? DEFAULT_REPORT_SOCKET, (pid, uid) => sup.stampOf(pid, uid), (ev) => sup.engine.emit(ev));
       // losses in the kernel become events within a second
       a.lossTimer = setInterval(() => sup.reportLoss(), 1000);

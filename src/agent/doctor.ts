@@ -94,8 +94,16 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
     const lsm = tryLoad('probe_lsm');
     const lsmInList = lsmList.split(',').includes('bpf');
     add({ name: 'bpf-lsm', ok: lsm.ok, detail: `lsm/bprm_check_security ${lsm.detail}${lsmInList ? '; bpf is in the active LSM list' : ''}`, fix: lsmInList ? 'the kernel lists bpf but refuses LSM programs (trampolines unavailable): exec enforcement falls back to SIGKILL at exec' : 'boot with lsm=…,bpf (CONFIG_BPF_LSM=y) to block exec with EPERM instead of SIGKILL' });
-    const unix = tryLoad('probe_lsm_unix');
-    add({ name: 'unix-connect-hook', ok: unix.ok, detail: `lsm/unix_stream_connect ${unix.detail}`, fix: 'needs BPF-LSM: without it network.unix rules cannot be enforced in the kernel' });
+    const { unixHooksAvailable } = await import('../kernel/net.js');
+    const unixHook = unixHooksAvailable();
+    add({
+      name: 'unix-connect-hook',
+      ok: unixHook,
+      detail: unixHook
+        ? 'cgroup/connect_unix and cgroup/sendmsg_unix load: network.unix rules refuse connects by name (EPERM); other names of a denied socket are caught by identity after connect (SIGKILL)'
+        : 'no cgroup/connect_unix hook: network.unix rules are enforced only after a connect completes, by killing the process (SIGKILL)',
+      fix: 'Linux 6.7 or later has the cgroup unix socket hooks',
+    });
     backend = lsm.ok ? 'bpf-lsm' : tp.ok ? 'sigkill' : 'none';
   }
   const canRun = checks.every((c) => c.ok || !c.required) && backend !== 'none';

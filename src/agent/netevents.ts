@@ -28,7 +28,8 @@ type Base = Pick<ConnectEvent, 'type' | 'ts' | 'host' | 'session' | 'exec_id' | 
 export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet | undefined, policy: string): ConnectEvent {
   const rule = netRuleName(compiled, r.ruleKind, r.ruleId);
   if (r.type === 'unix') {
-    return { ...base, type: 'connect', uid: r.uid, proto: 'unix', family: 'unix', daddr: r.path, dport: 0, op: 'connect', verdict: verdictName(r.verdict), rule, policy };
+    const op = r.op === NET_OP.SENDMSG ? 'sendmsg' : 'connect';
+    return { ...base, type: 'connect', uid: r.uid, proto: 'unix', family: 'unix', daddr: r.path, dport: 0, op, verdict: verdictName(r.verdict), rule, policy };
   }
   return {
     ...base,

@@ -69,6 +69,7 @@ interface RawObject {
   __reuseMap(name: string, from: RawMap | number): void;
   __setMaxEntries(name: string, n: number): void;
   __setAutoload(prog: string, on: boolean): void;
+  __setProgType(prog: string, progType: string, attachType: number): void;
   __load(): void;
   __programs(): RawProgramInfo[];
   __maps(): RawMapInfo[];
@@ -114,6 +115,7 @@ interface RawAddon {
   probeProgType(t: string): boolean;
   probeMapType(t: string): boolean;
   probeHelper(progType: string, helper: string): boolean;
+  probeAttachType(progType: string, attachType: number): boolean;
   progTypes(): string[];
   mapTypes(): string[];
   liveCount(): number;
@@ -263,6 +265,11 @@ export class BpfObject {
   /** Before load: whether `prog` is loaded at all (skip optional programs the kernel refuses). */
   setAutoload(prog: string, on: boolean): void {
     this.#raw.__setAutoload(prog, on);
+  }
+
+  /** Program type (libbpf's name) and expected attach type (kernel number) for sections libbpf 1.1 does not know. */
+  setProgType(prog: string, progType: string, attachType: number): void {
+    this.#raw.__setProgType(prog, progType, attachType);
   }
 
   /**
@@ -645,6 +652,9 @@ export class RingBuffer {
 // "tracing" (libbpf cannot probe tracing/lsm without a target: it answers false; try loading instead);
 // helper "bpf_send_signal" or "send_signal". Unknown names throw BpfError(EINVAL).
 
+/** Kernel attach type numbers (uapi enum bpf_attach_type) libbpf 1.1 has no names for. */
+export const ATTACH = { CGROUP_UNIX_CONNECT: 49, CGROUP_UNIX_SENDMSG: 50 } as const;
+
 export const probe = {
   progType(t: string): boolean {
     return raw().probeProgType(t);
@@ -654,6 +664,10 @@ export const probe = {
   },
   helper(progType: string, helper: string): boolean {
     return raw().probeHelper(progType, helper);
+  },
+  /** Does the kernel take this program type with this expected attach type (kernel number, see ATTACH)? */
+  attachType(progType: string, attachType: number): boolean {
+    return raw().probeAttachType(progType, attachType);
   },
   progTypes(): string[] {
     return raw().progTypes();

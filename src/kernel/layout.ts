@@ -202,7 +202,7 @@ export function decodeSeeds(b: Buffer): SeedRecord[] {
 
 export const NET_EV = { NET: 16, UNIX: 17 } as const;
 export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3 } as const;
-export const NET_KIND = { DEFAULT: 0, CIDR: 1, HOST: 2, DNS_TCP: 3, DNS_BIND: 4, UNIX: 5, CONTROL: 6 } as const;
+export const NET_KIND = { DEFAULT: 0, CIDR: 1, HOST: 2, DNS_TCP: 3, DNS_BIND: 4, UNIX: 5, CONTROL: 6, UNIX_INODE: 7 } as const;
 export const NET_EVF = { MAPPED: 1, ANY: 2 } as const;
 
 export const NET_LAYOUT = {
@@ -223,6 +223,7 @@ export const NET_LAYOUT = {
     fields: { session: 0, key: 8, ktime: 16, pid: 24, policy: 28, orig: 32, orig_port: 48, family: 50, pad: 52 },
   },
   bridle_unix_key: { size: 16, fields: { gen: 0, pad: 4, path: 8 } },
+  bridle_unix_ino_key: { size: 24, fields: { gen: 0, pad: 4, dev: 8, ino: 16 } },
   bridle_net_recent: { size: 24, fields: { pid: 0, port: 4, family: 6, proto: 7, addr: 8 } },
   bridle_net_ev: {
     size: 80,
@@ -235,7 +236,7 @@ export const NET_LAYOUT = {
     size: 168,
     fields: {
       hdr: 0, session: 16, key: 24, pid: 32, tid: 36, uid: 40, policy: 44, rule_id: 48, verdict: 52, rule_kind: 53,
-      path_len: 54, path: 56, pad: 164,
+      path_len: 54, path: 56, op: 164, flags: 165, pad: 166,
     },
   },
 } as const;

@@ -4,11 +4,11 @@
 // callback. close() detaches everything and is idempotent; links die with the process anyway.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
+import { ATTACH, BpfObject, probe, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
 import { NET_EV, NET_LAYOUT } from './layout.js';
 import { ROOT } from './sensor.js';
 import { bytesToIp } from '../policy/load.js';
-import { RULE_NODE, type CompiledNet } from '../policy/netcompile.js';
+import { RULE_NODE, unixForms, type CompiledNet } from '../policy/netcompile.js';
 
 export const NET_OBJ = join(ROOT, 'bpf', 'build', 'net.bpf.o');
 
@@ -21,6 +21,22 @@ export const NET_PROGRAMS = [
   'bridle_connect4',
   'bridle_connect6',
 ] as const;
+
+/** unix: rules by name (cgroup hooks, Linux 6.7+) and by identity after connect (syscall tracepoints). */
+export const UNIX_PROGRAMS = [
+  ['bridle_connect_unix', ATTACH.CGROUP_UNIX_CONNECT],
+  ['bridle_sendmsg_unix', ATTACH.CGROUP_UNIX_SENDMSG],
+] as const;
+export const UNIX_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit'] as const;
+
+/** Does this kernel have the cgroup unix socket hooks (connect_unix, sendmsg_unix)? */
+export function unixHooksAvailable(): boolean {
+  try {
+    return UNIX_PROGRAMS.every(([, at]) => probe.attachType('cgroup_sock_addr', at));
+  } catch {
+    return false;
+  }
+}
 
 export interface RawNet {
   type: 'net';
@@ -56,6 +72,10 @@ export interface RawUnix {
   ruleId: number;
   ruleKind: number;
   verdict: number;
+  /** connect or sendmsg (NET_OP) */
+  op: number;
+  /** NET_UEVF: abstract name, killed after connect */
+  flags: number;
   path: string;
 }
 
@@ -127,6 +147,8 @@ export function decodeNet(b: Buffer): RawNetRecord | undefined {
       ruleId: b.readUInt32LE(UEV.rule_id),
       ruleKind: b.readUInt8(UEV.rule_kind),
       verdict: b.readUInt8(UEV.verdict),
+      op: b.readUInt8(UEV.op),
+      flags: b.readUInt8(UEV.flags),
       path: b.toString('utf8', UEV.path, UEV.path + len).replace(/\0.*$/s, ''),
     };
   }
@@ -186,8 +208,11 @@ export class NetSensor {
   private compiledBy = new Map<number, CompiledNet>();
   /** dns_addrs keys written per session, so a session's addresses go when it ends. */
   private sessionAddrs = new Map<bigint, Set<string>>();
+  private protectedKeys: Written['keys'] = [];
   readonly attached: string[] = [];
   readonly cgroup: string;
+  /** unix: rules decided at connect by name (the kernel has connect_unix), not only by identity afterwards */
+  unixHooks = false;
 
   private constructor(
     readonly obj: BpfObject,
@@ -206,9 +231,27 @@ export class NetSensor {
     try {
       obj.reuseMap('tags', opts.tags);
       obj.reuseMap('procs', opts.procs);
+      s.unixHooks = unixHooksAvailable();
+      for (const [name, at] of UNIX_PROGRAMS) {
+        if (s.unixHooks) obj.setProgType(name, 'cgroup_sock_addr', at);
+        else obj.setAutoload(name, false);
+      }
+      if (!s.unixHooks) {
+        opts.onWarning?.('this kernel has no cgroup unix socket hooks (connect_unix, Linux 6.7+): unix: rules are enforced only after a connect completes, by killing the process');
+      }
       obj.load();
       for (const name of NET_PROGRAMS) {
         s.links.push(obj.program(name).attachCgroup(cgroup));
+        s.attached.push(name);
+      }
+      if (s.unixHooks) {
+        for (const [name] of UNIX_PROGRAMS) {
+          s.links.push(obj.program(name).attachCgroup(cgroup));
+          s.attached.push(name);
+        }
+      }
+      for (const name of UNIX_TRACEPOINTS) {
+        s.links.push(obj.program(name).attach());
         s.attached.push(name);
       }
       s.rb = new RingBuffer(obj.map('net_events'), (batch) => {
@@ -278,23 +321,7 @@ export class NetSensor {
         compiled.hosts.map((h) => nodeValue(setId(h.set), 0, h.rule)),
         written,
       );
-      const uk = NET_LAYOUT.bridle_unix_key.fields;
-      this.writeAll(
-        this.map('unix_rules'),
-        compiled.unix.map((u) => {
-          const k = Buffer.alloc(NET_LAYOUT.bridle_unix_key.size);
-          k.writeUInt32LE(gen, uk.gen);
-          k.writeBigUInt64LE(u.hash, uk.path);
-          return k;
-        }),
-        compiled.unix.map((u) => {
-          const v = Buffer.alloc(8);
-          v.writeUInt32LE(u.action === 'deny' ? 1 : 0, 0);
-          v.writeUInt32LE(u.rule, 4);
-          return v;
-        }),
-        written,
-      );
+      this.writeUnix(gen, compiled.unix, written);
     } catch (err) {
       this.drop(written);
       throw err;
@@ -311,6 +338,55 @@ export class NetSensor {
     this.gens.set(policyId, written);
     this.compiledBy.set(policyId, compiled);
     if (prev) this.drop(prev);
+  }
+
+  /** unix: entries of generation `gen` (0: bridle's own sockets, for every session): by name, and deny ones by identity. */
+  private writeUnix(gen: number, entries: CompiledNet['unix'], written: Written): void {
+    const uk = NET_LAYOUT.bridle_unix_key.fields;
+    const ik = NET_LAYOUT.bridle_unix_ino_key.fields;
+    const rule = (u: CompiledNet['unix'][number]) => {
+      const v = Buffer.alloc(8);
+      v.writeUInt32LE(u.action === 'deny' ? 1 : 0, 0);
+      v.writeUInt32LE(u.rule, 4);
+      return v;
+    };
+    const byName = entries.flatMap((u) => u.hashes.map((h) => ({ h, u })));
+    this.writeAll(
+      this.map('unix_rules'),
+      byName.map(({ h }) => {
+        const k = Buffer.alloc(NET_LAYOUT.bridle_unix_key.size);
+        k.writeUInt32LE(gen, uk.gen);
+        k.writeBigUInt64LE(h, uk.path);
+        return k;
+      }),
+      byName.map(({ u }) => rule(u)),
+      written,
+    );
+    const byIdent = entries.filter((u) => u.action === 'deny' && u.ident);
+    this.writeAll(
+      this.map('unix_inodes'),
+      byIdent.map((u) => {
+        const k = Buffer.alloc(NET_LAYOUT.bridle_unix_ino_key.size);
+        k.writeUInt32LE(gen, ik.gen);
+        k.writeBigUInt64LE(u.ident!.dev, ik.dev);
+        k.writeBigUInt64LE(u.ident!.ino, ik.ino);
+        return k;
+      }),
+      byIdent.map(rule),
+      written,
+    );
+  }
+
+  /** bridle's own unix sockets (the control socket): no session reaches them, whatever its policy. */
+  protectSocket(path: string): void {
+    const w: Written = { gen: 0, keys: [] };
+    this.writeUnix(0, [{ path, ...unixForms(path), action: 'deny', rule: 0 }], w);
+    this.protectedKeys.push(...w.keys);
+  }
+
+  /** Undoes protectSocket (the socket is gone). */
+  unprotectSockets(): void {
+    this.drop({ gen: 0, keys: this.protectedKeys.splice(0) });
   }
 
   compiled(policyId: number): CompiledNet | undefined {
@@ -429,9 +505,11 @@ export class NetSensor {
 
   /** Ring-buffer reservation failures since load. */
   lost(): number {
-    const v = this.map('net_lost').lookup(u32(0));
     let n = 0n;
-    if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+    for (const hook of [0, 1]) {
+      const v = this.map('net_lost').lookup(u32(hook));
+      if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+    }
     return Number(n);
   }
 

@@ -6,9 +6,11 @@
 // address entry names a port set (an LPM trie over {set, proto, port}: a port range is stored as the
 // aligned power-of-two blocks covering it) and its nearest shorter prefix in the same trie, so a port
 // rule on 10.0.0.0/8 still applies to an address that also matches a port rule on 10.1.0.0/16.
+import { realpathSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { normalize } from 'node:path';
 import { PolicyError, type PolicyProblem } from './yamlctx.js';
-import { fnv1a, type RuleRef } from './compile.js';
+import { fnv1a, identity, type RuleRef } from './compile.js';
 import { ipToBytes } from './load.js';
 import type { NetProto, NetRule, Policy, PortRange } from './types.js';
 
@@ -58,7 +60,10 @@ export interface HostMatcher {
 
 export interface UnixEntry {
   path: string;
-  hash: bigint;
+  /** FNV-1a 64 of every spelling the kernel hook may see: as written, normalized, the real path */
+  hashes: bigint[];
+  /** the socket file's identity when it exists at compile time: deny rules also match by it */
+  ident?: { dev: bigint; ino: bigint };
   action: 'allow' | 'deny';
   rule: number;
 }
@@ -82,7 +87,7 @@ export interface CompiledNet {
 
 /** bridle_net_cfg.flags: MONITOR; DNS: port-53 UDP goes to bridle's resolver; NAMES: host: rules decide, so DNS
  * that cannot reach the resolver is denied and TCP to port 53 needs an explicit allow. */
-export const NET_F = { MONITOR: 1, DNS: 2, NAMES: 4 } as const;
+export const NET_F = { MONITOR: 1, DNS: 2, NAMES: 4, UNIX_INO: 8 } as const;
 
 const ALLOW = 0;
 const DENY = 1;
@@ -93,6 +98,24 @@ export function hostHash(pattern: string): bigint {
 
 export function unixHash(path: string): bigint {
   return fnv1a(Buffer.from(path, 'utf8'));
+}
+
+/**
+ * A unix: entry's spellings and identity. `@name` is an abstract socket (no file). A path is taken as
+ * written, normalized, and resolved through symlinks (/var/run/docker.sock is /run/docker.sock); any
+ * other name of the same socket file is caught by its identity after the connect.
+ */
+export function unixForms(path: string): { hashes: bigint[]; ident?: { dev: bigint; ino: bigint } } {
+  if (path.startsWith('@')) return { hashes: [unixHash(path)] };
+  const forms = new Set([path, normalize(path)]);
+  let ident: { dev: bigint; ino: bigint } | undefined;
+  try {
+    forms.add(realpathSync(path));
+    ident = identity(path);
+  } catch {
+    /* not there yet: by name only until it exists when the policy is next applied */
+  }
+  return { hashes: [...forms].filter((f) => Buffer.byteLength(f) <= 108).map(unixHash), ...(ident ? { ident } : {}) };
 }
 
 /** Does `name` (a DNS name, any case, trailing dot allowed) match host pattern `pattern`? */
@@ -276,12 +299,13 @@ export function compileNet(policy: Policy): CompiledNet {
 
   const unix: UnixEntry[] = [];
   net.unix.deny.forEach((path, i) => {
-    unix.push({ path, hash: unixHash(path), action: 'deny', rule: rules.length });
+    unix.push({ path, ...unixForms(path), action: 'deny', rule: rules.length });
     rules.push({ id: `network.unix.deny[${i}]`, text: `deny unix ${path}` });
   });
   net.unix.allow.forEach((path, i) => {
     if (unix.some((u) => u.path === path)) return; // deny beats allow
-    unix.push({ path, hash: unixHash(path), action: 'allow', rule: rules.length });
+    const { hashes } = unixForms(path); // allow entries match by name only: an alias of an allowed socket is judged by default
+    unix.push({ path, hashes, action: 'allow', rule: rules.length });
     rules.push({ id: `network.unix.allow[${i}]`, text: `allow unix ${path}` });
   });
 
@@ -300,7 +324,8 @@ export function compileNet(policy: Policy): CompiledNet {
       defaultRule: 0,
       // every session's DNS goes through the resolver; once names decide anything, DNS that would bypass
       // it (TCP to port 53, a datagram that cannot be redirected) needs an explicit allow
-      flags: (policy.mode === 'monitor' ? NET_F.MONITOR : 0) | NET_F.DNS | (hasHosts ? NET_F.NAMES : 0),
+      flags: (policy.mode === 'monitor' ? NET_F.MONITOR : 0) | NET_F.DNS | (hasHosts ? NET_F.NAMES : 0) |
+        (unix.some((u) => u.action === 'deny' && u.ident) ? NET_F.UNIX_INO : 0),
       // unix sockets: an allow list makes everything else denied; otherwise only the deny list applies
       unixDefault: net.unix.allow.length ? DENY : ALLOW,
     },

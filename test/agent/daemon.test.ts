@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { PROBE } from '../net/helpers.js';
 import { BIN, tempDir } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
 
@@ -59,12 +60,13 @@ test('bridle run goes through a running agent; the control socket refuses sessio
   const policy = join(dir, 'policy.yaml');
   const out = join(dir, 'run.ndjson');
   // inside the session, a process tries to use the control socket (attach its own parent out of the session)
-  const r = await bridle(['run', '--policy', policy, '--events', out, '--', 'sh', '-c', `wget --version >/dev/null 2>&1; echo "wget=$?"; BRIDLE_SOCKET=${socket} ${BIN} agent status >/dev/null 2>&1; echo "status=$?"`], env);
+  const r = await bridle(['run', '--policy', policy, '--events', out, '--', 'sh', '-c', `wget --version >/dev/null 2>&1; echo "wget=$?"; BRIDLE_SOCKET=${socket} ${BIN} agent status >/dev/null 2>&1; echo "status=$?"; python3 ${PROBE} unix ${socket}`], env);
   assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'wget=137\nstatus=1\n');
+  assert.equal(r.stdout, 'wget=137\nstatus=1\nEPERM\n', 'the control socket cannot even be connected to from a session');
   const evs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(evs.some((e) => e.type === 'exec' && e.path === '/usr/bin/wget' && e.verdict === 'deny'));
   assert.ok(evs.some((e) => e.type === 'session_end'));
+  assert.ok(evs.some((e) => e.type === 'connect' && e.daddr === socket && e.verdict === 'deny' && e.rule === 'builtin.control_socket'));
   // the agent's own log has the session too
   assert.ok(await waitFor(() => existsSync(events) && readFileSync(events, 'utf8').includes('"session_end"'), 3000));
   // and the agent answers untagged callers

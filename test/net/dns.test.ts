@@ -1,0 +1,92 @@
+// host: rules: a session reaches a name only at the addresses its own DNS answers gave. The session's
+// port-53 datagrams go to bridle's resolver, which forwards to a real DNS server the test runs on loopback
+// and writes the answered addresses into the session's allowed set before the answer reaches the caller.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { connects, dnsEvents, dnsServer, netHarness, probe, tcpServer } from './helpers.js';
+
+test('host: an address is reachable only after this session resolved the name through bridle', async (t) => {
+  const port = await tcpServer(t, '127.0.0.7');
+  const other = await tcpServer(t, '127.0.0.8');
+  const unlisted = port === 65535 ? port - 1 : port + 1; // named by no rule: denied before anything listens
+  const up = await dnsServer(t, {
+    'api.example.test': { A: ['127.0.0.7'], ttl: 120 },
+    'cdn.example.test': { CNAME: 'edge.example.test' },
+    'edge.example.test': { A: ['127.0.0.8'] },
+    'evil.example.test': { A: ['127.0.0.8'] },
+  });
+  const h = await netHarness(t, `version: 1
+name: net-hosts
+network:
+  default: deny
+  allow:
+    - host: api.example.test
+      ports: [${port}]
+    - host: "*.example.test"
+      ports: [${other}]
+  deny:
+    - host: evil.example.test
+  dns:
+    upstream: 127.0.0.1:${up.port}
+`);
+  // before resolving: denied. Resolved: allowed at the answered address and the rule's ports only.
+  const r = await probe(h, [
+    'tcp', '127.0.0.7', `${port}`,
+    'dns', 'api.example.test', '127.0.0.53',
+    'tcp', '127.0.0.7', `${port}`,
+    'tcp', '127.0.0.7', `${unlisted}`,
+    'dns', 'cdn.example.test', '127.0.0.53', 'connect',
+    'tcp', '127.0.0.8', `${other}`,
+    'dns', 'evil.example.test', '127.0.0.53',
+  ]);
+  assert.deepEqual(r.results, ['EPERM', '127.0.0.7', 'ok', 'EPERM', '127.0.0.8', 'ok', 'rcode5']);
+  assert.ok(up.queries.includes('A api.example.test'), 'the query reached the upstream server');
+  assert.ok(!up.queries.some((q) => q.includes('evil')), 'a denied name never reaches the upstream');
+
+  const ev = connects(r.events).filter((e) => e.proto === 'tcp');
+  assert.equal(ev[0]?.verdict, 'deny');
+  assert.equal(ev[0]?.rule, 'network.default');
+  assert.equal(ev[1]?.verdict, 'allow');
+  assert.equal(ev[1]?.rule, 'network.allow[0]');
+  assert.equal(ev[2]?.verdict, 'deny', 'the answered address, but not a port the rule names');
+  const d = dnsEvents(r.events);
+  const api = d.find((e) => e.name === 'api.example.test');
+  assert.deepEqual(api?.answers, ['127.0.0.7']);
+  assert.equal(api?.ttl, 120);
+  assert.equal(api?.verdict, 'allow');
+  assert.equal(api?.exec_id, ev[0]?.exec_id, 'the dns event names the process that asked');
+  assert.deepEqual(d.find((e) => e.name === 'cdn.example.test')?.answers, ['127.0.0.8'], 'CNAME chains are followed');
+  const evil = d.find((e) => e.name === 'evil.example.test');
+  assert.equal(evil?.verdict, 'deny');
+  assert.equal(evil?.rule, 'network.deny[0]');
+
+  // another session never resolved the name: the same address stays closed to it
+  const r2 = await probe(h, ['tcp', '127.0.0.7', `${port}`]);
+  assert.deepEqual(r2.results, ['EPERM'], 'addresses answered to one session are not given to another');
+});
+
+test('host: DNS cannot go around the resolver: other servers, DNS over TCP, without a resolver', async (t) => {
+  const up = await dnsServer(t, { 'api.example.test': { A: ['127.0.0.7'] } });
+  const dot = await tcpServer(t, '127.0.0.9', 53).catch(() => 0);
+  const h = await netHarness(t, `version: 1
+name: net-hosts-bypass
+network:
+  default: allow
+  allow:
+    - host: api.example.test
+  dns:
+    upstream: 127.0.0.1:${up.port}
+`);
+  // a query "to" any server is answered by bridle's resolver (the answer appears to come from that server)
+  const args = ['dns', 'api.example.test', '127.0.0.99', 'dns', 'api.example.test', '::1'];
+  if (dot) args.push('tcp', '127.0.0.9', '53');
+  const r = await probe(h, args);
+  assert.equal(r.results[0], '127.0.0.7');
+  assert.equal(r.results[1], '127.0.0.7', 'IPv6 DNS is redirected too');
+  if (dot) {
+    assert.equal(r.results[2], 'EPERM', 'DNS over TCP needs an explicit allow when host: rules decide');
+    const c = connects(r.events).find((e) => e.proto === 'tcp' && e.dport === 53);
+    assert.equal(c?.rule, 'builtin.dns_tcp');
+  }
+  assert.ok(up.queries.length >= 2);
+});

@@ -1,0 +1,105 @@
+// unix: rules. A denied named socket cannot be reached under any name: its path as written, the path
+// through a symlinked directory (/var/run → /run style), a symlink or hard link the session makes, or a
+// relative path. By name the kernel refuses at connect (EPERM); by identity the process that reached it
+// is killed before it returns from connect(). Untagged processes are untouched.
+import assert from 'node:assert/strict';
+import { linkSync, mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect } from 'node:net';
+import { tempDir } from '../helpers/kernel.js';
+import { connects, netHarness, probe, PROBE, unixServer } from './helpers.js';
+
+function untaggedUnix(path: string): Promise<string> {
+  return new Promise((res) => {
+    const c = connect(path);
+    c.on('connect', () => {
+      c.destroy();
+      res('ok');
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => res(e.code ?? 'error'));
+  });
+}
+
+test('unix: a denied socket is refused by name and by identity; others and untagged processes are not', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  mkdirSync(join(dir, 'real'));
+  symlinkSync(join(dir, 'real'), join(dir, 'run')); // like /var/run → /run
+  const denied = join(dir, 'real', 'daemon.sock');
+  const fine = join(dir, 'real', 'fine.sock');
+  await unixServer(t, denied);
+  await unixServer(t, fine);
+  const h = await netHarness(t, `version: 1
+name: net-unix
+network:
+  default: allow
+  unix:
+    deny: [${join(dir, 'run', 'daemon.sock')}]
+`);
+  const r = await probe(h, ['unix', join(dir, 'run', 'daemon.sock'), 'unix', denied, 'unix', fine, 'unix', join(dir, 'run', 'fine.sock')]);
+  assert.deepEqual(r.results, ['EPERM', 'EPERM', 'ok', 'ok'], 'the rule as written and the real path are refused at connect');
+  const ev = connects(r.events).filter((e) => e.family === 'unix');
+  const d = ev.find((e) => e.daddr === denied);
+  assert.equal(d?.verdict, 'deny');
+  assert.equal(d?.rule, 'network.unix.deny[0]');
+  assert.equal(ev.find((e) => e.daddr === fine)?.verdict, 'allow');
+
+  // other names of the same socket file: the connect succeeds in the kernel, the process dies at once
+  const alias = join(dir, 'alias.sock');
+  symlinkSync(denied, alias);
+  const hard = join(dir, 'hard.sock');
+  linkSync(denied, hard);
+  for (const [what, target, cwd] of [
+    ['symlink', alias, dir],
+    ['hard link', hard, dir],
+    ['relative path', 'daemon.sock', join(dir, 'real')],
+  ] as const) {
+    const run = await h.run(['sh', '-c', `cd '${cwd}' && exec python3 '${PROBE}' unix '${target}' unix '${fine}'`]);
+    assert.equal(run.status, 137, `${what}: the process is killed (got ${run.status}: ${run.stdout})`);
+    assert.doesNotMatch(run.stdout, /ok/, `${what}: it never got to use the connection`);
+    const k = connects(run.events).find((e) => e.family === 'unix' && e.verdict === 'deny');
+    assert.equal(k?.rule, 'network.unix.deny[0]', `${what}: reported with the rule`);
+  }
+
+  // untagged: untouched
+  assert.equal(await untaggedUnix(denied), 'ok');
+  assert.equal(await untaggedUnix(alias), 'ok');
+});
+
+test('unix: an allow list refuses every other socket, abstract names included', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  const ok = join(dir, 'ok.sock');
+  const other = join(dir, 'other.sock');
+  await unixServer(t, ok);
+  await unixServer(t, other);
+  const h = await netHarness(t, `version: 1
+name: net-unix-allow
+network:
+  unix:
+    allow: [${ok}]
+`);
+  const r = await probe(h, ['unix', ok, 'unix', other, 'unix', '@bridle-test-abstract']);
+  assert.deepEqual(r.results, ['ok', 'EPERM', 'EPERM']);
+  const ab = connects(r.events).find((e) => e.daddr === '@bridle-test-abstract');
+  assert.equal(ab?.verdict, 'deny');
+  assert.equal(ab?.rule, 'network.default');
+});
+
+test('unix: monitor mode reports by name and by identity and kills nothing', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  const other = join(dir, 'other.sock');
+  await unixServer(t, other);
+  const m = await netHarness(t, `version: 1
+name: net-unix-monitor
+mode: monitor
+network:
+  unix:
+    deny: [${other}]
+`);
+  const link = join(dir, 'link.sock');
+  symlinkSync(other, link);
+  const r2 = await probe(m, ['unix', other, 'unix', link]);
+  assert.deepEqual(r2.results, ['ok', 'ok']);
+  const ev = connects(r2.events).filter((e) => e.family === 'unix');
+  assert.equal(ev.filter((e) => e.verdict === 'would_deny').length, 2, 'by name and by identity: both reported');
+});
