@@ -20,6 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 #include "bridle_net.h"
+#include "tags.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -30,21 +31,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define DNS_PORT 53
 #define RECENT_NS 1000000000ULL /* allowed datagrams to one destination: one event per second */
 #define BIND_TRIES 4
-
-/* Shared with the process sensor (reuseMap before load): definitions must match process.bpf.c. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, u32);
-	__type(value, struct bridle_tag);
-} tags SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, u32);
-	__type(value, struct bridle_proc);
-} procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -167,31 +153,15 @@ struct {
 	__type(value, struct bridle_net_btf_anchor);
 } net_btf_anchor SEC(".maps");
 
-static __always_inline u64 task_start(struct task_struct *t)
-{
-	return BPF_CORE_READ(t, group_leader, start_boottime);
-}
-
-/* The caller's tag, or NULL when untagged (a stale entry of a previous owner of the pid counts as untagged). */
+/* The caller's tag, or NULL when untagged (a stale entry of a previous owner of the pid is dropped). */
 static __always_inline struct bridle_tag *caller_tag(u32 tgid)
 {
-	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
-	if (!tag)
-		return NULL;
-	struct task_struct *t = bpf_get_current_task_btf();
-	if (tag->start != task_start(t))
-		return NULL;
-	return tag;
+	return tag_of(tgid, bpf_get_current_task_btf());
 }
 
 static __always_inline u64 caller_key(u32 tgid)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
-	u64 start = task_start(t);
-	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
-	if (p && p->start == start)
-		return p->key;
-	return start;
+	return proc_key(tgid, bpf_get_current_task_btf());
 }
 
 static __always_inline void count_loss(u32 i)
@@ -589,8 +559,6 @@ int bridle_recvmsg6(struct bpf_sock_addr *ctx)
  */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-#define FNV_OFF 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
 
 struct unix_scratch {
 	struct bridle_unix_ev ev;

@@ -9,28 +9,13 @@
 #define BRIDLE_SENSOR_H
 
 #include "bridle.h"
+#include "tags.h"
 
 #define SIGKILL 9
 #define PROT_EXEC 0x4
-#define FNV_OFF 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
 
 /* Set by the loader before load: size of the process table etc. live in map definitions. */
 const volatile u64 session_base = 1ULL << 62; /* kernel-made session ids start here */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, u32);
-	__type(value, struct bridle_tag);
-} tags SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, u32);
-	__type(value, struct bridle_proc);
-} procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -139,34 +124,6 @@ static __always_inline void count_loss(u32 hook)
 	u64 *n = bpf_map_lookup_elem(&lost, &hook);
 	if (n)
 		__sync_fetch_and_add(n, 1);
-}
-
-static __always_inline u64 task_start(struct task_struct *t)
-{
-	return BPF_CORE_READ(t, group_leader, start_boottime);
-}
-
-/* The tag of process `tgid`, or NULL when untagged or when the entry belongs to a previous owner of the pid. */
-static __always_inline struct bridle_tag *tag_of(u32 tgid, struct task_struct *t)
-{
-	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
-	if (!tag)
-		return NULL;
-	if (tag->start != task_start(t)) {
-		bpf_map_delete_elem(&tags, &tgid);
-		return NULL;
-	}
-	return tag;
-}
-
-static __always_inline u64 proc_key(u32 tgid, struct task_struct *t)
-{
-	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
-	u64 start = task_start(t);
-	if (p && p->start == start)
-		return p->key;
-	/* Predates the sensor (or was evicted): its key is its start time, as the seeding iterator says. */
-	return start;
 }
 
 static __always_inline void session_ref(u64 session, s64 delta, u32 policy, u32 flags)

@@ -4,7 +4,8 @@
 // callback. close() detaches everything and is idempotent; links die with the process anyway.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ATTACH, BpfObject, probe, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
+import { LoadedObject } from './loaded.js';
+import { ATTACH, BpfObject, probe, RingBuffer, type BpfMap } from './binding.js';
 import { NET_EV, NET_LAYOUT } from './layout.js';
 import { ROOT } from './sensor.js';
 import { bytesToIp } from '../policy/load.js';
@@ -197,10 +198,7 @@ export function addr16(bytes: Uint8Array): Buffer {
   return b;
 }
 
-export class NetSensor {
-  private links: BpfLink[] = [];
-  private rb: RingBuffer | undefined;
-  private closed = false;
+export class NetSensor extends LoadedObject {
   private nextGen = 1;
   /** Port-set ids are global (never reused while the sensor lives) so generations never share one. */
   private nextSet = 1;
@@ -209,15 +207,12 @@ export class NetSensor {
   /** dns_addrs keys written per session, so a session's addresses go when it ends. */
   private sessionAddrs = new Map<bigint, Set<string>>();
   private protectedKeys: Written['keys'] = [];
-  readonly attached: string[] = [];
   readonly cgroup: string;
   /** unix: rules decided at connect by name (the kernel has connect_unix), not only by identity afterwards */
   unixHooks = false;
 
-  private constructor(
-    readonly obj: BpfObject,
-    cgroup: string,
-  ) {
+  private constructor(obj: BpfObject, cgroup: string) {
+    super(obj);
     this.cgroup = cgroup;
   }
 
@@ -265,10 +260,6 @@ export class NetSensor {
       throw err;
     }
     return s;
-  }
-
-  map(name: string): BpfMap {
-    return this.obj.map(name);
   }
 
   /** Where bridle's resolver listens (host order, 0 = not listening): port-53 UDP of sessions goes there. */
@@ -505,34 +496,10 @@ export class NetSensor {
 
   /** Ring-buffer reservation failures since load. */
   lost(): number {
-    let n = 0n;
-    for (const hook of [0, 1]) {
-      const v = this.map('net_lost').lookup(u32(hook));
-      if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
-    }
-    return Number(n);
+    return this.perCpuSum('net_lost', 0) + this.perCpuSum('net_lost', 1);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const rb = this.rb;
-    this.rb = undefined;
-    if (rb) await rb.close();
-    this.closeSync();
-  }
 
-  private closeSync(): void {
-    this.closed = true;
-    for (const l of this.links.splice(0)) {
-      try {
-        l.close();
-      } catch {
-        /* already gone */
-      }
-    }
-    this.obj.close();
-  }
 }
 
 function nodeValue(set: number, parent: number, rule: number): Buffer {

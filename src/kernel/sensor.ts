@@ -4,7 +4,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, RingBuffer, type BpfLink, type BpfMap } from './binding.js';
+import { LoadedObject } from './loaded.js';
+import { BpfObject, RingBuffer, type BpfMap } from './binding.js';
 import { decode, decodeSeeds, HOOKS, LAYOUT, type RawRecord, type SeedRecord } from './layout.js';
 import { cfgValue, type CompiledExec } from '../policy/compile.js';
 
@@ -35,13 +36,9 @@ export interface TagTarget {
   start: bigint;
 }
 
-export class Sensor {
-  private links: BpfLink[] = [];
-  private rb: RingBuffer | undefined;
-  private closed = false;
+export class Sensor extends LoadedObject {
   private gens = new Map<number, { gen: number; compiled: CompiledExec }>();
   private nextGen = 1;
-  readonly attached: string[] = [];
   /** How denied execs are stopped: EPERM from BPF-LSM where the kernel allows it, else SIGKILL at exec. */
   backend: Backend = 'sigkill';
   /** Why BPF-LSM is not in use (when it is not). */
@@ -49,9 +46,11 @@ export class Sensor {
   private lsm: BpfObject | undefined;
 
   private constructor(
-    readonly obj: BpfObject,
+    obj: BpfObject,
     private readonly opts: SensorOptions,
-  ) {}
+  ) {
+    super(obj);
+  }
 
   static open(opts: SensorOptions): Sensor {
     const path = opts.obj ?? PROCESS_OBJ;
@@ -89,10 +88,6 @@ export class Sensor {
       throw err;
     }
     return s;
-  }
-
-  map(name: string): BpfMap {
-    return this.obj.map(name);
   }
 
   /** Loads the BPF-LSM exec hook over the same maps; on a kernel that refuses it, stays with SIGKILL. */
@@ -247,37 +242,11 @@ export class Sensor {
   /** Ring-buffer reservation failures per hook since load. */
   lost(): Record<string, number> {
     const out: Record<string, number> = {};
-    const m = this.map('lost');
-    HOOKS.forEach((h, i) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(i);
-      const v = m.lookup(k);
-      let n = 0n;
-      // per-CPU array: one 8-byte slot per possible CPU
-      if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
-      out[h] = Number(n);
-    });
+    HOOKS.forEach((h, i) => (out[h] = this.perCpuSum('lost', i)));
     return out;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const rb = this.rb;
-    this.rb = undefined;
-    if (rb) await rb.close();
-    this.closeSync();
-  }
-
-  private closeSync(): void {
-    this.closed = true;
-    for (const l of this.links.splice(0)) {
-      try {
-        l.close();
-      } catch {
-        /* already gone */
-      }
-    }
+  protected override closeObjects(): void {
     this.lsm?.close();
     this.obj.close();
   }

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The tag table and process table every bridle object shares (process.bpf.c and lsm.bpf.c through
+ * sensor.h, net.bpf.c directly): the loader creates them once, in the process object, and makes the
+ * others reuse them, so the definitions here are the single source of their shape.
+ */
+#ifndef BRIDLE_TAGS_H
+#define BRIDLE_TAGS_H
+
+#include "bridle.h"
+
+#define FNV_OFF 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, struct bridle_tag);
+} tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, u32);
+	__type(value, struct bridle_proc);
+} procs SEC(".maps");
+
+static __always_inline u64 task_start(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, group_leader, start_boottime);
+}
+
+/* The tag of process `tgid`, or NULL when untagged or when the entry belongs to a previous owner of the pid. */
+static __always_inline struct bridle_tag *tag_of(u32 tgid, struct task_struct *t)
+{
+	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
+	if (!tag)
+		return NULL;
+	if (tag->start != task_start(t)) {
+		bpf_map_delete_elem(&tags, &tgid);
+		return NULL;
+	}
+	return tag;
+}
+
+static __always_inline u64 proc_key(u32 tgid, struct task_struct *t)
+{
+	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	u64 start = task_start(t);
+	if (p && p->start == start)
+		return p->key;
+	/* Predates the sensor (or was evicted): its key is its start time, as the seeding iterator says. */
+	return start;
+}
+
+#endif
