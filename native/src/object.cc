@@ -1,4 +1,6 @@
 // Object (bpf_object: open -> configure -> load -> attach) and Link (bpf_link). All main thread.
+#include <pthread.h>
+#include <signal.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -295,7 +297,14 @@ void Object::Load(const Napi::CallbackInfo& info) {
   bpf_object* obj = Need(env, "bpf_object__load");
   if (st_->loaded) ThrowBpf(env, "bpf_object__load: already loaded (or a previous load failed)", EBUSY);
   LogReset();
+  // The verifier gives up with EAGAIN when a signal is pending for the loading thread (a profiler's
+  // SIGPROF, a child's SIGCHLD), and libbpf retries only a few times. Signals wait while we load; the
+  // process's other threads still take process-directed ones.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   int r = bpf_object__load(obj);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
   st_->loaded = true;  // libbpf refuses a second attempt either way
   if (r) ThrowBpf(env, "bpf_object__load(" + std::string(bpf_object__name(obj)) + ")", ErrOf(r), LogTake());
   LogReset();
