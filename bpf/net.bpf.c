@@ -290,12 +290,14 @@ struct verdict {
 	u32 action; /* BRIDLE_ALLOW / BRIDLE_DENY */
 	u32 kind;
 	u32 rule;
+	u32 gen;
 };
 
 static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg *cfg, struct dest *d, struct verdict *v)
 {
 	u32 rule = 0;
 	d->k.gen = cfg->gen;
+	v->gen = cfg->gen;
 	if (match_trie(&net_deny, d, &rule)) {
 		v->action = BRIDLE_DENY;
 		v->kind = BRIDLE_NK_CIDR;
@@ -353,9 +355,9 @@ static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest
 	ev->verdict = verdict;
 	ev->rule_kind = v->kind;
 	ev->flags = d->flags;
-	ev->pad = 0;
+	ev->gen = v->gen;
 	__builtin_memcpy(ev->daddr, d->given, 16);
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, rb_wake(&net_events, verdict != BRIDLE_ALLOW));
 }
 
 /* Allowed datagrams are reported once per process, destination and second; connects and denials always. */
@@ -363,7 +365,7 @@ static __always_inline bool seen_recently(u32 tgid, struct dest *d)
 {
 	struct bridle_net_recent rk = { .pid = tgid, .port = d->port, .family = d->sock_family, .proto = d->proto };
 	__builtin_memcpy(rk.addr, d->given, 16);
-	u64 now = bpf_ktime_get_boot_ns();
+	u64 now = bpf_ktime_get_coarse_ns(); /* a tick's precision is plenty for "once a second", and cheap on a VM */
 	u64 *last = bpf_map_lookup_elem(&net_recent, &rk);
 	if (last && now - *last < RECENT_NS)
 		return true;
@@ -457,6 +459,7 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 		if (cfg->flags & BRIDLE_NET_F_NAMES) {
 			v.action = BRIDLE_DENY;
 			v.kind = BRIDLE_NK_DNS_BIND;
+			v.gen = cfg->gen;
 			dns_denied = true;
 		}
 	}
@@ -600,7 +603,7 @@ static __always_inline void unix_submit(struct bridle_unix_ev *src, struct bridl
 	ev->tid = (u32)id;
 	ev->uid = (u32)bpf_get_current_uid_gid();
 	ev->policy = tag->policy;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, rb_wake(&net_events, ev->verdict != BRIDLE_ALLOW));
 }
 
 static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
@@ -660,6 +663,7 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 		if (!cfg)
 			return 1;
 		monitor = monitor || (cfg->flags & BRIDLE_NET_F_MONITOR);
+		ev->gen = cfg->gen;
 		if (unix_rule(cfg->gen, h, &r)) {
 			action = r.action ? BRIDLE_DENY : BRIDLE_ALLOW;
 			kind = BRIDLE_NK_UNIX;
@@ -838,6 +842,7 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	ev->verdict = monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
 	ev->rule_kind = BRIDLE_NK_UNIX_INODE;
 	ev->rule_id = r.rule_id;
+	ev->gen = cfg->gen;
 	unix_submit(ev, tag, tgid);
 	return 0;
 }

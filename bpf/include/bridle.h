@@ -170,7 +170,7 @@ struct bridle_exec_ev {
 	u16 args_len;
 	u16 dname_len;
 	u32 nlink;
-	u32 pad;
+	u32 gen;         /* generation of the policy that decided: its rule table names rule_id */
 	char comm[16];
 	char filename[BRIDLE_NAME_MAX];
 	char interp[BRIDLE_NAME_MAX];

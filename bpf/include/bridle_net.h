@@ -182,7 +182,7 @@ struct bridle_net_ev {
 	u8 verdict;  /* enum bridle_verdict */
 	u8 rule_kind; /* enum bridle_net_kind */
 	u8 flags;    /* BRIDLE_NEV_* */
-	u32 pad;
+	u32 gen;     /* generation of the policy that decided: its rule table names rule_id */
 	u8 daddr[16]; /* as given by the caller, network order */
 };
 
@@ -203,6 +203,8 @@ struct bridle_unix_ev {
 	u8 op;    /* enum bridle_net_op: connect or sendmsg */
 	u8 flags; /* BRIDLE_UEV_* */
 	u16 pad;
+	u32 gen;  /* generation of the policy that decided (0: bridle's own sockets) */
+	u32 pad2;
 };
 
 #ifdef __BPF__

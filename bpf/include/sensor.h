@@ -299,6 +299,7 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 {
 	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
 	u32 gen = cfg ? cfg->gen : 0xffffffff; /* no policy: no rule matches, fileless still denied */
+	ev->gen = gen;
 	d->verdict = BRIDLE_ALLOW;
 	d->rule_kind = BRIDLE_RULE_DEFAULT;
 	d->rule_id = cfg ? cfg->default_rule : 0;
@@ -475,17 +476,9 @@ static __always_inline bool exec_verdict(struct bridle_exec_ev *ev, struct decis
 	return ev->verdict == BRIDLE_DENY;
 }
 
-/*
- * Wakeups: waking the consumer for every record costs a context switch per exec. Routine records are
- * committed silently and collected on the consumer's poll timer (50 ms); denials and violations, and any
- * record once a backlog builds up, wake it at once.
- */
-#define BRIDLE_RB_BACKLOG (256 << 10)
 static __always_inline u64 rb_flags(bool urgent)
 {
-	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > BRIDLE_RB_BACKLOG)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	return rb_wake(&events, urgent);
 }
 
 /* Only the used part of argv travels: the record ends at args + args_len, rounded up to 8 bytes. */

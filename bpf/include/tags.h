@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * The tag table and process table every bridle object shares (process.bpf.c and lsm.bpf.c through
+ * The tag table, process table and ring-buffer wakeup rule every bridle object shares (process.bpf.c and lsm.bpf.c through
  * sensor.h, net.bpf.c directly): the loader creates them once, in the process object, and makes the
  * others reuse them, so the definitions here are the single source of their shape.
  */
@@ -52,6 +52,20 @@ static __always_inline u64 proc_key(u32 tgid, struct task_struct *t)
 		return p->key;
 	/* Predates the sensor (or was evicted): its key is its start time, as the seeding iterator says. */
 	return start;
+}
+
+/*
+ * Ring-buffer wakeups: waking the consumer for every record costs a context switch (on a VM, a trap to
+ * the hypervisor) per exec or connect. Routine records are committed silently and collected on the
+ * consumer's poll timer (50 ms); denials and violations, and any record once a backlog builds up, wake
+ * it at once.
+ */
+#define BRIDLE_RB_BACKLOG (256 << 10)
+static __always_inline u64 rb_wake(void *rb, bool urgent)
+{
+	if (urgent || bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > BRIDLE_RB_BACKLOG)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 #endif

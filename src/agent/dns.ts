@@ -210,17 +210,17 @@ export class DnsResolver {
   }
 
   private event(client: DnsClient, name: string, answers: string[], verdict: Verdict, rule: string, ttl: number | undefined, policy: string): void {
-    this.o.emit({
-      ...this.o.base(client.ktime, client.session, client.pid),
-      type: 'dns',
+    const ev = Object.assign(this.o.base(client.ktime, client.session, client.pid), {
+      type: 'dns' as const,
       exec_id: execId(client.pid, client.key),
       name,
       answers,
       verdict,
       rule,
       policy,
-      ...(ttl !== undefined ? { ttl } : {}),
-    });
+    }) as DnsEvent;
+    if (ttl !== undefined) ev.ttl = ttl;
+    this.o.emit(ev);
   }
 
   private reply(sock: Socket, rinfo: RemoteInfo, buf: Buffer): void {

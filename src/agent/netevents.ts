@@ -24,24 +24,24 @@ export function netRuleName(compiled: CompiledNet | undefined, kind: number, rul
 
 type Base = Pick<ConnectEvent, 'type' | 'ts' | 'host' | 'session' | 'exec_id' | 'parent_exec_id' | 'pid' | 'ppid' | 'uid'>;
 
-/** Builds the connect event of a record; `base` carries ts, host, session, pid, exec_id. */
+/** Builds the connect event of a record on `base` (ts, host, session, pid, exec_id), which it fills in. */
 export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet | undefined, policy: string): ConnectEvent {
   const rule = netRuleName(compiled, r.ruleKind, r.ruleId);
   if (r.type === 'unix') {
     const op = r.op === NET_OP.SENDMSG ? 'sendmsg' : 'connect';
-    return { ...base, type: 'connect', uid: r.uid, proto: 'unix', family: 'unix', daddr: r.path, dport: 0, op, verdict: verdictName(r.verdict), rule, policy };
+    return Object.assign(base, { type: 'connect' as const, uid: r.uid, proto: 'unix' as const, family: 'unix' as const, daddr: r.path, dport: 0, op, verdict: verdictName(r.verdict), rule, policy });
   }
-  return {
-    ...base,
-    type: 'connect',
+  // no object spread on this path: see Engine.base
+  return Object.assign(base, {
+    type: 'connect' as const,
     uid: r.uid,
-    proto: r.proto === 6 ? 'tcp' : r.proto === 17 ? 'udp' : 'other',
-    family: r.family === 6 ? 'inet6' : 'inet',
+    proto: (r.proto === 6 ? 'tcp' : r.proto === 17 ? 'udp' : 'other') as ConnectEvent['proto'],
+    family: (r.family === 6 ? 'inet6' : 'inet') as ConnectEvent['family'],
     daddr: r.daddr,
     dport: r.dport,
     op: r.op === NET_OP.SENDMSG ? 'sendmsg' : 'connect',
     verdict: verdictName(r.verdict),
     rule,
     policy,
-  };
+  });
 }

@@ -86,8 +86,8 @@ export class NetGuard {
   }
 
   /** Installs a compiled network section as policy `id` (one atomic switch in the kernel). */
-  apply(id: number, compiled: CompiledNet): void {
-    this.net.applyPolicy(id, compiled);
+  apply(id: number, compiled: CompiledNet): number {
+    return this.net.applyPolicy(id, compiled);
   }
 
   async close(): Promise<void> {

@@ -44,9 +44,9 @@ export class Supervisor {
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID): void {
     const compiled = compileExec(policy, 0, id);
     const net = NetGuard.compile(policy);
-    this.sensor.applyPolicy(id, compiled);
-    this.engine.policies.set(id, { id, policy, compiled });
-    this.net?.apply(id, net);
+    const gen = this.sensor.applyPolicy(id, compiled);
+    const netGen = this.net?.apply(id, net);
+    this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
   }
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {

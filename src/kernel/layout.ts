@@ -42,7 +42,7 @@ export const LAYOUT = {
       hdr: 0, session: 16, key: 24, parent_key: 32, dev: 40, ino: 48, pid: 56, tid: 60, ppid: 64,
       parent_pid: 68, uid: 72, gid: 76, policy: 80, flags: 84, verdict: 88, rule_kind: 92, rule_id: 96,
       agent_id: 100, filename_len: 104, interp_len: 106, args_len: 108, dname_len: 110, nlink: 112,
-      pad: 116, comm: 120, filename: 136, interp: 392, dname: 648, args: 712,
+      gen: 116, comm: 120, filename: 136, interp: 392, dname: 648, args: 712,
     },
   },
   bridle_exit_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, ppid: 36, exit_code: 40, pad: 44 } },
@@ -74,6 +74,8 @@ export interface RawExec {
   ruleId: number;
   agentId: number;
   nlink: number;
+  /** generation of the policy that decided (names rule_id) */
+  gen: number;
   comm: string;
   filename: string;
   interp: string;
@@ -135,6 +137,7 @@ export function decode(b: Buffer): RawRecord | undefined {
         ruleId: b.readUInt32LE(X.rule_id),
         agentId: b.readUInt32LE(X.agent_id),
         nlink: b.readUInt32LE(X.nlink),
+        gen: b.readUInt32LE(X.gen),
         comm: cstrz(b, X.comm, 16),
         filename: cstr(b, X.filename, Math.min(b.readUInt16LE(X.filename_len), 255)),
         interp: cstr(b, X.interp, Math.min(b.readUInt16LE(X.interp_len), 255)),
@@ -229,14 +232,14 @@ export const NET_LAYOUT = {
     size: 80,
     fields: {
       hdr: 0, session: 16, key: 24, pid: 32, tid: 36, uid: 40, policy: 44, rule_id: 48, dport: 52, family: 54,
-      proto: 55, op: 56, verdict: 57, rule_kind: 58, flags: 59, pad: 60, daddr: 64,
+      proto: 55, op: 56, verdict: 57, rule_kind: 58, flags: 59, gen: 60, daddr: 64,
     },
   },
   bridle_unix_ev: {
-    size: 168,
+    size: 176,
     fields: {
       hdr: 0, session: 16, key: 24, pid: 32, tid: 36, uid: 40, policy: 44, rule_id: 48, verdict: 52, rule_kind: 53,
-      path_len: 54, path: 56, op: 164, flags: 165, pad: 166,
+      path_len: 54, path: 56, op: 164, flags: 165, pad: 166, gen: 168, pad2: 172,
     },
   },
 } as const;

@@ -57,6 +57,8 @@ export interface RawNet {
   op: number;
   verdict: number;
   flags: number;
+  /** generation of the policy that decided (names ruleId) */
+  gen: number;
   /** as the caller gave it */
   daddr: string;
 }
@@ -77,6 +79,8 @@ export interface RawUnix {
   op: number;
   /** NET_UEVF: abstract name, killed after connect */
   flags: number;
+  /** generation of the policy that decided (names ruleId) */
+  gen: number;
   path: string;
 }
 
@@ -131,6 +135,7 @@ export function decodeNet(b: Buffer): RawNetRecord | undefined {
       op: b.readUInt8(EV.op),
       verdict: b.readUInt8(EV.verdict),
       flags: b.readUInt8(EV.flags),
+      gen: b.readUInt32LE(EV.gen),
       daddr: addrString(b, EV.daddr, family),
     };
   }
@@ -150,6 +155,7 @@ export function decodeNet(b: Buffer): RawNetRecord | undefined {
       verdict: b.readUInt8(UEV.verdict),
       op: b.readUInt8(UEV.op),
       flags: b.readUInt8(UEV.flags),
+      gen: b.readUInt32LE(UEV.gen),
       path: b.toString('utf8', UEV.path, UEV.path + len).replace(/\0.*$/s, ''),
     };
   }
@@ -277,7 +283,7 @@ export class NetSensor extends LoadedObject {
    * the previous generation's entries are removed. A failure before the switch removes what it wrote
    * and leaves the old policy in force.
    */
-  applyPolicy(policyId: number, compiled: CompiledNet): void {
+  applyPolicy(policyId: number, compiled: CompiledNet): number {
     const gen = this.nextGen++;
     const written: Written = { gen, keys: [] };
     const setBase = this.nextSet;
@@ -329,6 +335,7 @@ export class NetSensor extends LoadedObject {
     this.gens.set(policyId, written);
     this.compiledBy.set(policyId, compiled);
     if (prev) this.drop(prev);
+    return gen;
   }
 
   /** unix: entries of generation `gen` (0: bridle's own sockets, for every session): by name, and deny ones by identity. */

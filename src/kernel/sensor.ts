@@ -123,7 +123,8 @@ export class Sensor extends LoadedObject {
    * of the policy's config entry switches every session of that policy at once; the old generation's
    * rules are removed afterwards.
    */
-  applyPolicy(policyId: number, compiled: CompiledExec): void {
+  /** Returns the generation the policy was installed under (records decided by it carry it). */
+  applyPolicy(policyId: number, compiled: CompiledExec): number {
     const gen = this.nextGen++;
     const rekey = (key: Buffer) => {
       const k = Buffer.from(key);
@@ -164,6 +165,7 @@ export class Sensor extends LoadedObject {
     for (const e of compiled.agents.idents) agentsIdents.update(e.key, e.value);
     this.gens.set(policyId, { gen, compiled });
     if (prev) this.dropGeneration(prev.gen, prev.compiled);
+    return gen;
   }
 
   private dropGeneration(gen: number, compiled: CompiledExec): void {
