@@ -124,6 +124,10 @@ struct {
 	__type(value, u64);
 } net_recent SEC(".maps");
 
+/*
+ * The loader makes this the process sensor's `events` ring buffer (reuseMap): connects, execs and
+ * session ends of a session reach the consumer in the order they were committed.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
@@ -844,5 +848,84 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	ev->rule_id = r.rule_id;
 	ev->gen = cfg->gen;
 	unix_submit(ev, tag, tgid);
+	return 0;
+}
+
+/*
+ * Sockets that carry traffic no connect or sendmsg hook sees: raw IP sockets (any packet to any host),
+ * ICMP "ping" sockets (echo payloads to any host) and packet sockets. A session with a network policy may
+ * not open them. Raw and ICMP are inet sockets: refused at creation (EPERM, io_uring included). Packet
+ * sockets are not inet, so the socket() system call is watched instead and the process killed.
+ */
+#define SOCK_DGRAM 2
+#define SOCK_RAW 3
+#define SOCK_TYPE_MASK 0xf
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+#define AF_PACKET 17
+
+static __always_inline u32 raw_verdict(struct bridle_tag *tag, struct bridle_net_cfg *cfg)
+{
+	bool monitor = (tag->flags | cfg->flags) & BRIDLE_NET_F_MONITOR;
+	return monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+}
+
+static __always_inline void report_socket(struct bridle_tag *tag, u32 tgid, struct bridle_net_cfg *cfg, u32 family,
+					  u32 type, u32 proto, u32 verdict)
+{
+	struct dest d = {};
+	d.port = type;
+	d.proto = proto;
+	d.sock_family = family == AF_INET6 ? 6 : family == AF_INET ? 4 : 0;
+	d.given[0] = family;
+	struct verdict v = { .action = BRIDLE_DENY, .kind = BRIDLE_NK_RAW, .gen = cfg->gen };
+	report(tag, tgid, &d, BRIDLE_OP_SOCKET, verdict, &v);
+}
+
+SEC("cgroup/sock_create")
+int bridle_sock_create(struct bpf_sock *sk)
+{
+	u32 type = sk->type & SOCK_TYPE_MASK, proto = sk->protocol;
+	if (type != SOCK_RAW && !(type == SOCK_DGRAM && (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)))
+		return 1;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 1;
+	u32 pid = tag->policy;
+	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	if (!cfg)
+		return 1;
+	u32 verdict = raw_verdict(tag, cfg);
+	report_socket(tag, tgid, cfg, sk->family, type, proto, verdict);
+	return verdict == BRIDLE_DENY ? 0 : 1;
+}
+
+struct sys_enter_socket_args {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	s64 family;
+	s64 type;
+	s64 protocol;
+};
+
+SEC("tracepoint/syscalls/sys_enter_socket")
+int bridle_packet_guard(struct sys_enter_socket_args *ctx)
+{
+	if (ctx->family != AF_PACKET)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 0;
+	u32 pid = tag->policy;
+	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	if (!cfg)
+		return 0;
+	u32 verdict = raw_verdict(tag, cfg);
+	if (verdict == BRIDLE_DENY)
+		bpf_send_signal(9);
+	report_socket(tag, tgid, cfg, AF_PACKET, ctx->type & SOCK_TYPE_MASK, ctx->protocol & 0xffff, verdict);
 	return 0;
 }

@@ -29,6 +29,7 @@ enum bridle_net_op {
 	BRIDLE_OP_CONNECT = 1,
 	BRIDLE_OP_SENDMSG = 2,
 	BRIDLE_OP_UNIX = 3,
+	BRIDLE_OP_SOCKET = 4, /* a raw, ICMP or packet socket: dport holds the socket type, daddr[0] the family */
 };
 
 /* bridle_net_ev.rule_kind: what decided */
@@ -41,6 +42,7 @@ enum bridle_net_kind {
 	BRIDLE_NK_UNIX = 5,     /* rule_id names a network.unix entry */
 	BRIDLE_NK_CONTROL = 6,  /* builtin: bridle's own control socket */
 	BRIDLE_NK_UNIX_INODE = 7, /* rule_id names a network.unix entry, matched by the socket file's identity */
+	BRIDLE_NK_RAW = 8,        /* builtin: sockets that would carry traffic past connect/sendmsg decisions */
 };
 
 /* bridle_net_cfg.flags */

@@ -3,14 +3,14 @@
 import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict } from '../events/types.js';
-import { FLAG, GUARDS, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict, ViolationEvent } from '../events/types.js';
+import { FLAG, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
 import type { RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
-import { connectEvent } from './netevents.js';
+import { connectEvent, netRuleName, rawSocketDetail } from './netevents.js';
 
 export interface PolicySlot {
   id: number;
@@ -222,6 +222,11 @@ export class Engine {
     const decided = this.netGens.get(r.gen);
     const compiled = decided?.compiled ?? current;
     const name = decided?.name ?? this.policies.get(r.policy)?.policy.name ?? '';
+    if (r.type === 'net' && r.op === NET_OP.SOCKET) {
+      const v = Object.assign(base, rawSocketDetail(r), { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule: netRuleName(compiled, r.ruleKind, r.ruleId), policy: name });
+      this.emit(v as ViolationEvent);
+      return;
+    }
     this.emit(connectEvent(base as typeof base & { type: 'connect' }, r, compiled, name));
   }
   // --- end network ---

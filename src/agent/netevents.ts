@@ -1,7 +1,7 @@
 // Net sensor records → connect events (the engine calls this from handleNet).
 import type { ConnectEvent, Verdict } from '../events/types.js';
 import { NET_KIND, NET_OP, VERDICT } from '../kernel/layout.js';
-import type { RawNetRecord } from '../kernel/net.js';
+import type { RawNet, RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
 
 const verdictName = (v: number): Verdict => (v === VERDICT.DENY ? 'deny' : v === VERDICT.WOULD_DENY ? 'would_deny' : 'allow');
@@ -17,6 +17,8 @@ export function netRuleName(compiled: CompiledNet | undefined, kind: number, rul
       return 'builtin.dns_redirect';
     case NET_KIND.CONTROL:
       return 'builtin.control_socket';
+    case NET_KIND.RAW:
+      return 'builtin.no_raw_socket';
     default:
       return compiled?.rules[ruleId]?.id ?? `rule#${ruleId}`;
   }
@@ -44,4 +46,15 @@ export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet 
     rule,
     policy,
   });
+}
+
+const FAMILIES: Record<number, string> = { 2: 'AF_INET', 10: 'AF_INET6', 17: 'AF_PACKET' };
+const TYPES: Record<number, string> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 10: 'SOCK_PACKET' };
+
+/** A raw, ICMP or packet socket a session tried to open: what the violation event says. */
+export function rawSocketDetail(r: RawNet): { what: string; detail: string } {
+  const family = r.rawFamily;
+  const call = `socket(${FAMILIES[family] ?? family}, ${TYPES[r.dport] ?? r.dport}, ${r.proto})`;
+  const what = family === 17 ? 'packet_socket' : r.dport === 3 ? 'raw_socket' : 'icmp_socket';
+  return { what, detail: `${call}: a session with a network policy may not open sockets that bypass its connect and send rules` };
 }

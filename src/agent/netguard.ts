@@ -4,7 +4,7 @@
 import type { Engine } from './engine.js';
 import { DnsResolver, type Upstream } from './dns.js';
 import { sessionName } from './ids.js';
-import { NetSensor, type RawNetRecord } from '../kernel/net.js';
+import { decodeNet, NetSensor } from '../kernel/net.js';
 import type { Sensor } from '../kernel/sensor.js';
 import { compileNet, type CompiledNet } from '../policy/netcompile.js';
 import type { Policy } from '../policy/types.js';
@@ -63,21 +63,19 @@ export class NetGuard {
 
   /** Opens the net sensor on the process sensor's maps. Throws when the kernel or host cannot. */
   static open(sensor: Sensor, engine: Engine, warnings: string[], opts: NetGuardOptions = {}): NetGuard {
-    let guard: NetGuard | undefined;
-    const pending: RawNetRecord[] = [];
     const net = NetSensor.open({
       tags: sensor.map('tags'),
       procs: sensor.map('procs'),
-      onRecord: (r) => (guard ? guard.onRecord(r) : pending.push(r)),
+      events: sensor.map('events'),
       onWarning: (w) => warnings.push(w),
     });
-    guard = new NetGuard(net, engine, warnings, opts);
-    for (const r of pending) guard.onRecord(r);
-    return guard;
+    return new NetGuard(net, engine, warnings, opts);
   }
 
-  private onRecord(r: RawNetRecord): void {
-    this.engine.handleNet(r, this.net.compiled(r.policy));
+  /** A record from the shared ring buffer that the process sensor does not know: ours, when it decodes. */
+  onRaw(buf: Buffer): void {
+    const r = decodeNet(buf);
+    if (r) this.engine.handleNet(r, this.net.compiled(r.policy));
   }
 
   /** Compiles the network section; throws PolicyError before anything is written. */

@@ -25,6 +25,7 @@ export class Supervisor {
     const sensor = Sensor.open({
       ...tuning,
       onRecord: (r) => sup?.engine.handle(r),
+      onOther: (buf) => sup?.net?.onRaw(buf),
       onWarning: (w) => sup?.warnings.push(w),
     });
     sup = new Supervisor(sensor);

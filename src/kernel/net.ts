@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoadedObject } from './loaded.js';
-import { ATTACH, BpfObject, probe, RingBuffer, type BpfMap } from './binding.js';
+import { ATTACH, BpfObject, probe, type BpfMap } from './binding.js';
 import { NET_EV, NET_LAYOUT } from './layout.js';
 import { ROOT } from './sensor.js';
 import { bytesToIp } from '../policy/load.js';
@@ -21,6 +21,7 @@ export const NET_PROGRAMS = [
   'bridle_sendmsg6',
   'bridle_connect4',
   'bridle_connect6',
+  'bridle_sock_create',
 ] as const;
 
 /** unix: rules by name (cgroup hooks, Linux 6.7+) and by identity after connect (syscall tracepoints). */
@@ -28,7 +29,8 @@ export const UNIX_PROGRAMS = [
   ['bridle_connect_unix', ATTACH.CGROUP_UNIX_CONNECT],
   ['bridle_sendmsg_unix', ATTACH.CGROUP_UNIX_SENDMSG],
 ] as const;
-export const UNIX_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit'] as const;
+/** Syscall tracepoints: unix identity checks, and packet sockets (not inet, so no cgroup hook sees them). */
+export const NET_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit', 'bridle_packet_guard'] as const;
 
 /** Does this kernel have the cgroup unix socket hooks (connect_unix, sendmsg_unix)? */
 export function unixHooksAvailable(): boolean {
@@ -59,6 +61,8 @@ export interface RawNet {
   flags: number;
   /** generation of the policy that decided (names ruleId) */
   gen: number;
+  /** op SOCKET: the socket's address family (AF_INET 2, AF_INET6 10, AF_PACKET 17) */
+  rawFamily: number;
   /** as the caller gave it */
   daddr: string;
 }
@@ -136,6 +140,7 @@ export function decodeNet(b: Buffer): RawNetRecord | undefined {
       verdict: b.readUInt8(EV.verdict),
       flags: b.readUInt8(EV.flags),
       gen: b.readUInt32LE(EV.gen),
+      rawFamily: b.readUInt8(EV.daddr),
       daddr: addrString(b, EV.daddr, family),
     };
   }
@@ -180,9 +185,10 @@ export interface NetSensorOptions {
   /** The process sensor's maps, shared so the session lookup is the same. */
   tags: BpfMap;
   procs: BpfMap;
+  /** The process sensor's ring buffer: net records go there too (one order for everything); decode them with decodeNet. */
+  events: BpfMap;
   /** cgroup v2 directory to attach at; default: the root of the cgroup2 mount. */
   cgroup?: string;
-  onRecord: (r: RawNetRecord) => void;
   onWarning?: (msg: string) => void;
 }
 
@@ -232,6 +238,7 @@ export class NetSensor extends LoadedObject {
     try {
       obj.reuseMap('tags', opts.tags);
       obj.reuseMap('procs', opts.procs);
+      obj.reuseMap('net_events', opts.events);
       s.unixHooks = unixHooksAvailable();
       for (const [name, at] of UNIX_PROGRAMS) {
         if (s.unixHooks) obj.setProgType(name, 'cgroup_sock_addr', at);
@@ -251,16 +258,10 @@ export class NetSensor extends LoadedObject {
           s.attached.push(name);
         }
       }
-      for (const name of UNIX_TRACEPOINTS) {
+      for (const name of NET_TRACEPOINTS) {
         s.links.push(obj.program(name).attach());
         s.attached.push(name);
       }
-      s.rb = new RingBuffer(obj.map('net_events'), (batch) => {
-        for (const buf of batch) {
-          const r = decodeNet(buf);
-          if (r) opts.onRecord(r);
-        }
-      });
     } catch (err) {
       s.closeSync();
       throw err;

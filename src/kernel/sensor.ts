@@ -27,6 +27,11 @@ export interface SensorOptions {
   maxPendingBytes?: number;
   /** Called on the event loop with every decoded record, in ring-buffer order. */
   onRecord: (r: RawRecord) => void;
+  /**
+   * Records of other objects that write into this ring buffer (the net sensor reuses it, so a session's
+   * connects and its session_end arrive in the order they happened), in the same order.
+   */
+  onOther?: (buf: Buffer) => void;
   /** Called when an optional hook could not attach. */
   onWarning?: (msg: string) => void;
 }
@@ -79,6 +84,7 @@ export class Sensor extends LoadedObject {
           for (const buf of batch) {
             const r = decode(buf);
             if (r) opts.onRecord(r);
+            else opts.onOther?.(buf);
           }
         },
         opts.maxPendingBytes ? { maxPendingBytes: opts.maxPendingBytes } : {},

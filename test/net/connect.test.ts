@@ -292,3 +292,28 @@ network:
   assert.equal(ra, 'ok\n');
   assert.equal(rb, 'EPERM\n');
 });
+
+test('raw, ICMP and packet sockets, which no connect or send rule would see, are refused to sessions with a network policy', async (t) => {
+  const canPing = spawnSync('python3', [PROBE, 'sock', 'ping'], { encoding: 'utf8' }).stdout.trim() === 'ok';
+  const h = await netHarness(t, `version: 1
+name: net-raw
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await probe(h, ['sock', 'raw', 'sock', 'raw6', ...(canPing ? ['sock', 'ping'] : [])]);
+  assert.deepEqual(r.results, ['EPERM', 'EPERM', ...(canPing ? ['EPERM'] : [])]);
+  const v = r.events.filter((e) => e.type === 'violation') as unknown as { what: string; rule: string; verdict: string; detail: string }[];
+  assert.ok(v.some((e) => e.what === 'raw_socket' && e.rule === 'builtin.no_raw_socket' && e.verdict === 'deny' && /AF_INET6, SOCK_RAW, 58/.test(e.detail)), JSON.stringify(v));
+  if (canPing) assert.ok(v.some((e) => e.what === 'icmp_socket'));
+
+  // packet sockets are not inet: the process is killed at socket()
+  const p = await h.run(['python3', PROBE, 'sock', 'packet', 'sock', 'raw']);
+  assert.equal(p.status, 137);
+  assert.equal(p.stdout, '');
+  assert.ok(p.events.some((e) => e.type === 'violation' && (e as unknown as { what: string }).what === 'packet_socket'));
+
+  // untagged: untouched
+  assert.equal(spawnSync('python3', [PROBE, 'sock', 'raw', 'sock', 'packet'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
+});
