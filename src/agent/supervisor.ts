@@ -147,6 +147,7 @@ export class Supervisor {
    */
   reportLoss(): Record<string, number> {
     const now = this.sensor.lost();
+    if (this.net) now.network = this.net.net.lost();
     const fresh: Record<string, number> = {};
     for (const [hook, n] of Object.entries(now)) {
       const d = n - (this.lostSeen[hook] ?? 0);
