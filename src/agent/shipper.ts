@@ -37,7 +37,7 @@ export interface ShipperOptions {
   batchEvents?: number;
   batchBytes?: number;
   lingerMs?: number;
-  /** Bytes of batches sent and not yet acknowledged (default 16 MiB). */
+  /** Bytes of batches sent and not yet acknowledged (default 8 MiB). */
   windowBytes?: number;
   agentVersion?: string;
 }
@@ -68,11 +68,21 @@ export interface Shipper extends EventSink {
 
 const SEQ_BLOCK = 1_000_000;
 
+/** Room kept in front of a batch for the IngestRequest{batch} prefix (two tags, a length, two seqs: < 32 bytes). */
+const HEADROOM = 32;
+
+/** A writer for a new batch, of `size` bytes, with the headroom reserved. */
+function batchWriter(size: number): WireWriter {
+  const w = new WireWriter(size);
+  w.pos = HEADROOM;
+  return w;
+}
+
 class SpoolShipper implements Shipper {
   private spool: Spool;
   private log: pino.Logger;
-  /** The pending batch: events encoded back to back as `EventBatch.events` fields. */
-  private batch = new WireWriter(1024 * 1024);
+  /** The pending batch: events encoded back to back as `EventBatch.events` fields, after HEADROOM bytes. */
+  private batch = batchWriter(256 * 1024);
   private pendingCount = 0;
   private pendingFirst = 0;
   private seq: number;
@@ -102,7 +112,7 @@ class SpoolShipper implements Shipper {
     this.batchEvents = opts.batchEvents ?? 2000;
     this.batchBytes = Math.min(opts.batchBytes ?? 1024 * 1024, LIMITS.maxBatchBytes - 64 * 1024);
     this.lingerMs = opts.lingerMs ?? 20;
-    this.windowBytes = opts.windowBytes ?? 16 * 1024 * 1024;
+    this.windowBytes = opts.windowBytes ?? 8 * 1024 * 1024;
     this.seq = spool.highestSeq;
     spool.reserve(this.seq + SEQ_BLOCK);
     const creds = channelCredentials(opts.tls, opts.insecure);
@@ -140,7 +150,7 @@ class SpoolShipper implements Shipper {
           return;
         }
       }
-      if (this.pendingCount >= this.batchEvents || this.batch.pos >= this.batchBytes) this.seal();
+      if (this.pendingCount >= this.batchEvents || this.batch.pos - HEADROOM >= this.batchBytes) this.seal();
       else if (!this.timer) this.timer = setTimeout(() => this.seal(), this.lingerMs);
     } catch (err) {
       this.loss('encode', 1);
@@ -201,10 +211,18 @@ class SpoolShipper implements Shipper {
     const count = this.pendingCount;
     const first = this.pendingFirst;
     const last = this.seq;
-    const body = this.batch.buf.subarray(0, this.batch.pos);
-    const payload = Buffer.concat([batchRequestPrefix(first, last, body.length), body]);
-    this.batch.pos = 0;
+    // The request prefix goes into the headroom: the payload is the writer's bytes, not a copy.
+    const w = this.batch;
+    const bodyLength = w.pos - HEADROOM;
+    const prefix = batchRequestPrefix(first, last, bodyLength);
+    const start = HEADROOM - prefix.length;
+    prefix.copy(w.buf, start);
+    const payload = w.buf.subarray(start, w.pos);
     this.pendingCount = 0;
+    // A payload the spool keeps in memory (to send) takes the buffer along; the next batch gets a new one,
+    // sized after this one. Otherwise the spool only writes it to disk, now, and the buffer is reused.
+    if (this.spool.keeps(payload.length)) this.batch = batchWriter(Math.min(LIMITS.maxBatchBytes, Math.max(64 * 1024, HEADROOM + bodyLength + (bodyLength >> 2))));
+    else w.pos = HEADROOM;
     const real = count - report.length;
     let spooled = false;
     try {
@@ -228,7 +246,7 @@ class SpoolShipper implements Shipper {
   private lossReport(): Array<{ ev: LossEvent & { seq: number } }> {
     const pending = this.spool.state.lossPending;
     const wheres = Object.keys(pending);
-    if (wheres.length === 0 || !this.spool.fits(this.batch.pos + 4096)) return [];
+    if (wheres.length === 0 || !this.spool.fits(this.batch.pos - HEADROOM + 4096)) return [];
     const ts = new Date().toISOString();
     return wheres.map((where) => ({
       ev: {

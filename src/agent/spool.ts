@@ -22,7 +22,7 @@ const HEADER = 32;
 export interface SpoolOptions {
   /** Bound on the bytes of all segment files (default 1 GiB). */
   maxBytes?: number;
-  /** Payloads kept in memory for sending without a read back from disk (default 16 MiB). */
+  /** Payloads of records not yet sent kept in memory, to send without a read back from disk (default 4 MiB). */
   memBytes?: number;
   /** A segment is closed and a new one started past this size (default 8 MiB). */
   segmentBytes?: number;
@@ -98,7 +98,7 @@ export class Spool {
   private constructor(dir: string, opts: SpoolOptions) {
     this.dir = dir;
     this.maxBytes = opts.maxBytes ?? 1024 * 1024 * 1024;
-    this.memBytes = opts.memBytes ?? 16 * 1024 * 1024;
+    this.memBytes = opts.memBytes ?? 4 * 1024 * 1024;
     this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
     this.state = { id: randomUUID(), ackedSeq: 0, reservedSeq: 0, lossPending: {}, lostTotal: 0 };
   }
@@ -203,6 +203,14 @@ export class Spool {
     return this.totalBytes + HEADER + payloadBytes <= this.maxBytes;
   }
 
+  /**
+   * Would append() keep a payload of `len` bytes in memory for sending? Then the caller hands the buffer
+   * over; otherwise the payload is only written to disk and the caller may reuse its buffer at once.
+   */
+  keeps(len: number): boolean {
+    return this.memUsed + len <= this.memBytes;
+  }
+
   /** Appends one record. Returns false (writing nothing) when the spool is full. */
   append(firstSeq: number, lastSeq: number, count: number, payload: Buffer): boolean {
     if (this.closed) throw new Error('spool is closed');
@@ -231,7 +239,7 @@ export class Spool {
       }
     }
     const e: SpoolEntry = { seg, offset: seg.size + HEADER, len: payload.length, crc, count, firstSeq, lastSeq };
-    if (this.memUsed + payload.length <= this.memBytes) {
+    if (this.keeps(payload.length)) {
       e.payload = payload;
       this.memUsed += payload.length;
     }
@@ -272,11 +280,20 @@ export class Spool {
     if (this.current === seg) this.current = undefined;
   }
 
-  /** Next record to send, with its payload (read back from disk if not cached); undefined when none. */
+  /**
+   * Next record to send, with its payload; undefined when none. A payload kept in memory is handed over
+   * (the cache holds only records not yet sent: a record is resent only after a reconnect, and then read
+   * back from disk); others are read back from disk.
+   */
   next(): (SpoolEntry & { payload: Buffer }) | undefined {
     while (this.cursor < this.entries.length) {
       const e = this.entries[this.cursor++]!;
-      if (e.payload) return e as SpoolEntry & { payload: Buffer };
+      const cached = e.payload;
+      if (cached) {
+        e.payload = undefined;
+        this.memUsed -= cached.length;
+        return { seg: e.seg, offset: e.offset, len: e.len, crc: e.crc, count: e.count, firstSeq: e.firstSeq, lastSeq: e.lastSeq, payload: cached };
+      }
       const buf = Buffer.allocUnsafe(e.len);
       let ok = false;
       try {
@@ -289,7 +306,7 @@ export class Spool {
       } catch {
         ok = false;
       }
-      if (ok) return { ...e, payload: buf };
+      if (ok) return { seg: e.seg, offset: e.offset, len: e.len, crc: e.crc, count: e.count, firstSeq: e.firstSeq, lastSeq: e.lastSeq, payload: buf };
       // Corrupt on disk: the record can never be sent. Count it lost and treat it as done.
       this.corrupt += e.count;
       this.addLoss('spool-corrupt', e.count);

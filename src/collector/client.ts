@@ -175,11 +175,13 @@ export class QueryClient {
     const res = await this.unary<any>('Lineage', { exec_id: execId, max_descendants: maxDescendants });
     if (!res.processes?.length) return undefined;
     const out: Lineage = {
-      processes: res.processes.map((p: any) => ({
-        ...procFromWire(p),
-        relation: (RELATIONS[p.relation ?? 0] ?? 'descendant') as Relation,
-        events: (p.events ?? []).map((e: PbEvent) => eventFromMessage(e)),
-      })),
+      processes: res.processes.map((p: any) => {
+        // procFromWire's fields then two more, without `{ ...row, more }` (slow on Node 20's V8).
+        const node = procFromWire(p) as LineageProcess;
+        node.relation = (RELATIONS[p.relation ?? 0] ?? 'descendant') as Relation;
+        node.events = (p.events ?? []).map((e: PbEvent) => eventFromMessage(e));
+        return node;
+      }),
       truncated: !!res.truncated,
     };
     if (res.session) out.session = sessionFromWire(res.session);

@@ -7,7 +7,7 @@ import type { EventFilter } from '../events/query.js';
 import type { Verdict } from '../events/types.js';
 import { Hub, type Subscriber } from './hub.js';
 import { SqliteStore } from './sqlite.js';
-import type { EventStore, IngestItem, LineageNode, ProcessRow, SessionRow, StoredEvent } from './store.js';
+import type { EventStore, IngestItem, IngestResult, LineageNode, ProcessRow, SessionRow, StoredEvent } from './store.js';
 import { peerIdentity, ROLE_AGENT, ROLE_QUERY, serverCredentials, TokenSet, type TlsFiles } from './tls.js';
 import {
   collectorServerDefinition,
@@ -95,9 +95,14 @@ function processToWire(p: ProcessRow, relation?: LineageNode['relation'], events
 
 function sessionToWire(s: SessionRow) {
   return {
-    ...s, start: tsOrNull(s.start), end: tsOrNull(s.end), exit_code: s.exit_code ?? null, signal: s.signal ?? null,
+    host: s.host, session: s.session, agent: s.agent, origin: s.origin, backend: s.backend, mode: s.mode, policy: s.policy, uid: s.uid,
+    root_exec_id: s.root_exec_id, path: s.path, argv: s.argv, start: tsOrNull(s.start), end: tsOrNull(s.end), events: s.events,
+    denials: s.denials, would_deny: s.would_deny, lost: s.lost, exit_code: s.exit_code ?? null, signal: s.signal ?? null,
   };
 }
+
+/** Batches already queued on an ingest stream are stored in one transaction, up to this many events. */
+const GROUP_EVENTS = 10_000;
 
 /** HTTP/2 receive window (per stream and per connection) of the collector. */
 const FLOW_WINDOW = 32 * 1024 * 1024;
@@ -198,45 +203,55 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       if (!finished) call.write(msg);
     };
 
-    const handle = async (buf: Buffer): Promise<void> => {
+    /** A batch decoded and checked, waiting to be stored (with the batches queued after it, in one go). */
+    interface Pending {
+      lastSeq: number;
+      items: IngestItem[];
+      rejected: number;
+      firstError: string;
+    }
+
+    /**
+     * Reads one message: a batch to store, or the reply to send (sent by the caller after the batches
+     * before it, so that acknowledgements leave in the order of the messages), or nothing when the
+     * stream was ended.
+     */
+    const prepare = async (buf: Buffer): Promise<Pending | { reply: object } | undefined> => {
       let req;
       try {
         req = decodeIngestRequest(buf);
       } catch (err) {
-        if (!host) return finish(fail(grpc.status.INVALID_ARGUMENT, `malformed first message: ${(err as Error).message}`));
+        if (!host) return void finish(fail(grpc.status.INVALID_ARGUMENT, `malformed first message: ${(err as Error).message}`));
         counters.rejected++;
         await store.addRejected(host, 1);
         log.warn({ host, peer, err: (err as Error).message }, 'refused a malformed ingest message');
-        send({ ack: { last_seq: 0, rejected: 1, error: `malformed message: ${(err as Error).message}` } });
-        return;
+        return { reply: { ack: { last_seq: 0, rejected: 1, error: `malformed message: ${(err as Error).message}` } } };
       }
       if (req.kind === 'hello') {
-        if (host) return finish(fail(grpc.status.FAILED_PRECONDITION, 'Hello sent twice on one stream'));
+        if (host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'Hello sent twice on one stream'));
         const claimed = req.hello?.host ?? '';
-        if (!claimed) return finish(fail(grpc.status.INVALID_ARGUMENT, 'Hello.host is empty'));
+        if (!claimed) return void finish(fail(grpc.status.INVALID_ARGUMENT, 'Hello.host is empty'));
         if (opts.tls) {
           if (id.role !== ROLE_AGENT) {
-            return finish(fail(grpc.status.PERMISSION_DENIED, `certificate ${id.names[0] ?? '?'} has no agent role (OU=${ROLE_AGENT}); it cannot write events`));
+            return void finish(fail(grpc.status.PERMISSION_DENIED, `certificate ${id.names[0] ?? '?'} has no agent role (OU=${ROLE_AGENT}); it cannot write events`));
           }
           if (!id.names.includes(claimed)) {
             log.warn({ peer, names: id.names, claimed }, 'refused: host certificate tried to write as another host');
-            return finish(fail(grpc.status.PERMISSION_DENIED, `certificate for ${id.names.join(', ')} cannot write events as host '${claimed}'`));
+            return void finish(fail(grpc.status.PERMISSION_DENIED, `certificate for ${id.names.join(', ')} cannot write events as host '${claimed}'`));
           }
         }
         host = claimed;
         log.info({ host, peer, agent_version: req.hello?.agent_version, spool: req.hello?.spool_id }, 'agent connected');
-        send({
-          welcome: { host, last_seq: await store.lastSeq(host), max_batch_bytes: limits.maxBatchBytes, max_event_bytes: limits.maxEventBytes },
-        });
-        return;
+        return {
+          reply: { welcome: { host, last_seq: await store.lastSeq(host), max_batch_bytes: limits.maxBatchBytes, max_event_bytes: limits.maxEventBytes } },
+        };
       }
       if (req.kind !== 'batch' || !req.batch) {
-        if (!host) return finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
+        if (!host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
         counters.rejected++;
-        send({ ack: { last_seq: 0, rejected: 0, error: 'empty ingest message' } });
-        return;
+        return { reply: { ack: { last_seq: 0, rejected: 0, error: 'empty ingest message' } } };
       }
-      if (!host) return finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
+      if (!host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
       const batch = req.batch;
       const lastSeq = num(batch.last_seq);
       const events = batch.events ?? [];
@@ -244,8 +259,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         counters.rejected += events.length;
         await store.addRejected(host, events.length);
         log.warn({ host, bytes: buf.length, events: events.length }, 'refused an oversized batch');
-        send({ ack: { last_seq: lastSeq, rejected: events.length, error: `batch of ${buf.length} bytes is over the limit of ${limits.maxBatchBytes}` } });
-        return;
+        return { reply: { ack: { last_seq: lastSeq, rejected: events.length, error: `batch of ${buf.length} bytes is over the limit of ${limits.maxBatchBytes}` } } };
       }
       const items: IngestItem[] = [];
       let rejected = 0;
@@ -267,16 +281,32 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           if (!firstError) firstError = why;
         }
       }
-      const res = await store.ingest(host, items);
-      counters.stored += res.stored;
-      counters.duplicates += res.duplicates;
-      if (rejected) {
-        counters.rejected += rejected;
-        await store.addRejected(host, rejected);
-        log.warn({ host, rejected, error: firstError }, 'refused events');
+      return { lastSeq, items, rejected, firstError };
+    };
+
+    /** Stores batches (in one transaction when the store can) and acknowledges each, in order. */
+    const commit = async (group: Pending[]): Promise<void> => {
+      const h = host!;
+      const results = store.ingestMany
+        ? await store.ingestMany(h, group.map((g) => g.items))
+        : await (async () => {
+            const out: IngestResult[] = [];
+            for (const g of group) out.push(await store.ingest(h, g.items));
+            return out;
+          })();
+      for (let i = 0; i < group.length; i++) {
+        const { lastSeq, rejected, firstError } = group[i]!;
+        const res = results[i]!;
+        counters.stored += res.stored;
+        counters.duplicates += res.duplicates;
+        if (rejected) {
+          counters.rejected += rejected;
+          await store.addRejected(h, rejected);
+          log.warn({ host: h, rejected, error: firstError }, 'refused events');
+        }
+        send({ ack: { last_seq: lastSeq, stored: res.stored, duplicates: res.duplicates, rejected, error: firstError } });
+        hub.publish(res.fresh);
       }
-      send({ ack: { last_seq: lastSeq, stored: res.stored, duplicates: res.duplicates, rejected, error: firstError } });
-      hub.publish(res.fresh);
     };
 
     const pump = async (): Promise<void> => {
@@ -284,9 +314,28 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       busy = true;
       try {
         while (queue.length && !finished) {
-          const buf = queue.shift()!;
-          if (queue.length < 4) call.resume();
-          await handle(buf);
+          // The batches already queued go to the store together (up to GROUP_EVENTS events): a busy
+          // collector commits less often, with each index page it touches written once per commit.
+          const group: Pending[] = [];
+          let events = 0;
+          let reply: object | undefined;
+          while (queue.length && !finished && events < GROUP_EVENTS) {
+            const buf = queue.shift()!;
+            if (queue.length < 4) call.resume();
+            const p = await prepare(buf);
+            if (!p) continue;
+            if ('reply' in p) {
+              reply = p.reply;
+              break;
+            }
+            group.push(p);
+            events += p.items.length;
+            // grpc-js hands over one message per turn of the event loop: let the next ones that have
+            // arrived meanwhile in before storing (one turn; nothing waits when nothing is there).
+            if (!queue.length && events < GROUP_EVENTS && !inputDone) await new Promise((r) => setImmediate(r));
+          }
+          if (group.length && !finished) await commit(group);
+          if (reply) send(reply);
         }
       } catch (err) {
         // The store failed (disk full, …): end the stream; the agent keeps the batch and retries later.

@@ -11,12 +11,15 @@
 //
 // Durability: synchronous=NORMAL in WAL mode keeps every committed (so every acknowledged) batch through
 // a crash of the collector process (kill -9); `sync: 'full'` also through a power cut, at some cost.
+// Checkpoints (copying the WAL back into the database file) run on a worker thread (checkpointer.ts), so
+// that a commit on the ingest path only appends to the WAL.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { F, VERDICTS } from '../events/proto.js';
 import type { EventFilter } from '../events/query.js';
 import type { BridleEvent } from '../events/types.js';
+import { WalCheckpointer } from './checkpointer.js';
 import type {
   EventStore,
   HostRow,
@@ -116,7 +119,12 @@ export interface SqliteStoreOptions {
   sync?: 'normal' | 'full';
   /** Page cache in MiB (default 64). */
   cacheMiB?: number;
+  /** Checkpoint the WAL from a worker thread (default true for a file): commits only append to the WAL. */
+  checkpointThread?: boolean;
 }
+
+/** With the checkpoint thread, the writer still checkpoints past this many WAL pages (64 MiB). */
+const WAL_SAFETY_PAGES = 4096;
 
 interface SessionAcc {
   events: number;
@@ -156,6 +164,8 @@ export class SqliteStore implements EventStore {
   private procIds = new BoundedMap<string, number>(262_144);
   private st: Record<string, Database.Statement>;
   private ingestTx: (host: string, items: IngestItem[]) => IngestResult;
+  private ingestManyTx: (host: string, batches: IngestItem[][]) => IngestResult[];
+  private checkpointer: WalCheckpointer | undefined;
 
   constructor(path: string, opts: SqliteStoreOptions = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -213,10 +223,30 @@ export class SqliteStore implements EventStore {
       ),
       evByProc: db.prepare('SELECT id, data FROM events WHERE proc_id = ? ORDER BY id LIMIT ?'),
       evExecOf: db.prepare(`SELECT id, data FROM events WHERE proc_id = ? AND type IN (${F.event.exec}, ${F.event.session_start}) ORDER BY id LIMIT 4`),
+      procSession: db.prepare('SELECT session_id FROM processes WHERE id = ?'),
       sessById: db.prepare('SELECT s.*, h.name AS host FROM sessions s JOIN hosts h ON h.id = s.host_id WHERE s.id = ?'),
       hostsAll: db.prepare('SELECT * FROM hosts ORDER BY name'),
     };
     this.ingestTx = db.transaction((host: string, items: IngestItem[]) => this.ingestSync(host, items));
+    this.ingestManyTx = db.transaction((host: string, batches: IngestItem[][]) =>
+      batches.map((items) => (items.length ? this.ingestSync(host, items) : { stored: 0, duplicates: 0, fresh: [] })),
+    );
+    if (path !== ':memory:' && opts.checkpointThread !== false) {
+      try {
+        this.checkpointer = new WalCheckpointer({
+          path,
+          sync: opts.sync === 'full' ? 'FULL' : 'NORMAL',
+          onFailure: () => {
+            // Back to checkpoints on the writer (SQLite's default bound).
+            if (this.db.open) this.db.pragma('wal_autocheckpoint = 1000');
+          },
+        });
+        db.pragma(`wal_autocheckpoint = ${WAL_SAFETY_PAGES}`);
+      } catch {
+        // No worker threads here: SQLite's own checkpoints on the writer, as without the option.
+        this.checkpointer = undefined;
+      }
+    }
   }
 
   // ---- interning ----
@@ -270,11 +300,21 @@ export class SqliteStore implements EventStore {
     let maxSeq = 0;
     let lostTotal = 0;
     const sessions = new Map<number, SessionAcc>();
+    let lastSession = '';
+    let lastSid = 0;
     for (const item of items) {
       const ev = item.ev;
       const tsMs = item.tsMs;
       const seq = ev.seq ? ev.seq : null;
-      const sid = ev.session ? this.sessionId(hid, ev.session, tsMs) : null;
+      // Events of one session mostly come in runs: skip the cache lookup (and its key string) for those.
+      let sid: number | null = null;
+      if (ev.session) {
+        if (ev.session !== lastSession) {
+          lastSession = ev.session;
+          lastSid = this.sessionId(hid, ev.session, tsMs);
+        }
+        sid = lastSid;
+      }
       const isImage = ev.type === 'exec' || ev.type === 'session_start';
       let procId: number | null = null;
       let newImage = false;
@@ -295,7 +335,7 @@ export class SqliteStore implements EventStore {
         continue;
       }
       if (seq !== null && seq > maxSeq) maxSeq = seq;
-      fresh.push({ ...item, id: Number(r.lastInsertRowid) });
+      fresh.push({ ev, tsMs, raw: item.raw, id: Number(r.lastInsertRowid) });
       if (isImage && procId !== null && !newImage) this.updateImage(procId, ev, hid, sid, tsMs);
       if (sid !== null) {
         if (ev.type === 'session_start') {
@@ -342,12 +382,35 @@ export class SqliteStore implements EventStore {
 
   async ingest(host: string, items: IngestItem[]): Promise<IngestResult> {
     if (items.length === 0) return { stored: 0, duplicates: 0, fresh: [] };
-    return this.ingestTx(host, items);
+    return this.ingestNow(host, items);
+  }
+
+  /** One transaction for all: each index page the batches touch is written to the WAL once, not per batch. */
+  async ingestMany(host: string, batches: IngestItem[][]): Promise<IngestResult[]> {
+    if (batches.length === 1) return [await this.ingest(host, batches[0]!)];
+    try {
+      return this.ingestManyTx(host, batches);
+    } catch (err) {
+      this.forgetIds();
+      throw err;
+    }
   }
 
   /** Synchronous form of ingest() for callers that own the store (bench, tests). */
   ingestNow(host: string, items: IngestItem[]): IngestResult {
-    return this.ingestTx(host, items);
+    try {
+      return this.ingestTx(host, items);
+    } catch (err) {
+      this.forgetIds();
+      throw err;
+    }
+  }
+
+  /** After a rolled-back transaction: the interned ids it added name rows that no longer exist. */
+  private forgetIds(): void {
+    this.hostIds.clear();
+    this.sessionIds.clear();
+    this.procIds.clear();
   }
 
   async addRejected(host: string, n: number): Promise<void> {
@@ -422,9 +485,13 @@ export class SqliteStore implements EventStore {
     };
   }
 
+  // Object literals rather than `{ ...p, more }`: on Node 20's V8 that form costs microseconds per object and
+  // leaves garbage that makes scavenges slow (measured in bench/collector.bench.ts).
   private static strip(p: ProcessRow & { id?: number; parent_id?: number | null }): ProcessRow {
-    const { id: _id, parent_id: _parent, ...rest } = p;
-    return rest;
+    return {
+      exec_id: p.exec_id, parent_exec_id: p.parent_exec_id, host: p.host, session: p.session, pid: p.pid, ppid: p.ppid, uid: p.uid,
+      path: p.path, argv: p.argv, start: p.start, session_root: p.session_root,
+    };
   }
 
   private events(procId: number, limit: number): StoredEvent[] {
@@ -461,11 +528,14 @@ export class SqliteStore implements EventStore {
         events.length = maxEventsPerProcess;
         truncatedEvents = true;
       }
-      return { ...SqliteStore.strip(p), relation, events };
+      return {
+        exec_id: p.exec_id, parent_exec_id: p.parent_exec_id, host: p.host, session: p.session, pid: p.pid, ppid: p.ppid, uid: p.uid,
+        path: p.path, argv: p.argv, start: p.start, session_root: p.session_root, relation, events,
+      };
     };
     const processes = [...ancestors.map((p) => node(p, 'ancestor')), node(target, 'target'), ...kids.map((p) => node(p, 'descendant'))];
     const result: LineageResult = { processes, truncated: truncated || truncatedEvents };
-    const sid = (this.db.prepare('SELECT session_id FROM processes WHERE id = ?').get(target.id) as Row | undefined)?.session_id as number | null | undefined;
+    const sid = (this.st.procSession!.get(target.id) as Row | undefined)?.session_id as number | null | undefined;
     const srow = sid != null ? (this.st.sessById!.get(sid) as Row | undefined) : undefined;
     if (srow) result.session = this.sessionRow(srow);
     return result;
@@ -570,6 +640,8 @@ export class SqliteStore implements EventStore {
   }
 
   async close(): Promise<void> {
+    await this.checkpointer?.close();
+    this.checkpointer = undefined;
     if (this.db.open) {
       try {
         this.db.pragma('wal_checkpoint(TRUNCATE)');

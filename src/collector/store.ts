@@ -121,6 +121,11 @@ export interface ProcessMatchRow {
 export interface EventStore {
   /** Store one batch from `host` atomically; (host, seq) pairs already stored are skipped. */
   ingest(host: string, items: IngestItem[]): Promise<IngestResult>;
+  /**
+   * Optional: several batches from `host` atomically (all or none), one result per batch, as if each
+   * were given to ingest() in order. The collector uses it for batches that queued up while it was busy.
+   */
+  ingestMany?(host: string, batches: IngestItem[][]): Promise<IngestResult[]>;
   /** Count events the collector refused from `host` (shown by `bridle sessions` / ListHosts). */
   addRejected(host: string, n: number): Promise<void>;
   /** Highest seq stored for `host`, 0 if none. */

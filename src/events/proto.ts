@@ -223,14 +223,14 @@ export function eventFromMessage(m: PbEvent): BridleEvent {
   if (!kind || !b) throw new Error('event has no body');
   switch (kind) {
     case 'session_start': {
-      const ev = { ...base, type: 'session_start', origin: b.origin, backend: b.backend, mode: b.mode } as SessionStartEvent;
+      const ev = Object.assign(base, { type: 'session_start', origin: b.origin, backend: b.backend, mode: b.mode }) as SessionStartEvent;
       opt(ev, 'agent', b.agent);
       opt(ev, 'path', b.path);
       if (b.argv?.length) ev.argv = b.argv;
       return ev;
     }
     case 'session_end': {
-      const ev = { ...base, type: 'session_end' } as SessionEndEvent;
+      const ev = Object.assign(base, { type: 'session_end' }) as SessionEndEvent;
       if (has(b, 'exit_code')) ev.exit_code = b.exit_code;
       if (has(b, 'signal')) ev.signal = b.signal;
       const counts = b.counts as Record<string, Int64> | undefined;
@@ -241,7 +241,7 @@ export function eventFromMessage(m: PbEvent): BridleEvent {
       return ev;
     }
     case 'exec': {
-      const ev = { ...base, type: 'exec', path: b.path, argv: b.argv ?? [] } as ExecEvent;
+      const ev = Object.assign(base, { type: 'exec', path: b.path, argv: b.argv ?? [] }) as ExecEvent;
       opt(ev, 'script', b.script);
       opt(ev, 'via_loader', b.via_loader);
       opt(ev, 'fileless', b.fileless);
@@ -249,26 +249,26 @@ export function eventFromMessage(m: PbEvent): BridleEvent {
       return ev;
     }
     case 'exit': {
-      const ev = { ...base, type: 'exit' } as ExitEvent;
+      const ev = Object.assign(base, { type: 'exit' }) as ExitEvent;
       if (has(b, 'exit_code')) ev.exit_code = b.exit_code;
       if (has(b, 'signal')) ev.signal = b.signal;
       return ev;
     }
     case 'connect': {
-      const ev = {
-        ...base, type: 'connect', proto: NET_PROTO_NAMES[b.proto] ?? 'other', family: FAMILY_NAMES[b.family] ?? 'inet',
+      const ev = Object.assign(base, {
+        type: 'connect', proto: NET_PROTO_NAMES[b.proto] ?? 'other', family: FAMILY_NAMES[b.family] ?? 'inet',
         daddr: b.daddr, dport: b.dport,
-      } as ConnectEvent;
+      }) as ConnectEvent;
       opt(ev, 'op', b.op);
       return ev;
     }
     case 'dns': {
-      const ev = { ...base, type: 'dns', name: b.name, answers: b.answers ?? [] } as DnsEvent;
+      const ev = Object.assign(base, { type: 'dns', name: b.name, answers: b.answers ?? [] }) as DnsEvent;
       if (has(b, 'ttl')) ev.ttl = b.ttl;
       return ev;
     }
     case 'tool_call': {
-      const ev = { ...base, type: 'tool_call', server: b.server, tool: b.tool } as ToolCallEvent;
+      const ev = Object.assign(base, { type: 'tool_call', server: b.server, tool: b.tool }) as ToolCallEvent;
       if (b.arguments) {
         try {
           ev.arguments = JSON.parse(b.arguments);
@@ -282,14 +282,14 @@ export function eventFromMessage(m: PbEvent): BridleEvent {
       return ev;
     }
     case 'violation': {
-      const ev = { ...base, type: 'violation', what: b.what } as ViolationEvent;
+      const ev = Object.assign(base, { type: 'violation', what: b.what }) as ViolationEvent;
       opt(ev, 'detail', b.detail);
       return ev;
     }
     case 'loss':
-      return { ...base, type: 'loss', where: b.where, count: num(b.count) } as LossEvent;
+      return Object.assign(base, { type: 'loss', where: b.where, count: num(b.count) }) as LossEvent;
     case 'policy': {
-      const ev = { ...base, type: 'policy', action: b.action } as PolicyEvent;
+      const ev = Object.assign(base, { type: 'policy', action: b.action }) as PolicyEvent;
       opt(ev, 'detail', b.detail);
       return ev;
     }
@@ -733,32 +733,34 @@ function readHeader(r: WireReader, end: number, ev: Record<string, unknown>): nu
   return ms;
 }
 
+/** A length-delimited string field (a closure per field would cost an allocation each). */
+function str(r: WireReader, tag: number): string {
+  expectWire(tag, 2);
+  return r.string();
+}
+
 /** Reads one body message into `ev` (which already has its type set). */
 function readBody(r: WireReader, end: number, kind: EventType | 'other', ev: Record<string, any>): void {
   while (r.pos < end) {
     const tag = r.varint();
     const f = tag >>> 3;
     const wire = tag & 7;
-    const str = (): string => {
-      expectWire(tag, 2);
-      return r.string();
-    };
     switch (kind) {
       case 'exec':
-        if (f === F.exec.path) ev.path = str();
-        else if (f === F.exec.argv) ev.argv.push(str());
-        else if (f === F.exec.script) opt(ev, 'script', str());
+        if (f === F.exec.path) ev.path = str(r, tag);
+        else if (f === F.exec.argv) ev.argv.push(str(r, tag));
+        else if (f === F.exec.script) opt(ev, 'script', str(r, tag));
         else if (f === F.exec.via_loader) opt(ev, 'via_loader', r.varint() !== 0);
         else if (f === F.exec.fileless) opt(ev, 'fileless', r.varint() !== 0);
-        else if (f === F.exec.cwd) opt(ev, 'cwd', str());
+        else if (f === F.exec.cwd) opt(ev, 'cwd', str(r, tag));
         else r.skip(wire);
         break;
       case 'connect':
         if (f === F.connect.proto) ev.proto = NET_PROTO_NAMES[r.varint()] ?? 'other';
         else if (f === F.connect.family) ev.family = FAMILY_NAMES[r.varint()] ?? 'inet';
-        else if (f === F.connect.daddr) ev.daddr = str();
+        else if (f === F.connect.daddr) ev.daddr = str(r, tag);
         else if (f === F.connect.dport) ev.dport = r.varint() >>> 0;
-        else if (f === F.connect.op) opt(ev, 'op', str());
+        else if (f === F.connect.op) opt(ev, 'op', str(r, tag));
         else r.skip(wire);
         break;
       case 'exit':
@@ -782,25 +784,25 @@ function readBody(r: WireReader, end: number, kind: EventType | 'other', ev: Rec
         } else r.skip(wire);
         break;
       case 'session_start':
-        if (f === F.session_start.origin) ev.origin = str();
-        else if (f === F.session_start.agent) opt(ev, 'agent', str());
-        else if (f === F.session_start.backend) ev.backend = str();
-        else if (f === F.session_start.mode) ev.mode = str();
-        else if (f === F.session_start.path) opt(ev, 'path', str());
-        else if (f === F.session_start.argv) (ev.argv ??= []).push(str());
+        if (f === F.session_start.origin) ev.origin = str(r, tag);
+        else if (f === F.session_start.agent) opt(ev, 'agent', str(r, tag));
+        else if (f === F.session_start.backend) ev.backend = str(r, tag);
+        else if (f === F.session_start.mode) ev.mode = str(r, tag);
+        else if (f === F.session_start.path) opt(ev, 'path', str(r, tag));
+        else if (f === F.session_start.argv) (ev.argv ??= []).push(str(r, tag));
         else r.skip(wire);
         break;
       case 'dns':
-        if (f === F.dns.name) ev.name = str();
-        else if (f === F.dns.answers) ev.answers.push(str());
+        if (f === F.dns.name) ev.name = str(r, tag);
+        else if (f === F.dns.answers) ev.answers.push(str(r, tag));
         else if (f === F.dns.ttl) ev.ttl = r.varint() >>> 0;
         else r.skip(wire);
         break;
       case 'tool_call':
-        if (f === F.tool_call.server) ev.server = str();
-        else if (f === F.tool_call.tool) ev.tool = str();
+        if (f === F.tool_call.server) ev.server = str(r, tag);
+        else if (f === F.tool_call.tool) ev.tool = str(r, tag);
         else if (f === F.tool_call.arguments) {
-          const a = str();
+          const a = str(r, tag);
           if (a) {
             try {
               ev.arguments = JSON.parse(a);
@@ -812,27 +814,27 @@ function readBody(r: WireReader, end: number, kind: EventType | 'other', ev: Rec
           expectWire(tag, 1);
           ev.latency_ms = r.double();
         } else if (f === F.tool_call.is_error) opt(ev, 'is_error', r.varint() !== 0);
-        else if (f === F.tool_call.reason) opt(ev, 'reason', str());
+        else if (f === F.tool_call.reason) opt(ev, 'reason', str(r, tag));
         else r.skip(wire);
         break;
       case 'violation':
-        if (f === F.violation.what) ev.what = str();
-        else if (f === F.violation.detail) opt(ev, 'detail', str());
+        if (f === F.violation.what) ev.what = str(r, tag);
+        else if (f === F.violation.detail) opt(ev, 'detail', str(r, tag));
         else r.skip(wire);
         break;
       case 'loss':
-        if (f === F.loss.where) ev.where = str();
+        if (f === F.loss.where) ev.where = str(r, tag);
         else if (f === F.loss.count) ev.count = r.varint();
         else r.skip(wire);
         break;
       case 'policy':
-        if (f === F.policy.action) ev.action = str();
-        else if (f === F.policy.detail) opt(ev, 'detail', str());
+        if (f === F.policy.action) ev.action = str(r, tag);
+        else if (f === F.policy.detail) opt(ev, 'detail', str(r, tag));
         else r.skip(wire);
         break;
       case 'other':
-        if (f === F.other.type) ev.__type = str();
-        else if (f === F.other.json) ev.__json = str();
+        if (f === F.other.type) ev.__type = str(r, tag);
+        else if (f === F.other.json) ev.__json = str(r, tag);
         else r.skip(wire);
         break;
     }
