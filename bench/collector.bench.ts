@@ -167,7 +167,8 @@ interface Child {
 
 function child(role: string, extra: string[]): Child {
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}/${role}`] : [];
-  const proc = spawn(process.execPath, [...prof, '--import', join(REPO, 'node_modules/tsx/dist/esm/index.mjs'), HERE, '--role', role, ...extra], {
+  // the node flags bin/bridle runs the agent (and collector) with
+  const proc = spawn(process.execPath, [...prof, '--max-semi-space-size=4', '--import', join(REPO, 'node_modules/tsx/dist/esm/index.mjs'), HERE, '--role', role, ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines: any[] = [];
