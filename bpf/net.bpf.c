@@ -436,6 +436,85 @@ static __always_inline int redirect_dns(struct bpf_sock_addr *ctx, struct bridle
 	return 0;
 }
 
+/*
+ * A datagram socket usually sends to one destination over and over: its last decision is kept with the
+ * socket (sk storage) and reused while the policy generation, session policy and destination are the same.
+ * Decisions by host: rules are not kept (their addresses expire). The lock keeps a reader from seeing one
+ * destination's key with another's verdict when threads share a socket.
+ */
+struct sk_verdict {
+	struct bpf_spin_lock lock;
+	u32 gen; /* 0: empty */
+	u32 policy;
+	u32 pid;  /* the process the last allow event was reported for */
+	u16 port;
+	u8 proto;
+	u8 family;
+	u32 addr[4];
+	u32 action;
+	u32 kind;
+	u32 rule;
+	u64 reported; /* coarse ns of the last allow event */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_verdict);
+} net_skcache SEC(".maps");
+
+/* Looks the destination up in the socket's cache; on a hit fills *v and says whether to report. */
+static __always_inline bool cached_verdict(struct sk_verdict *c, u32 gen, u32 policy, u32 tgid, struct dest *d,
+					   struct verdict *v, bool *report_it)
+{
+	u32 a[4];
+	__builtin_memcpy(a, d->k.addr, 16);
+	u64 now = bpf_ktime_get_coarse_ns();
+	bool hit = false;
+	bpf_spin_lock(&c->lock);
+	if (c->gen == gen && c->policy == policy && c->port == d->port && c->proto == d->proto &&
+	    c->family == d->k.family && c->addr[0] == a[0] && c->addr[1] == a[1] && c->addr[2] == a[2] &&
+	    c->addr[3] == a[3]) {
+		hit = true;
+		v->action = c->action;
+		v->kind = c->kind;
+		v->rule = c->rule;
+		v->gen = gen;
+		/* allowed datagrams: one event per process, destination and second */
+		*report_it = c->action != BRIDLE_ALLOW || c->pid != tgid || now - c->reported >= RECENT_NS;
+		if (*report_it) {
+			c->pid = tgid;
+			c->reported = now;
+		}
+	}
+	bpf_spin_unlock(&c->lock);
+	return hit;
+}
+
+static __always_inline void cache_verdict(struct sk_verdict *c, u32 policy, u32 tgid, struct dest *d, struct verdict *v)
+{
+	u32 a[4];
+	__builtin_memcpy(a, d->k.addr, 16);
+	u64 now = bpf_ktime_get_coarse_ns();
+	bpf_spin_lock(&c->lock);
+	c->gen = v->kind == BRIDLE_NK_HOST ? 0 : v->gen;
+	c->policy = policy;
+	c->port = d->port;
+	c->proto = d->proto;
+	c->family = d->k.family;
+	c->addr[0] = a[0];
+	c->addr[1] = a[1];
+	c->addr[2] = a[2];
+	c->addr[3] = a[3];
+	c->action = v->action;
+	c->kind = v->kind;
+	c->rule = v->rule;
+	c->pid = tgid;
+	c->reported = now;
+	bpf_spin_unlock(&c->lock);
+}
+
 static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 op)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -467,13 +546,26 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 			dns_denied = true;
 		}
 	}
-	if (!dns_denied)
-		decide(tag, cfg, &d, &v);
+	bool report_it = true;
+	if (!dns_denied) {
+		struct sk_verdict *c = NULL;
+		if (op == BRIDLE_OP_SENDMSG && ctx->sk)
+			c = bpf_sk_storage_get(&net_skcache, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c) {
+			decide(tag, cfg, &d, &v);
+			if (v.action == BRIDLE_ALLOW && op == BRIDLE_OP_SENDMSG)
+				report_it = !seen_recently(tgid, &d);
+		} else if (!cached_verdict(c, cfg->gen, pid, tgid, &d, &v, &report_it)) {
+			decide(tag, cfg, &d, &v);
+			cache_verdict(c, pid, tgid, &d, &v);
+			report_it = true;
+		}
+	}
 
 	u32 verdict = v.action;
 	if (verdict == BRIDLE_DENY && monitor)
 		verdict = BRIDLE_WOULD_DENY;
-	if (verdict != BRIDLE_ALLOW || op == BRIDLE_OP_CONNECT || !seen_recently(tgid, &d))
+	if (verdict != BRIDLE_ALLOW || report_it)
 		report(tag, tgid, &d, op, verdict, &v);
 	return verdict == BRIDLE_DENY ? 0 : 1;
 }
