@@ -60,17 +60,22 @@ async function main() {
       await sup.close();
     }
   }
+  // Interference on a shared machine only ever adds time: the fastest run of each configuration is the
+  // steadiest estimate of its cost; the median is printed beside it.
+  const best = (xs: number[]) => Math.min(...xs);
   const base = median(res.none!);
-  console.log(`exec bench: ${N} fork+exec of /bin/true per run, ${ROUNDS} interleaved rounds, medians`);
+  const baseBest = best(res.none!);
+  console.log(`exec bench: ${N} fork+exec of /bin/true per run, ${ROUNDS} interleaved rounds`);
+  console.log(`  ${''.padEnd(34)} ${'median'.padStart(8)}     ${'per exec'.padStart(8)}   ratio   best-run ratio`);
   const row = (name: string, key: string, target: string) => {
     const m = median(res[key]!);
-    console.log(`  ${name.padEnd(34)} ${m.toFixed(1).padStart(8)} ms  ${(1000 * m / N).toFixed(1).padStart(6)} µs/exec  ratio ${(m / base).toFixed(3)}  ${target}`);
+    console.log(`  ${name.padEnd(34)} ${m.toFixed(1).padStart(8)} ms  ${(1000 * m / N).toFixed(1).padStart(6)} µs  ${(m / base).toFixed(3)}   ${(best(res[key]!) / baseBest).toFixed(3)}  ${target}`);
   };
   row('no sensor', 'none', '');
   row('sensor loaded, untagged', 'untagged', '(target ≤ 1.01)');
   row('tagged, 10 rules', 'tagged10', '(target ≤ 1.03)');
   row('tagged, 100,000 rules', 'tagged100k', '(target ≤ 1.03)');
-  console.log(`  100,000 rules vs 10 rules: ratio ${(median(res.tagged100k!) / median(res.tagged10!)).toFixed(3)} (target ≤ 1.00 ± noise)`);
+  console.log(`  100,000 rules vs 10 rules: ratio ${(median(res.tagged100k!) / median(res.tagged10!)).toFixed(3)} median, ${(best(res.tagged100k!) / best(res.tagged10!)).toFixed(3)} best run (target ≤ 1.00 ± noise)`);
 }
 
 
