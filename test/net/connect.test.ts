@@ -317,3 +317,49 @@ network:
   // untagged: untouched
   assert.equal(spawnSync('python3', [PROBE, 'sock', 'raw', 'sock', 'packet'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
 });
+
+test('one datagram socket alternating destinations: each send is decided for its own destination, and a policy update applies to the next send', async (t) => {
+  const u1 = await udpEcho(t, '127.0.0.1');
+  const u2 = await udpEcho(t, '127.0.0.2');
+  const a = `127.0.0.1:${u1}`;
+  const d = `127.0.0.2:${u2}`;
+  const h = await netHarness(t, `version: 1
+name: net-udp-seq
+network:
+  default: deny
+  allow:
+    - cidr: 127.0.0.1/32
+`);
+  const r = await probe(h, ['udpseq', [a, d, a, a, d, d, a].join(',')]);
+  assert.deepEqual(r.results, ['ok/EPERM/ok/ok/EPERM/EPERM/ok']);
+  const denied = connects(r.events).filter((e) => e.daddr === '127.0.0.2');
+  assert.equal(denied.length, 3, 'every denied datagram is reported');
+
+  // the same socket across a policy update: the verdict it cached is not reused
+  const script = `import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send():
+    try:
+        s.sendto(b'x', ('127.0.0.1', ${u1})); return 'ok'
+    except OSError as e:
+        return 'EPERM' if e.errno == 1 else str(e.errno)
+print(send(), flush=True)
+sys.stdin.readline()
+print(send(), flush=True)
+`;
+  const { held } = h.sup.run(['python3', '-c', script], { stdio: 'pipe', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  t.after(() => void held.child.kill('SIGKILL'));
+  let out = '';
+  held.child.stdout!.on('data', (c) => (out += c));
+  assert.ok(await waitFor(() => out === 'ok\n', 5000), `first send: ${out}`);
+  h.sup.setPolicy(parsePolicy(`version: 1
+name: net-udp-seq
+network:
+  default: deny
+  deny:
+    - cidr: 127.0.0.1/32
+`, 'p.yaml'));
+  held.child.stdin!.write('\n');
+  await held.exited;
+  assert.equal(out, 'ok\nEPERM\n');
+});
