@@ -54,6 +54,17 @@ export function bridlePinDir(instance: string): string {
   return dir;
 }
 
+/** Removes /sys/fs/bpf/bridle/<instance> with its pins, and /sys/fs/bpf/bridle too once nothing else is in it. */
+export function removeBridlePinDir(instance: string): void {
+  const parent = join(BPFFS, 'bridle');
+  removePinDir(join(parent, instance));
+  try {
+    rmdirSync(parent);
+  } catch {
+    /* another instance's pins are there, or it is gone already */
+  }
+}
+
 /**
  * Removes a pin directory and every pin beneath it (unlinking a pin drops its reference; the object
  * goes away once nothing else holds it). Refuses paths outside /sys/fs/bpf. Missing is fine.

@@ -27,7 +27,7 @@ import {
   openPinnedMap,
   probe,
 } from '../../src/kernel/binding.js';
-import { bridlePinDir, ensureBpffs, ensureTracefs, mountsOfType, removePinDir } from '../../src/kernel/bpffs.js';
+import { bridlePinDir, ensureBpffs, ensureTracefs, mountsOfType, removeBridlePinDir } from '../../src/kernel/bpffs.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURE = join(root, 'test/fixtures/bpf/build/fixture.bpf.o');
@@ -125,6 +125,8 @@ class Scope {
 }
 
 let scope: Scope;
+/** Whether /sys/fs/bpf/bridle was there before (a running agent's pins): then it is not ours to remove. */
+let hadBridleDir = false;
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ describe('native addon (libbpf, real kernel)', () => {
     assert.ok(existsSync(nativePath), `addon not built: ${nativePath} (scripts/build-native.sh)`);
     assert.ok(existsSync(FIXTURE), `fixture not built: ${FIXTURE} (scripts/build-bpf.sh)`);
     assert.deepEqual(ourPrograms(), [], 'bfx_* programs already loaded before the tests');
+    hadBridleDir = existsSync('/sys/fs/bpf/bridle');
   });
 
   // Fresh scope per test; its cleanup runs first, then the leak check.
@@ -142,13 +145,14 @@ describe('native addon (libbpf, real kernel)', () => {
     const gone = await waitFor(() => ourPrograms().length === 0);
     assert.ok(gone, `programs still loaded after the test: ${ourPrograms().join(', ')}`);
     assert.ok(!existsSync(`/sys/fs/bpf/bridle/${PIN_INSTANCE}`), 'pin dir left behind');
+    if (!hadBridleDir) assert.ok(!existsSync('/sys/fs/bpf/bridle'), '/sys/fs/bpf/bridle left behind');
     assert.ok(!existsSync(join(CGROUP_ROOT, CG_NAME)), 'test cgroup left behind');
     assert.equal(liveResources(), 0, 'addon still holds resources');
   });
 
   after(() => {
     // Last resort if a test died between creating and registering a resource.
-    removePinDir(`/sys/fs/bpf/bridle/${PIN_INSTANCE}`);
+    removeBridlePinDir(PIN_INSTANCE);
   });
 
   test('libbpf version and feature probes', () => {
@@ -525,7 +529,7 @@ describe('native addon (libbpf, real kernel)', () => {
     ensureBpffs();
     assert.ok(mountsOfType('bpf').includes('/sys/fs/bpf'));
     const dir = bridlePinDir(PIN_INSTANCE);
-    scope.closers.push(() => removePinDir(dir));
+    scope.closers.push(() => removeBridlePinDir(PIN_INSTANCE));
     const o = scope.open();
     o.setAutoload('bfx_burst', false);
     o.setAutoload('bfx_conn4', false);
@@ -548,7 +552,7 @@ describe('native addon (libbpf, real kernel)', () => {
     seen.close();
     assert.throws(() => openPinnedMap(join(dir, 'exec_link')), (e: unknown) => e instanceof BpfError && e.code === 'EINVAL');
 
-    removePinDir(dir);
+    removeBridlePinDir(PIN_INSTANCE);
     assert.ok(!existsSync(dir));
     assert.ok(await waitFor(() => !ourPrograms().includes('bfx_exec')), 'program still loaded after unpin');
 
@@ -565,7 +569,7 @@ describe('native addon (libbpf, real kernel)', () => {
     l2.unpin();
     assert.ok(!existsSync(join(dir2, 'l2')));
     assert.ok(l2.fd > 0);
-    removePinDir(dir2);
+    removeBridlePinDir(PIN_INSTANCE);
   });
 
   test('iterRead runs an iter/task program', () => {
