@@ -168,6 +168,13 @@ static __always_inline u64 caller_key(u32 tgid)
 	return proc_key(tgid, bpf_get_current_task_btf());
 }
 
+/* The network settings of the session's policy, or NULL when its policy has no network section. */
+static __always_inline struct bridle_net_cfg *net_policy(struct bridle_tag *tag)
+{
+	u32 pid = tag->policy;
+	return bpf_map_lookup_elem(&net_policies, &pid);
+}
+
 static __always_inline void count_loss(u32 i)
 {
 	u64 *n = bpf_map_lookup_elem(&net_lost, &i);
@@ -522,7 +529,7 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 	if (!tag)
 		return 1; /* not a session: not ours to decide */
 	u32 pid = tag->policy;
-	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg)
 		return 1; /* no network policy installed for this session's policy */
 
@@ -754,8 +761,7 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 		action = BRIDLE_DENY;
 		kind = BRIDLE_NK_CONTROL;
 	} else {
-		u32 pid = tag->policy;
-		struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+		struct bridle_net_cfg *cfg = net_policy(tag);
 		if (!cfg)
 			return 1;
 		monitor = monitor || (cfg->flags & BRIDLE_NET_F_MONITOR);
@@ -825,12 +831,6 @@ struct sys_exit_args {
 #define S_IFSOCK 0140000
 #define AF_UNIX 1
 
-static __always_inline struct bridle_net_cfg *ino_policy(struct bridle_tag *tag)
-{
-	u32 pid = tag->policy;
-	return bpf_map_lookup_elem(&net_policies, &pid);
-}
-
 SEC("tracepoint/syscalls/sys_enter_connect")
 int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 {
@@ -838,7 +838,7 @@ int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 	struct bridle_tag *tag = caller_tag(tgid);
 	if (!tag)
 		return 0;
-	struct bridle_net_cfg *cfg = ino_policy(tag);
+	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO))
 		return 0; /* no unix deny rules: nothing to check afterwards */
 	u64 id = bpf_get_current_pid_tgid();
@@ -903,7 +903,7 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	if (!tag)
 		return 0;
 	struct bridle_rule r = {};
-	struct bridle_net_cfg *cfg = ino_policy(tag);
+	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg || !ino_rule(cfg->gen, dev, inum, &r) || !r.action)
 		return 0;
 	bool monitor = (tag->flags & BRIDLE_TAG_MONITOR) || (cfg->flags & BRIDLE_NET_F_MONITOR);
@@ -984,8 +984,7 @@ int bridle_sock_create(struct bpf_sock *sk)
 	struct bridle_tag *tag = caller_tag(tgid);
 	if (!tag)
 		return 1;
-	u32 pid = tag->policy;
-	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg)
 		return 1;
 	u32 verdict = raw_verdict(tag, cfg);
@@ -1011,8 +1010,7 @@ int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 	struct bridle_tag *tag = caller_tag(tgid);
 	if (!tag)
 		return 0;
-	u32 pid = tag->policy;
-	struct bridle_net_cfg *cfg = bpf_map_lookup_elem(&net_policies, &pid);
+	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg)
 		return 0;
 	u32 verdict = raw_verdict(tag, cfg);

@@ -145,7 +145,8 @@ struct bridle_unix_key {
 
 /*
  * unix: deny rules by the socket file's identity (key: gen, kernel s_dev, inode), so a symlink, hard link,
- * bind mount or relative path to a denied socket is caught too. gen 0 holds bridle's own sockets.
+ * bind mount or relative path to a denied socket is caught too. (bridle's own sockets, gen 0 of
+ * unix_rules, are matched by name only: they also refuse session peers by SO_PEERCRED.)
  */
 struct bridle_unix_ino_key {
 	u32 gen;

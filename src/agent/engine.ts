@@ -213,14 +213,14 @@ export class Engine {
   }
 
   // --- network (issue 3): net sensor records → connect events, linked to the process by exec_id ---
-  handleNet(r: RawNetRecord, current: CompiledNet | undefined): void {
+  handleNet(r: RawNetRecord): void {
     const id = execId(r.pid, r.key);
     const img = this.images.get(id);
     const base = this.base('connect', r.ktime, r.session, r.pid);
     base.exec_id = id;
     base.parent_exec_id = img?.parentExecId ?? '';
     const decided = this.netGens.get(r.gen);
-    const compiled = decided?.compiled ?? current;
+    const compiled = decided?.compiled;
     const name = decided?.name ?? this.policies.get(r.policy)?.policy.name ?? '';
     if (r.type === 'net' && r.op === NET_OP.SOCKET) {
       const v = Object.assign(base, rawSocketDetail(r), { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule: netRuleName(compiled, r.ruleKind, r.ruleId), policy: name });

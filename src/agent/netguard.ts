@@ -75,7 +75,7 @@ export class NetGuard {
   /** A record from the shared ring buffer that the process sensor does not know: ours, when it decodes. */
   onRaw(buf: Buffer): void {
     const r = decodeNet(buf);
-    if (r) this.engine.handleNet(r, this.net.compiled(r.policy));
+    if (r) this.engine.handleNet(r);
   }
 
   /** Compiles the network section; throws PolicyError before anything is written. */

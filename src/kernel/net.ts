@@ -1,7 +1,8 @@
 // The network sensor: loads bpf/build/net.bpf.o with the process sensor's `tags` and `procs` maps,
 // attaches its cgroup sock_addr programs at the cgroup v2 root (BPF links, multi-attach: other programs
-// there keep working), writes network policies under generations, and hands decoded records to one
-// callback. close() detaches everything and is idempotent; links die with the process anyway.
+// there keep working), and writes network policies under generations. Its records go into the process
+// sensor's ring buffer (decodeNet reads them). close() detaches everything and is idempotent; links die
+// with the process anyway.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoadedObject } from './loaded.js';
@@ -81,7 +82,7 @@ export interface RawUnix {
   verdict: number;
   /** connect or sendmsg (NET_OP) */
   op: number;
-  /** NET_UEVF: abstract name, killed after connect */
+  /** NET_UEVF: abstract name; decided after connect (the process was killed) */
   flags: number;
   /** generation of the policy that decided (names ruleId) */
   gen: number;
@@ -361,7 +362,8 @@ export class NetSensor extends LoadedObject {
       byName.map(({ u }) => rule(u)),
       written,
     );
-    const byIdent = entries.filter((u) => u.action === 'deny' && u.ident);
+    // bridle's own sockets (gen 0) are checked by name only: the kernel reads identities per policy
+    const byIdent = gen === 0 ? [] : entries.filter((u) => u.action === 'deny' && u.ident);
     this.writeAll(
       this.map('unix_inodes'),
       byIdent.map((u) => {
