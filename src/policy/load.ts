@@ -156,6 +156,11 @@ export function parsePolicy(text: string, file = '<policy>'): Policy {
   const unixM = ctx.mapping(netM.get('unix'), 'network.unix', ['allow', 'deny']) ?? new Map();
   const unixList = (k: 'allow' | 'deny') =>
     ctx.stringList(unixM.get(k), `network.unix.${k}`).map((p) => {
+      // @name: an abstract socket (no file)
+      if (p.startsWith('@')) {
+        if (p.length < 2 || Buffer.byteLength(p) > 108) ctx.error(unixM.get(k), `network.unix.${k}: '${p}' is not an abstract socket name (@ and 1 to 107 bytes)`);
+        return p;
+      }
       const abs = expandHome(p);
       if (!isAbsolute(abs)) ctx.error(unixM.get(k), `network.unix.${k}: '${p}' must be an absolute path`);
       return abs;

@@ -76,10 +76,15 @@ test('unix: an allow list refuses every other socket, abstract names included', 
 name: net-unix-allow
 network:
   unix:
-    allow: [${ok}]
+    allow: [${ok}, "@bridle-test-allowed"]
 `);
-  const r = await probe(h, ['unix', ok, 'unix', other, 'unix', '@bridle-test-abstract']);
-  assert.deepEqual(r.results, ['ok', 'EPERM', 'EPERM']);
+  // nothing listens on the allowed abstract name: allowed, the kernel answers ECONNREFUSED
+  const r = await probe(h, ['unix', ok, 'unix', other, 'unix', '@bridle-test-abstract', 'unix', '@bridle-test-allowed']);
+  assert.deepEqual(r.results, ['ok', 'EPERM', 'EPERM', 'ECONNREFUSED']);
+  // unconnected datagrams are decided too (sendmsg_unix)
+  const dg = await probe(h, ['unixdg', '@bridle-test-abstract']);
+  assert.deepEqual(dg.results, ['EPERM']);
+  assert.ok(connects(dg.events).some((e) => e.op === 'sendmsg' && e.daddr === '@bridle-test-abstract' && e.verdict === 'deny'));
   const ab = connects(r.events).find((e) => e.daddr === '@bridle-test-abstract');
   assert.equal(ab?.verdict, 'deny');
   assert.equal(ab?.rule, 'network.default');
