@@ -3,7 +3,8 @@
 //     → rows in SQLite. Shipper and collector each run in their own process (2 cores). Reports events/s
 //     (emitted → acknowledged as stored), loss (emitted − stored, from the rows), and the shipper's peak
 //     RSS; first at full speed, then with events offered at a target rate (does the collector keep up, or
-//     does the spool grow?).
+//     does the spool grow?); then once more at full speed with a collector whose store keeps nothing,
+//     which is the ceiling the rest of the pipeline leaves on this machine (both processes share 2 cores).
 //  2. lineage query latency on a store of one million events (p50 / p99): in the store, and over gRPC to
 //     the collector in its own process, answered as bytes (collector + transport) and through the query
 //     client (which also decodes every event).
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import pino from 'pino';
 import type { BridleEvent } from '../src/events/types.js';
+import type { EventStore, IngestItem, IngestResult } from '../src/collector/store.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -95,6 +97,21 @@ export class EventGen {
 
 // ---- child roles ----
 
+/**
+ * A store that keeps nothing (it acknowledges every batch as stored): the run with it measures what the
+ * rest of the pipeline (shipper, spool, mTLS gRPC, decoding, acks) leaves of this machine for storage.
+ */
+class DiscardStore implements Partial<EventStore> {
+  async ingest(_host: string, items: IngestItem[]): Promise<IngestResult> {
+    return { stored: items.length, duplicates: 0, fresh: [] };
+  }
+  async addRejected(): Promise<void> {}
+  async lastSeq(): Promise<number> {
+    return 0;
+  }
+  async close(): Promise<void> {}
+}
+
 const queryToken = (certs: string): string => readFileSync(join(certs, 'query.token'), 'utf8').split('\n').find((l) => l && !l.startsWith('#'))!;
 
 async function roleCollector(): Promise<void> {
@@ -102,6 +119,7 @@ async function roleCollector(): Promise<void> {
   const certs = arg('certs')!;
   const c = await startCollector({
     listen: '127.0.0.1:0', dbPath: arg('db')!,
+    ...(arg('store') === 'none' ? { store: new DiscardStore() } : {}),
     tls: { ca: join(certs, 'ca.crt'), cert: join(certs, 'collector.crt'), key: join(certs, 'collector.key') },
     queryTokens: [queryToken(certs)], log: pino({ level: 'warn' }),
   });
@@ -227,9 +245,9 @@ async function countRows(dbPath: string): Promise<{ rows: number; distinct: numb
   }
 }
 
-async function endToEnd(dir: string, certs: string, label: string, count: number, rate: number): Promise<Record<string, unknown>> {
+async function endToEnd(dir: string, certs: string, label: string, count: number, rate: number, storeNothing = false): Promise<Record<string, unknown>> {
   const db = join(dir, `${label}.db`);
-  const col = child('collector', ['--certs', certs, '--db', db]);
+  const col = child('collector', ['--certs', certs, '--db', db, ...(storeNothing ? ['--store', 'none'] : [])]);
   const { address } = await col.wait((l) => l.address);
   const prod = child('producer', ['--certs', certs, '--host', 'bench-host', '--collector', address, '--spool', join(dir, `spool-${label}`), '--count', String(count), '--rate', String(rate)]);
   const t0 = Date.now();
@@ -242,7 +260,8 @@ async function endToEnd(dir: string, certs: string, label: string, count: number
   const collectorCpuUs = (last.cpuUs as number) - (col.lines[0].cpuUs as number);
   col.proc.kill('SIGTERM');
   await new Promise((r) => col.proc.once('exit', r));
-  const { rows, distinct } = await countRows(db);
+  // Without a store, the collector's acknowledgements are the only count (the loss check needs rows).
+  const { rows, distinct } = storeNothing ? { rows: count, distinct: count } : await countRows(db);
   const maxBacklog = Math.max(0, ...prod.lines.filter((l) => l.stats).map((l) => l.stats.spooled as number));
   // The collector's storing rate through the run, by tenths of the events (does it slow as the store grows?).
   const marks = col.lines.filter((l) => typeof l.stored === 'number' && typeof l.t === 'number') as Array<{ stored: number; t: number }>;
@@ -404,6 +423,7 @@ async function main(): Promise<void> {
     if (!args.includes('--no-e2e')) {
       results.push(await endToEnd(dir, certs, 'max-rate', n, 0));
       results.push(await endToEnd(dir, certs, 'sustained', n, Number(arg('rate', '100000'))));
+      results.push(await endToEnd(dir, certs, 'no-store', n, 0, true));
     }
     const lineage = args.includes('--no-lineage') ? undefined : await lineageBench(dir, certs, Number(arg('store', quick ? '200000' : '1000000')));
     // Other work on the machine shows here (the numbers above are only comparable at a similar load).
@@ -424,6 +444,14 @@ function summary(results: Record<string, any>[], lineage: Record<string, any> | 
   const check = (ok: boolean): string => (ok ? 'met' : 'MISSED');
   const num = (n: number): string => n.toLocaleString('en-US');
   for (const r of results) {
+    if (r.mode === 'no-store') {
+      // The same pipeline with a store that writes nothing: the ceiling this machine leaves for storage.
+      const full = results.find((x) => x.mode === 'max-rate');
+      rows.push(['same, store writes nothing (pipeline ceiling): events/s', num(r.events_per_s), '', '']);
+      rows.push(['  collector CPU per event without storing', `${r.collector_cpu_us_per_event} µs`, '', '']);
+      if (full) rows.push(['  storing / not storing, events/s', (full.events_per_s / r.events_per_s).toFixed(2), '', '']);
+      continue;
+    }
     const what = r.mode === 'max-rate' ? 'end to end, as fast as possible' : `end to end, ${num(r.target_rate)} ev/s offered`;
     rows.push([`${what}: events/s stored`, num(r.events_per_s), '≥ 100,000', check(r.events_per_s >= 100_000)]);
     if (r.mode !== 'max-rate') rows.push(['  events/s offered by the producer', num(r.offered_per_s), '', '']);
