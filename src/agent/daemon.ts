@@ -11,6 +11,7 @@ import { serveControl, type ControlServer, type Handler, type Request } from './
 import { HOST } from './ids.js';
 import { sessionName } from './ids.js';
 import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
+import { reapOrphans } from '../kernel/failclosed.js';
 
 export interface AgentOptions {
   policyFile: string;
@@ -26,6 +27,7 @@ export class Agent {
   private byDigest = new Map<string, number>();
   private nextId = DEFAULT_POLICY_ID + 1;
   private lossTimer: NodeJS.Timeout | undefined;
+  private reapTimer: NodeJS.Timeout | undefined;
   private reports: { close(): Promise<void> } | undefined;
   private constructor(
     readonly sup: Supervisor,
@@ -48,11 +50,24 @@ export class Agent {
       // losses in the kernel become events within a second
       a.lossTimer = setInterval(() => sup.reportLoss(), 1000);
       a.lossTimer.unref();
+      // pins of dead supervisors (failclosed.ts) go once their sessions are over
+      a.reapTimer = setInterval(() => a.reap(), 60_000);
+      a.reapTimer.unref();
     } catch (err) {
       await sup.close();
       throw err;
     }
     return a;
+  }
+
+  /** Removes the pins of dead supervisors whose sessions are over, and says which it keeps. */
+  private reap(): void {
+    try {
+      const r = reapOrphans();
+      for (const i of r.removed) this.o.log(`removed the pins of a dead bridle (${i}): its sessions are over`);
+    } catch (err) {
+      this.o.log(`cannot check for pins of dead bridle supervisors: ${(err as Error).message}`);
+    }
   }
 
   private emitPolicy(action: 'loaded' | 'rejected', p: Policy | undefined, detail?: string): void {
@@ -147,10 +162,12 @@ export class Agent {
 
   async close(): Promise<void> {
     clearInterval(this.lossTimer);
+    clearInterval(this.reapTimer);
     this.sup.reportLoss();
     await this.server?.close();
     await this.reports?.close();
-    await this.sup.close();
+    const left = await this.sup.close();
+    if (left > 0) this.o.log(`${left} session process(es) still running stay governed in the kernel until they exit (pins under /sys/fs/bpf/bridle)`);
     for (const s of this.o.sinks) await s.close?.();
   }
 }

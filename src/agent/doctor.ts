@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
+import { reapOrphans } from '../kernel/failclosed.js';
 
 export interface Check {
   name: string;
@@ -49,7 +50,19 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
   const btf = existsSync('/sys/kernel/btf/vmlinux');
   add({ name: 'btf', ok: btf, detail: btf ? '/sys/kernel/btf/vmlinux' : 'no kernel BTF', fix: 'use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distro kernel since 2021 has it)', required: true });
   const bpffs = mounts().some((m) => m.type === 'bpf' && m.dir === '/sys/fs/bpf');
-  add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (needed only for pins; bridle agent mounts it)', fix: 'mount -t bpf bpf /sys/fs/bpf' });
+  add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (bridle mounts it when it starts: its pins keep sessions governed if bridle dies)', fix: 'mount -t bpf bpf /sys/fs/bpf' });
+  if (bpffs && isRoot) {
+    const orphans = reapOrphans({ dryRun: true });
+    const kept = orphans.kept.map((o) => `bridle ${o.pid} (${o.live} process(es))`).join(', ');
+    add({
+      name: 'orphaned-sessions',
+      ok: orphans.kept.length === 0,
+      detail: kept
+        ? `sessions of dead supervisors still governed by their pinned programs: ${kept}`
+        : `no sessions of a dead bridle${orphans.removed.length ? ` (${orphans.removed.length} finished pin set(s) are removed when bridle next starts)` : ''}`,
+      fix: 'they are removed once those processes exit and bridle starts again; to end them now, kill the processes (see the pids in their tag table: bpftool map dump pinned /sys/fs/bpf/bridle/<instance>/tags)',
+    });
+  }
   const cg = cgroup2Path();
   add({ name: 'cgroup2', ok: !!cg, detail: cg ? `mounted at ${cg}` : 'no cgroup v2 mount (network rules need it)', fix: 'mount -t cgroup2 none /sys/fs/cgroup/unified' });
   let lsmList = '';

@@ -76,7 +76,12 @@ export async function runCommand(o: RunOptions): Promise<number> {
     return status;
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
-    await sup.close();
+    const left = await sup.close();
+    if (left > 0) {
+      process.stderr.write(
+        `bridle: ${left} process(es) of the session are still running (started in the background); they stay governed in the kernel until they exit\n`,
+      );
+    }
     for (const s of sinks) if (!o.extraSinks?.includes(s)) await s.close?.();
   }
 }

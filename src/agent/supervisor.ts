@@ -10,6 +10,7 @@ import { TAG_MONITOR } from '../kernel/layout.js';
 import { compileExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { NetGuard } from './netguard.js';
+import { liveTagged, pinSupervisor, reapOrphans, stopAutoStart, unpinSupervisor, type ReapReport } from '../kernel/failclosed.js';
 
 export const DEFAULT_POLICY_ID = 1;
 
@@ -18,10 +19,19 @@ export class Supervisor {
   readonly warnings: string[] = [];
   /** Network reach (issue 3): absent when the host cannot attach cgroup programs (see warnings). */
   net: NetGuard | undefined;
+  /** The pin directory that keeps this supervisor's links attached if it dies (failclosed.ts). */
+  pins: string | undefined;
   private constructor(readonly sensor: Sensor) {}
 
   static open(tuning: { ringBytes?: number; maxPendingBytes?: number } = {}): Supervisor {
     let sup: Supervisor | undefined;
+    // Dead supervisors' pins whose sessions are over go first; the rest are said (failclosed.ts).
+    let orphans: ReapReport | undefined;
+    try {
+      orphans = reapOrphans();
+    } catch {
+      orphans = undefined; // no bpffs yet: nothing pinned
+    }
     const sensor = Sensor.open({
       ...tuning,
       onRecord: (r) => sup?.engine.handle(r),
@@ -34,6 +44,16 @@ export class Supervisor {
       sup.net = NetGuard.open(sensor, sup.engine, sup.warnings);
     } catch (err) {
       sup.warnings.push(`network rules not enforced: ${(err as Error).message}`);
+    }
+    try {
+      sup.pins = pinSupervisor(sup.net ? [sensor, sup.net.net] : [sensor], sensor);
+    } catch (err) {
+      sup.warnings.push(`links not pinned, so sessions would run ungoverned if bridle died: ${(err as Error).message}`);
+    }
+    for (const o of orphans?.kept ?? []) {
+      sup.warnings.push(
+        `bridle ${o.pid} died with ${o.live} session process(es) alive: its pinned programs still govern them (${o.instance}); they are removed once those exit`,
+      );
     }
     return sup;
   }
@@ -163,8 +183,22 @@ export class Supervisor {
     return fresh;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Detaches everything, unless processes of its sessions are still alive: then the pins stay, so those
+   * go on being governed in the kernel until they exit (failclosed.ts), and no new session starts.
+   * Returns how many processes are left governed that way.
+   */
+  async close(): Promise<number> {
+    let left = 0;
+    if (this.pins && !this.sensor.isClosed) {
+      left = liveTagged(this.sensor.map('tags'));
+      if (left > 0) stopAutoStart(this.sensor);
+      // Unpinned first otherwise: the links then detach as they are closed.
+      else unpinSupervisor(this.pins);
+    }
+    this.pins = undefined;
     await this.net?.close();
     await this.sensor.close();
+    return left;
   }
 }

@@ -1,5 +1,6 @@
 // What the process sensor and the net sensor have in common: one loaded BPF object, the links it made,
 // one ring buffer, per-CPU counters, and a close() that drains the ring buffer before it detaches.
+import { join } from 'node:path';
 import type { BpfLink, BpfMap, BpfObject, RingBuffer } from './binding.js';
 
 export abstract class LoadedObject {
@@ -11,8 +12,20 @@ export abstract class LoadedObject {
 
   protected constructor(readonly obj: BpfObject) {}
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   map(name: string): BpfMap {
     return this.obj.map(name);
+  }
+
+  /**
+   * Pins every link as <dir>/<prefix>-<n>-<program>: they then stay attached after this process exits,
+   * until the pins are removed (failclosed.ts).
+   */
+  pinLinks(dir: string, prefix: string): void {
+    this.links.forEach((l, i) => l.pin(join(dir, `${prefix}-${i}-${this.attached[i] ?? 'link'}`)));
   }
 
   /** Sum over CPUs of slot `index` of a per-CPU array of u64 counters. */

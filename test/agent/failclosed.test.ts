@@ -1,0 +1,154 @@
+// Fail closed: a session that kills its supervisor (here, root killing `bridle run`) stays governed by the
+// pinned programs; a dead supervisor's pins are reaped only once nothing it tagged is alive.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { waitFor } from '../../src/agent/run.js';
+import { Supervisor } from '../../src/agent/supervisor.js';
+import { openPinnedMap } from '../../src/kernel/binding.js';
+import { BPFFS } from '../../src/kernel/bpffs.js';
+import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
+import { BIN, loadedProgramIds, tempDir } from '../helpers/kernel.js';
+import { tcpServer } from '../net/helpers.js';
+
+const pinDirOf = (pid: number): string | undefined => {
+  try {
+    return readdirSync(join(BPFFS, 'bridle')).find((n) => n.startsWith(`sup-${pid}-`));
+  } catch {
+    return undefined;
+  }
+};
+
+const alive = (pid: number): boolean => startTicks(pid) !== undefined;
+
+/** Cleanup even when a test fails: bridle and the session process (by pid), then the pins they left. */
+async function endThenReap(bridle: ChildProcess, session: number): Promise<void> {
+  if (bridle.exitCode === null && bridle.signalCode === null) bridle.kill('SIGKILL');
+  if (session && alive(session)) process.kill(session, 'SIGKILL');
+  await waitFor(() => !session || !alive(session), 5000);
+  // children of the session process (a `sleep` of its loop) may take a moment more to go
+  await waitFor(() => reapOrphans().kept.every((o) => o.pid !== bridle.pid), 3000);
+}
+
+test('a supervisor pins its links while it runs and removes the pins when it closes', async () => {
+  const sup = Supervisor.open();
+  try {
+    const dir = pinDirOf(process.pid);
+    assert.ok(dir, 'pin directory of this supervisor');
+    const pins = readdirSync(join(BPFFS, 'bridle', dir));
+    assert.ok(pins.includes('tags'), 'tag table pinned');
+    assert.ok(pins.some((p) => p.endsWith('-bridle_exec')), `exec hook pinned (${pins.join(', ')})`);
+    if (sup.net) assert.ok(pins.some((p) => p.includes('connect4')), 'network hooks pinned');
+    assert.deepEqual(reapOrphans().removed.filter((n) => n === dir), [], 'a live supervisor is never reaped');
+  } finally {
+    await sup.close();
+  }
+  assert.equal(pinDirOf(process.pid), undefined, 'no pins left after close');
+});
+
+test('a session that kills bridle stays governed in the kernel; the pins go once the session is over', async (t) => {
+  const dir = tempDir(t);
+  const allowed = await tcpServer(t, '127.0.0.1');
+  const denied = await tcpServer(t, '127.0.0.2');
+  const before = loadedProgramIds();
+  const policy = join(dir, 'p.yaml');
+  writeFileSync(
+    policy,
+    `version: 1
+name: failclosed
+agents: [{ name: fake-agent, match: { exe: [bridle-test-fake-agent] } }]
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+network:
+  default: deny
+  allow: [{ cidr: 127.0.0.1/32 }]
+`,
+  );
+  const out = join(dir, 'out');
+  // The session kills the supervisor ($PPID is `bridle run`), then tries a denied program and a denied
+  // connect, records what happened, and waits to be ended by the test.
+  const script = `echo $$ > ${dir}/pid; kill -9 $PPID; while kill -0 $PPID 2>/dev/null; do sleep 0.05; done
+wget --version >/dev/null 2>&1; echo "wget=$?" >> ${out}
+(exec 3<>/dev/tcp/127.0.0.1/${allowed}) 2>/dev/null; echo "allowed=$?" >> ${out}
+(exec 3<>/dev/tcp/127.0.0.2/${denied}) 2>> ${dir}/err; echo "denied=$?" >> ${out}
+echo done >> ${out}; exec sleep 60`;
+  const bridle = spawn(BIN, ['run', '--policy', policy, '--', '/bin/bash', '-c', script], { stdio: 'ignore' });
+  let session = 0;
+  t.after(() => endThenReap(bridle, session));
+  const died = new Promise<NodeJS.Signals | null>((res) => bridle.on('exit', (_c, s) => res(s)));
+  assert.equal(await died, 'SIGKILL', 'the session killed bridle');
+  assert.ok(await waitFor(() => existsSync(out) && readFileSync(out, 'utf8').includes('done'), 10_000), 'the session ran its script');
+  session = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  const lines = readFileSync(out, 'utf8').trim().split('\n');
+  assert.deepEqual(lines, ['wget=137', 'allowed=0', 'denied=1', 'done'], 'exec and network rules still hold after bridle died');
+  assert.match(readFileSync(join(dir, 'err'), 'utf8'), /not permitted/, 'the denied connect failed with EPERM');
+
+  // While the session lives, its dead supervisor's pins are kept, and it starts no new sessions.
+  const instance = pinDirOf(bridle.pid!);
+  assert.ok(instance, 'the dead supervisor left its pins');
+  const agentNames = (): number => {
+    const m = openPinnedMap(join(BPFFS, 'bridle', instance, 'agent_names'));
+    try {
+      return m.keys().length;
+    } finally {
+      m.close();
+    }
+  };
+  assert.ok(agentNames() > 0, 'the dead supervisor still had its agents: table');
+  const kept = reapOrphans();
+  assert.deepEqual(kept.removed, []);
+  const orphan = kept.kept.find((o) => o.instance === instance);
+  assert.equal(orphan?.pid, bridle.pid);
+  assert.ok((orphan?.live ?? 0) >= 1, 'the session process is counted as governed');
+  assert.ok(existsSync(join(BPFFS, 'bridle', instance)));
+  assert.equal(agentNames(), 0, 'a dead supervisor starts no new sessions');
+
+  // Once the session is over, the next reap removes the pins and the programs leave the kernel.
+  process.kill(session, 'SIGKILL');
+  assert.ok(await waitFor(() => !alive(session), 5000), 'the session process ended');
+  const gone = reapOrphans();
+  assert.ok(gone.removed.includes(instance), 'pins of the finished orphan removed');
+  assert.equal(pinDirOf(bridle.pid!), undefined);
+  // Programs are freed after an RCU grace period: give the kernel a moment.
+  await waitFor(() => [...loadedProgramIds()].every((id) => before.has(id)), 5000);
+  const left = [...loadedProgramIds()].filter((id) => !before.has(id));
+  assert.deepEqual(left, [], 'no program of the dead supervisor is still loaded');
+});
+
+test('processes a session leaves running when `bridle run` returns stay governed until they exit', async (t) => {
+  const dir = tempDir(t);
+  const policy = join(dir, 'p.yaml');
+  writeFileSync(policy, `version: 1
+name: leftover
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const out = join(dir, 'out');
+  // The command starts a background process in a new session and exits at once.
+  const bg = `echo $$ > ${dir}/pid; while [ ! -e ${dir}/go ]; do sleep 0.05; done; wget --version >/dev/null 2>&1; echo "wget=$?" > ${out}; exec sleep 60`;
+  const bridle = spawn(BIN, ['run', '--policy', policy, '--events', join(dir, 'events.ndjson'), '--', '/bin/sh', '-c', `setsid /bin/sh -c '${bg}' </dev/null >/dev/null 2>&1 & exit 0`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  bridle.stderr!.on('data', (d) => (stderr += d));
+  let leftover = 0;
+  t.after(() => endThenReap(bridle, leftover));
+  const code = await new Promise<number | null>((res) => bridle.on('exit', (c) => res(c)));
+  assert.equal(code, 0, stderr);
+  leftover = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  assert.ok(alive(leftover), 'the background process outlived bridle run');
+  assert.match(stderr, /bridle: \d+ process\(es\) of the session are still running/);
+  const instance = pinDirOf(bridle.pid!);
+  assert.ok(instance, 'bridle run kept its pins');
+  // Only now, with bridle gone, does the leftover try the denied program.
+  writeFileSync(join(dir, 'go'), '');
+  assert.ok(await waitFor(() => existsSync(out), 5000));
+  assert.equal(readFileSync(out, 'utf8').trim(), 'wget=137', 'still denied after bridle run returned');
+  process.kill(leftover, 'SIGKILL');
+  assert.ok(await waitFor(() => !alive(leftover), 5000));
+  assert.ok(reapOrphans().removed.includes(instance));
+});
