@@ -85,7 +85,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &a->policy);
 		nt.session = session_base + __sync_fetch_and_add(&session_seq, 1);
 		nt.policy = a->policy;
-		nt.flags = cfg ? cfg->flags : 0;
+		nt.flags = cfg ? (cfg->flags & BRIDLE_TAG_MONITOR) : 0;
 		nt.start = start;
 		bpf_map_update_elem(&tags, &tgid, &nt, BPF_ANY);
 		session_ref(nt.session, 1, nt.policy, nt.flags);
@@ -112,7 +112,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	struct decision d;
 	decide(&d, tag->policy, file, ev);
 	struct bridle_policy_cfg *pc = bpf_map_lookup_elem(&policies, &tag->policy);
-	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, ev->dev, ev->ino) : NULL;
+	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, BRIDLE_KEY_EXEC, ev->dev, ev->ino) : NULL;
 	if (d.verdict == BRIDLE_ALLOW && loader && (loader->action & BRIDLE_MARK_LOADER)) {
 		/* The dynamic loader run as a program: the program it maps next is decided like an exec. */
 		np.flags |= BRIDLE_F_LOADER;
@@ -177,19 +177,8 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
  * Guards: syscalls by which a session process could leave its session or rewrite bridle's state.
  * The caller is killed before the syscall returns (monitor mode only reports).
  */
-static __always_inline int guard(u32 what, u32 target)
+static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, struct bridle_tag *tag, u32 what, u32 target, u32 gen)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	struct bridle_tag *tag = tag_of(tgid, task);
-	if (!tag)
-		return 0;
-	if (target) {
-		/* acting on a process of the same session is that session's own business */
-		struct bridle_tag *other = bpf_map_lookup_elem(&tags, &target);
-		if (other && other->session == tag->session)
-			return 0;
-	}
 	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
 	if (verdict == BRIDLE_DENY)
 		bpf_send_signal(SIGKILL);
@@ -208,8 +197,107 @@ static __always_inline int guard(u32 what, u32 target)
 	ev->what = what;
 	ev->verdict = verdict;
 	ev->target = target;
+	ev->gen = gen;
+	ev->pad = 0;
 	bpf_ringbuf_submit(ev, rb_flags(true));
 	return 0;
+}
+
+static __always_inline int guard(u32 what, u32 target)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct bridle_tag *tag = tag_of(tgid, task);
+	if (!tag)
+		return 0;
+	if (target) {
+		/* acting on a process of the same session is that session's own business */
+		struct bridle_tag *other = bpf_map_lookup_elem(&tags, &target);
+		if (other && other->session == tag->session)
+			return 0;
+	}
+	return guard_refuse(task, tgid, tag, what, target, 0);
+}
+
+/*
+ * credentials.files.deny: a session process that opens a file the policy keeps from it (by identity, so
+ * hard links, symlinks, relative and /proc/<pid>/root paths are the same file; or anything beneath a denied
+ * directory) is killed before open() returns: it never holds the descriptor in user space. Decided on the
+ * descriptor the open made, so every way of naming the file comes to the same inode.
+ */
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* ret: what the open returned (a descriptor); fixed_slot: an io_uring open into a fixed file slot instead. */
+static __always_inline int cred_open(long ret, bool fixed_slot)
+{
+	if (ret < 0)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct bridle_tag *tag = tag_of(tgid, task);
+	if (!tag)
+		return 0;
+	u32 policy = tag->policy;
+	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
+	if (!cfg || !(cfg->flags & BRIDLE_CFG_CRED_FILES))
+		return 0;
+	u32 gen = cfg->gen;
+	if (fixed_slot)
+		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_FIXED_OPEN, 0, gen);
+	struct file *file = fd_file(task, ret);
+	if (!file)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct decision d = { .verdict = BRIDLE_ALLOW };
+	if (!consider(&d, ident_rule(&exec_ident, gen, BRIDLE_KEY_CRED, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
+		decide_dirs(&d, gen, BRIDLE_KEY_CRED, file);
+	if (d.verdict != BRIDLE_DENY)
+		return 0;
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
+}
+
+/* One program per system call that returns a new descriptor for a named file. */
+#define CRED_OPEN_EXIT(name, syscall)                                    \
+	SEC("tracepoint/syscalls/sys_exit_" #syscall)                    \
+	int name(struct trace_event_raw_sys_exit *ctx)                   \
+	{                                                                \
+		return cred_open(ctx->ret, false);                       \
+	}
+
+CRED_OPEN_EXIT(bridle_cred_openat, openat)
+CRED_OPEN_EXIT(bridle_cred_openat2, openat2)
+CRED_OPEN_EXIT(bridle_cred_open, open)
+CRED_OPEN_EXIT(bridle_cred_creat, creat)
+CRED_OPEN_EXIT(bridle_cred_open_by_handle, open_by_handle_at)
+
+/*
+ * io_uring opens bypass the system calls above. Their completion runs in a thread of the process that
+ * submitted them (the submitter, its io-wq workers or its SQPOLL thread share its file table), so an
+ * open into the descriptor table is decided like open(2). An open into a fixed file slot has no
+ * descriptor to look at; sessions with credential rules may not make one (fail closed).
+ */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(bridle_cred_uring, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+{
+	struct io_kiocb *r = req;
+	u8 op = BPF_CORE_READ(r, opcode);
+	bool open = op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) ||
+		    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2);
+	bool install = bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL) &&
+		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL);
+	if (!open && !install)
+		return 0;
+	struct io_open *o = (void *)&r->cmd;
+	return cred_open(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bpf")

@@ -7,5 +7,6 @@ cp /usr/bin/id /tmp/bridle-demo-id 2>/dev/null
 echo "agent: running a copy of id from /tmp (denied by dir)"; /tmp/bridle-demo-id >/dev/null 2>&1; echo "  -> status $?"
 rm -f /tmp/bridle-demo-id
 echo "agent: force-pushing (denied by argv)"; git push --force origin main >/dev/null 2>&1; echo "  -> status $?"
+echo "agent: reading /etc/shadow (denied by credentials.files.deny)"; cat /etc/shadow >/dev/null 2>&1; echo "  -> status $?"
 echo "agent: a subshell that runs date"; (sh -c 'date >/dev/null')
 echo "agent: done"

@@ -103,9 +103,15 @@ struct bridle_session {
 /* exec_ident key: a file by identity. dev is the kernel's s_dev (MAJOR<<20 | MINOR). */
 struct bridle_ident_key {
 	u32 policy; /* rule generation (bridle_policy_cfg.gen); 0 for agent identities */
-	u32 pad;
+	u32 kind;   /* enum bridle_key_kind: which rules the entry belongs to */
 	u64 dev;
 	u64 ino;
+};
+
+/* exec_ident / exec_dir hold two kinds of identity rules, told apart by bridle_ident_key.kind. */
+enum bridle_key_kind {
+	BRIDLE_KEY_EXEC = 0, /* exec: path / dir rules, agent identities */
+	BRIDLE_KEY_CRED = 1, /* credentials.files.deny: files (and everything beneath directories) a session may not open */
 };
 
 /* exec_argv key: FNV-1a 64 of "basename(argv0)\0argv1\0...argv[n-1]". */
@@ -134,8 +140,11 @@ struct bridle_policy_cfg {
 	u32 fileless_action;
 	u32 fileless_rule;
 	u32 default_rule;
-	u32 flags; /* BRIDLE_TAG_MONITOR */
+	u32 flags; /* BRIDLE_TAG_MONITOR, BRIDLE_CFG_CRED_FILES */
 };
+
+/* bridle_policy_cfg.flags beyond BRIDLE_TAG_MONITOR: the policy has credentials.files.deny rules. */
+#define BRIDLE_CFG_CRED_FILES (1u << 1)
 
 /* Agents that start sessions by themselves (key: FNV-1a 64 of the exe basename, or ident). */
 struct bridle_agent {
@@ -201,6 +210,8 @@ enum bridle_guard {
 	BRIDLE_GUARD_PTRACE = 2,      /* ptrace of a process outside the session: would run code untagged */
 	BRIDLE_GUARD_VM_WRITE = 3,    /* process_vm_writev into a process outside the session */
 	BRIDLE_GUARD_PIDFD_GETFD = 4, /* pidfd_getfd: taking another process's files */
+	BRIDLE_GUARD_CRED_FILE = 5,   /* opened a file credentials.files.deny names (target: rule id) */
+	BRIDLE_GUARD_URING_FIXED_OPEN = 6, /* io_uring open into a fixed file slot, which cannot be checked (sessions with credential rules) */
 };
 
 struct bridle_guard_ev {
@@ -210,7 +221,9 @@ struct bridle_guard_ev {
 	u32 pid;
 	u32 what; /* enum bridle_guard */
 	u32 verdict;
-	u32 target; /* the other process, when there is one */
+	u32 target; /* the other process, when there is one; the rule id for BRIDLE_GUARD_CRED_FILE */
+	u32 gen;    /* rule generation that decided (BRIDLE_GUARD_CRED_FILE) */
+	u32 pad;
 };
 
 /* One record per process from the task iterator (attach, seeding). */

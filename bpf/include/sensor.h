@@ -145,9 +145,9 @@ static __always_inline void fnv(u64 *h, u8 c)
 	*h *= FNV_PRIME;
 }
 
-static __always_inline struct bridle_rule *ident_rule(void *map, u32 policy, u64 dev, u64 ino)
+static __always_inline struct bridle_rule *ident_rule(void *map, u32 policy, u32 kind, u64 dev, u64 ino)
 {
-	struct bridle_ident_key k = { .policy = policy, .dev = dev, .ino = ino };
+	struct bridle_ident_key k = { .policy = policy, .kind = kind, .dev = dev, .ino = ino };
 	return bpf_map_lookup_elem(map, &k);
 }
 
@@ -177,8 +177,8 @@ static __always_inline bool consider(struct decision *d, struct bridle_rule *r, 
 	return false;
 }
 
-/* dir: rules: walk the file's ancestors, crossing mount points, up to BRIDLE_DIR_DEPTH levels. */
-static __always_inline bool decide_dirs(struct decision *d, u32 policy, struct file *file)
+/* dir: rules (of `kind`): walk the file's ancestors, crossing mount points, up to BRIDLE_DIR_DEPTH levels. */
+static __always_inline bool decide_dirs(struct decision *d, u32 policy, u32 kind, struct file *file)
 {
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct vfsmount *vmnt = BPF_CORE_READ(file, f_path.mnt);
@@ -201,7 +201,7 @@ static __always_inline bool decide_dirs(struct decision *d, u32 policy, struct f
 		struct inode *ino = BPF_CORE_READ(dentry, d_inode);
 		u64 dev = BPF_CORE_READ(ino, i_sb, s_dev);
 		u64 inr = BPF_CORE_READ(ino, i_ino);
-		if (consider(d, ident_rule(&exec_dir, policy, dev, inr), BRIDLE_RULE_DIR))
+		if (consider(d, ident_rule(&exec_dir, policy, kind, dev, inr), BRIDLE_RULE_DIR))
 			return true;
 	}
 	return false;
@@ -311,11 +311,11 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 		if (consider(d, &r, BRIDLE_RULE_FILELESS))
 			return;
 	}
-	if (consider(d, ident_rule(&exec_ident, gen, ev->dev, ev->ino), BRIDLE_RULE_PATH))
+	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ev->dev, ev->ino), BRIDLE_RULE_PATH))
 		return;
 	if (decide_argv(d, gen, ev))
 		return;
-	if (decide_dirs(d, gen, file))
+	if (decide_dirs(d, gen, BRIDLE_KEY_EXEC, file))
 		return;
 	if (d->have_allow)
 		return;

@@ -43,6 +43,8 @@ export function sessionTree(s: SessionInfo, tty: boolean): string {
       let mark = '';
       if (k.verdict === 'deny') mark = color(tty, 31, ` ✗ denied by ${k.rule}`);
       else if (k.verdict === 'would_deny') mark = color(tty, 33, ` ! would be denied by ${k.rule}`);
+      if (k.stopped?.verdict === 'deny') mark += color(tty, 31, ` ✗ stopped by ${k.stopped.rule}`);
+      else if (k.stopped?.verdict === 'would_deny') mark += color(tty, 33, ` ! would be stopped by ${k.stopped.rule}`);
       lines.push(`${prefix}${last ? '└─' : '├─'} [${k.pid}] ${[k.path, ...k.argv.slice(1)].join(' ')}${status ? ` (${status})` : ''}${mark}`);
       walk(k.execId, prefix + (last ? '   ' : '│  '));
     });

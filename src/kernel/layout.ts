@@ -19,6 +19,12 @@ export const FLAG = {
 } as const;
 
 export const TAG_MONITOR = 1;
+/** bridle_policy_cfg.flags: the policy has credentials.files.deny rules. */
+export const CFG_CRED_FILES = 1 << 1;
+/** bridle_ident_key.kind */
+export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
+/** enum bridle_guard values the engine treats apart. */
+export const GUARD_CRED_FILE = 5;
 export const MARK_LOADER = 0x100;
 export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
 
@@ -28,7 +34,7 @@ export const LAYOUT = {
   bridle_tag: { size: 24, fields: { session: 0, policy: 8, flags: 12, start: 16 } },
   bridle_proc: { size: 32, fields: { key: 0, parent_key: 8, parent_pid: 16, flags: 20, start: 24 } },
   bridle_session: { size: 16, fields: { live: 0, policy: 8, flags: 12 } },
-  bridle_ident_key: { size: 24, fields: { policy: 0, pad: 4, dev: 8, ino: 16 } },
+  bridle_ident_key: { size: 24, fields: { policy: 0, kind: 4, dev: 8, ino: 16 } },
   bridle_argv_key: { size: 16, fields: { policy: 0, nargs: 4, hash: 8 } },
   bridle_rule: { size: 8, fields: { action: 0, rule_id: 4 } },
   bridle_policy_cfg: {
@@ -47,7 +53,7 @@ export const LAYOUT = {
   },
   bridle_exit_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, ppid: 36, exit_code: 40, pad: 44 } },
   bridle_session_end_ev: { size: 32, fields: { hdr: 0, session: 16, pid: 24, pad: 28 } },
-  bridle_guard_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, target: 44 } },
+  bridle_guard_ev: { size: 56, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, target: 44, gen: 48, pad: 52 } },
   bridle_seed: { size: 40, fields: { pid: 0, ppid: 4, start: 8, uid: 16, pad: 20, comm: 24 } },
 } as const;
 
@@ -84,7 +90,7 @@ export interface RawExec {
 }
 export interface RawExit { type: 'exit'; ktime: bigint; session: bigint; key: bigint; pid: number; ppid: number; exitCode: number }
 export interface RawSessionEnd { type: 'session_end'; ktime: bigint; session: bigint; pid: number }
-export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number; target: number }
+export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number; target: number; gen: number }
 
 /** enum bridle_guard → (name, why it is refused). */
 export const GUARDS: Record<number, [string, string]> = {
@@ -92,6 +98,8 @@ export const GUARDS: Record<number, [string, string]> = {
   2: ['ptrace', 'a session process tried to ptrace a process outside its session (it could run code there untagged)'],
   3: ['process_vm_writev', 'a session process tried to write into the memory of a process outside its session'],
   4: ['pidfd_getfd', "a session process tried to take another process's file descriptors"],
+  5: ['credential_file', 'a session process opened a file its policy keeps from it (credentials.files.deny)'],
+  6: ['uring_fixed_open', 'a session process opened a file into an io_uring fixed slot, which bridle cannot check against credentials.files.deny'],
 };
 export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;
 
@@ -175,6 +183,7 @@ export function decode(b: Buffer): RawRecord | undefined {
         what: b.readUInt32LE(f.what),
         verdict: b.readUInt32LE(f.verdict),
         target: b.readUInt32LE(f.target),
+        gen: b.readUInt32LE(f.gen),
       };
     }
     default:

@@ -16,8 +16,13 @@ export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
 export type Backend = 'bpf-lsm' | 'sigkill';
 
 /** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
-const PROGRAMS = ['bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard'] as const;
-const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard']);
+/** credentials.files.deny: every system call that returns a new descriptor for a named file. */
+const CRED_PROGRAMS = ['bridle_cred_openat', 'bridle_cred_openat2', 'bridle_cred_open', 'bridle_cred_creat', 'bridle_cred_open_by_handle', 'bridle_cred_uring'];
+const PROGRAMS = [
+  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard',
+  ...CRED_PROGRAMS,
+] as const;
+const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard', ...CRED_PROGRAMS]);
 
 export interface SensorOptions {
   obj?: string;

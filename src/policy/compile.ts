@@ -1,8 +1,9 @@
 // Policy → kernel map entries. Pure: stats files for identities but touches no map; the sensor writes
 // the result under a fresh generation and switches to it with one map update.
-import { existsSync, realpathSync, statSync } from 'node:fs';
-import { basename } from 'node:path';
-import { LAYOUT, MARK_LOADER, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { CFG_CRED_FILES, KEY_KIND, LAYOUT, MARK_LOADER, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
 import type { Action, ExecRule, Policy } from './types.js';
 
 export interface Entry {
@@ -69,10 +70,11 @@ export function identity(path: string): { dev: bigint; ino: bigint } {
   return { dev: kernelDev(st.dev), ino: st.ino };
 }
 
-function identKey(gen: number, dev: bigint, ino: bigint): Buffer {
+function identKey(gen: number, dev: bigint, ino: bigint, kind: number = KEY_KIND.EXEC): Buffer {
   const f = LAYOUT.bridle_ident_key.fields;
   const b = Buffer.alloc(LAYOUT.bridle_ident_key.size);
   b.writeUInt32LE(gen, f.policy);
+  b.writeUInt32LE(kind, f.kind);
   b.writeBigUInt64LE(dev, f.dev);
   b.writeBigUInt64LE(ino, f.ino);
   return b;
@@ -133,6 +135,29 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       put(argv, key, action, ruleId);
     }
   }
+  // credentials.files.deny: the same identity tables under their own key kind, deny only. A directory
+  // is denied itself and everything beneath it. Entries that do not exist on this host are skipped.
+  let credRules = 0;
+  policy.credentials.files.deny.forEach((p, i) => {
+    const ruleId = rules.length;
+    rules.push({ id: `credentials.files.deny[${i}]`, text: `deny file ${p}` });
+    for (const abs of credentialPaths(p)) {
+      let st;
+      try {
+        st = statSync(abs, { bigint: true });
+      } catch {
+        continue;
+      }
+      const dev = kernelDev(st.dev);
+      put(ident, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      credRules++;
+      if (!st.isDirectory()) continue;
+      put(dirs, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      // The files in it by identity too: a hard link to one of them elsewhere is outside the directory.
+      for (const f of filesBeneath(abs, CRED_DIR_FILES)) put(ident, identKey(gen, f.dev, f.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+    }
+  });
+
   // Mark the dynamic loaders so the kernel decides the program they are asked to run.
   const seen = new Set<string>();
   for (const cand of LOADER_CANDIDATES) {
@@ -190,10 +215,69 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       filelessAction: actionCode(policy.exec.fileless),
       filelessRule: 1,
       defaultRule: 0,
-      flags: policy.mode === 'monitor' ? TAG_MONITOR : 0,
+      flags: (policy.mode === 'monitor' ? TAG_MONITOR : 0) | (credRules ? CFG_CRED_FILES : 0),
     },
     agents: { names, idents, list },
   };
+}
+
+/** Most files a credentials directory contributes by identity (a credentials directory is small). */
+const CRED_DIR_FILES = 4096;
+
+/** Identities of the regular files beneath `dir` (not following symlinks), at most `max`. */
+function filesBeneath(dir: string, max: number): Array<{ dev: bigint; ino: bigint }> {
+  const out: Array<{ dev: bigint; ino: bigint }> = [];
+  const walk = (d: string, depth: number): void => {
+    if (depth > 16) return;
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      if (out.length >= max) return;
+      const p = join(d, n);
+      let st;
+      try {
+        st = lstatSync(p, { bigint: true });
+      } catch {
+        continue;
+      }
+      if (st.isDirectory()) walk(p, depth + 1);
+      else if (st.isFile()) out.push({ dev: kernelDev(st.dev), ino: st.ino });
+    }
+  };
+  walk(dir, 0);
+  return out;
+}
+
+/** Home directories of the accounts a session may run as: root and regular users (uid 1000–65533). */
+export function homeDirs(passwd = '/etc/passwd'): string[] {
+  const out = new Set<string>([homedir()]);
+  let text = '';
+  try {
+    text = readFileSync(passwd, 'utf8');
+  } catch {
+    /* no passwd file: the supervisor's home only */
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    const uid = Number(f[2]);
+    const home = f[5];
+    if (!home || !home.startsWith('/') || home === '/') continue;
+    if (uid === 0 || (uid >= 1000 && uid < 65534)) out.add(home);
+  }
+  return [...out];
+}
+
+/**
+ * Where a credentials.files.deny entry is on this host: an absolute path as is; `~/x` under every home a
+ * session may run as (sessions are not always the supervisor's user).
+ */
+export function credentialPaths(p: string, homes: string[] = homeDirs()): string[] {
+  if (!p.startsWith('~/')) return [p];
+  return [...new Set(homes.map((h) => resolve(h, p.slice(2))))];
 }
 
 export function cfgValue(gen: number, c: CompiledExec['cfg']): Buffer {

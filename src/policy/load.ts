@@ -183,9 +183,19 @@ export function parsePolicy(text: string, file = '<policy>'): Policy {
   for (const v of envAllow) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*\*?$/.test(v)) ctx.error(envM.get('allow'), `credentials.env.allow: '${v}' is not a variable name (a trailing * is allowed)`);
   }
+  // Kept as written: `~/` means every session user's home, resolved when the policy is compiled.
+  const credFiles: string[] = [];
+  ctx.seq(filesM.get('deny'), 'credentials.files.deny').forEach((item, i) => {
+    const where = `credentials.files.deny[${i}]`;
+    const f = ctx.string(item, where);
+    if (f === undefined) return;
+    if (f === '~' || f === '~/') ctx.error(item, `${where}: '${f}' would deny whole home directories; name what in them (~/.ssh, ~/.aws)`);
+    else if (!isAbsolute(f) && !f.startsWith('~/')) ctx.error(item, `${where}: '${f}' must be an absolute path or start with ~/`);
+    else credFiles.push(f);
+  });
   const credentials = {
     env: { allow: envAllow },
-    files: { deny: ctx.stringList(filesM.get('deny'), 'credentials.files.deny').map(expandHome) },
+    files: { deny: credFiles },
   };
 
   const mcp = parseMcpSection(top.get('mcp'), ctx);

@@ -49,9 +49,14 @@ export function harness(t: TestContext, policyYaml: string): Harness {
   sup.engine.addSink({ emit: (e) => events.push(e) });
   t.after(async () => {
     await sup.close();
-    // every program this supervisor loaded is gone from the kernel (others' programs may come and go)
-    const loaded = loadedProgramIds();
-    const left = ours.filter((id) => loaded.has(id));
+    // every program this supervisor loaded is gone from the kernel (others' programs may come and go);
+    // some (tracing programs) are freed after a grace period, so give the kernel a moment
+    let left: number[] = [];
+    await waitFor(() => {
+      const loaded = loadedProgramIds();
+      left = ours.filter((id) => loaded.has(id));
+      return left.length === 0;
+    }, 2000);
     if (left.length) throw new Error(`BPF programs left loaded after the test: ids ${left.join(', ')}`);
   });
   sup.setPolicy(parsePolicy(policyYaml, 'test-policy.yaml'));

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parsePolicy, normalizeCidr } from '../../src/policy/load.js';
 import { PolicyError } from '../../src/policy/yamlctx.js';
-import { argvHash, fnv1a, kernelDev } from '../../src/policy/compile.js';
+import { argvHash, credentialPaths, fnv1a, homeDirs, kernelDev } from '../../src/policy/compile.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 function problems(text: string): string[] {
   try {
@@ -107,4 +110,44 @@ test('CIDRs are normalized; hashes match the kernel definitions', () => {
   // glibc st_dev encoding → kernel MKDEV(major, minor) = major << 20 | minor
   assert.equal(kernelDev(0x0801n), (8n << 20n) | 1n);
   assert.equal(kernelDev(0x10300n /* major 259 minor 0 */), (259n << 20n) | 0n);
+});
+
+test('credentials.files.deny: kept as written; ~/ means every session user home; bad entries are located', () => {
+  const p = parsePolicy(`version: 1
+name: c
+credentials:
+  files:
+    deny: [~/.ssh, /etc/bridle-test-secret]
+`, 'p.yaml');
+  assert.deepEqual(p.credentials.files.deny, ['~/.ssh', '/etc/bridle-test-secret']);
+  assert.deepEqual(problems(`version: 1
+name: c
+credentials:
+  files:
+    deny:
+      - "~"
+      - .aws/credentials
+`), [
+    "p.yaml:6:9: credentials.files.deny[0]: '~' would deny whole home directories; name what in them (~/.ssh, ~/.aws)",
+    "p.yaml:7:9: credentials.files.deny[1]: '.aws/credentials' must be an absolute path or start with ~/",
+  ]);
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-passwd-'));
+  try {
+    const passwd = join(dir, 'passwd');
+    writeFileSync(passwd, [
+      'root:x:0:0:root:/root:/bin/bash',
+      'daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin',
+      'alice:x:1000:1000::/home/alice:/bin/bash',
+      'bob:x:1001:1001::/home/bob:/bin/sh',
+      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
+      'svc:x:999:999::/:/usr/sbin/nologin',
+    ].join('\n'));
+    const homes = homeDirs(passwd);
+    for (const h of ['/root', '/home/alice', '/home/bob']) assert.ok(homes.includes(h), h);
+    for (const h of ['/usr/sbin', '/nonexistent', '/']) assert.ok(!homes.includes(h), `system account home ${h} is not a session home`);
+    assert.deepEqual(credentialPaths('~/.ssh', ['/root', '/home/alice']), ['/root/.ssh', '/home/alice/.ssh']);
+    assert.deepEqual(credentialPaths('/etc/x', ['/root']), ['/etc/x']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

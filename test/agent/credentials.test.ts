@@ -1,0 +1,104 @@
+// credentials.files.deny, decided in the real kernel: a session process that opens a denied file, by any
+// name, is killed before open() returns; untagged processes read the same files freely.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ViolationEvent } from '../../src/events/types.js';
+import { harness, tempDir } from '../helpers/kernel.js';
+
+const KILLED = 137;
+
+function secrets(dir: string): void {
+  mkdirSync(join(dir, 'secrets'));
+  writeFileSync(join(dir, 'secrets', 'key'), 'PRIVATE KEY\n');
+  writeFileSync(join(dir, 'token.txt'), 'ghp_secret\n');
+  writeFileSync(join(dir, 'other.txt'), 'fine\n');
+  symlinkSync(join(dir, 'token.txt'), join(dir, 'link'));
+  linkSync(join(dir, 'secrets', 'key'), join(dir, 'hard'));
+}
+
+const policy = (dir: string, mode = 'enforce') => `version: 1
+name: creds
+mode: ${mode}
+credentials:
+  files:
+    deny: [${join(dir, 'secrets')}, ${join(dir, 'token.txt')}]
+`;
+
+/** Each probe in its own process, so one kill does not end the others; prints name=status. */
+const probes = (d: string) =>
+  [
+    ['dir', `cat ${d}/secrets/key`],
+    ['file', `cat ${d}/token.txt`],
+    ['other', `cat ${d}/other.txt`],
+    ['symlink', `cat ${d}/link`],
+    ['hardlink', `cat ${d}/hard`],
+    ['relative', `cd ${d}/secrets && cat ./key`],
+    ['procroot', `cat /proc/self/root${d}/token.txt`],
+    ['listdir', `ls ${d}/secrets`],
+    ['python', `python3 -c "import sys; open(sys.argv[1]).read()" ${d}/token.txt`],
+  ]
+    .map(([name, cmd]) => `sh -c '${cmd}' >/dev/null 2>&1; echo "${name}=$?"`)
+    .join('\n');
+
+test('a session that opens a denied credential file, by any name, is killed before it can read it', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const h = harness(t, policy(dir));
+  const r = await h.run(['sh', '-c', probes(dir)]);
+  assert.equal(r.status, 0);
+  const got = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('=') as [string, string]));
+  assert.deepEqual(got, {
+    dir: `${KILLED}`, file: `${KILLED}`, other: '0', symlink: `${KILLED}`, hardlink: `${KILLED}`, relative: `${KILLED}`,
+    procroot: `${KILLED}`, listdir: `${KILLED}`, python: `${KILLED}`,
+  });
+  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'credential_file');
+  assert.equal(v.length, 8, 'one violation per refused open');
+  assert.ok(v.every((e) => e.verdict === 'deny'));
+  const rules = new Set(v.map((e) => e.rule));
+  assert.deepEqual([...rules].sort(), ['credentials.files.deny[0]', 'credentials.files.deny[1]']);
+  assert.match(v.find((e) => e.rule === 'credentials.files.deny[1]')!.detail ?? '', /token\.txt/);
+  // each violation names the process that opened the file
+  assert.ok(v.every((e) => r.events.some((x) => x.type === 'exec' && x.exec_id === e.exec_id)));
+  // untagged processes read the same files freely, while the policy is in force
+  const untagged = spawnSync('cat', [join(dir, 'token.txt'), join(dir, 'secrets', 'key')], { encoding: 'utf8' });
+  assert.equal(untagged.status, 0);
+  assert.equal(untagged.stdout, 'ghp_secret\nPRIVATE KEY\n');
+});
+
+test('monitor mode reports a credential file open as would_deny and lets it happen', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const h = harness(t, policy(dir, 'monitor'));
+  const r = await h.run(['sh', '-c', `cat ${dir}/token.txt`]);
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout, 'ghp_secret\n');
+  const v = r.events.find((e): e is ViolationEvent => e.type === 'violation' && e.what === 'credential_file');
+  assert.equal(v?.verdict, 'would_deny');
+  assert.equal(v?.rule, 'credentials.files.deny[1]');
+});
+
+test('io_uring opens of a denied credential file are decided too; fixed-slot opens are refused to such sessions', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const helper = join(dir, 'uring_open');
+  const cc = spawnSync('cc', ['-O2', '-o', helper, join(import.meta.dirname, 'fixtures', 'uring_open.c')], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  // untagged: both work
+  assert.equal(spawnSync(helper, [join(dir, 'token.txt')], { encoding: 'utf8' }).stdout, 'ghp_secret\n');
+  assert.equal(spawnSync(helper, [join(dir, 'token.txt'), 'fixed'], { encoding: 'utf8' }).stdout, 'fixed\n');
+  const h = harness(t, policy(dir));
+  const r = await h.run(['sh', '-c', [
+    `${helper} ${dir}/other.txt; echo "other=$?"`,
+    `${helper} ${dir}/token.txt >/dev/null; echo "denied=$?"`,
+    `${helper} ${dir}/other.txt fixed >/dev/null; echo "fixed=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `fine\nother=0\ndenied=${KILLED}\nfixed=${KILLED}\n`);
+  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation');
+  assert.deepEqual(v.map((e) => [e.what, e.rule]), [
+    ['credential_file', 'credentials.files.deny[1]'],
+    ['uring_fixed_open', 'builtin.no_uring_fixed_open'],
+  ]);
+});
