@@ -203,6 +203,15 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 	return 0;
 }
 
+/* Acting on a process of the same session (itself included) is that session's own business. */
+static __always_inline bool same_session(u32 tgid, struct bridle_tag *tag, u32 target)
+{
+	if (target == tgid)
+		return true;
+	struct bridle_tag *other = bpf_map_lookup_elem(&tags, &target);
+	return other && other->session == tag->session;
+}
+
 static __always_inline int guard(u32 what, u32 target)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -210,12 +219,8 @@ static __always_inline int guard(u32 what, u32 target)
 	struct bridle_tag *tag = tag_of(tgid, task);
 	if (!tag)
 		return 0;
-	if (target) {
-		/* acting on a process of the same session is that session's own business */
-		struct bridle_tag *other = bpf_map_lookup_elem(&tags, &target);
-		if (other && other->session == tag->session)
-			return 0;
-	}
+	if (target && same_session(tgid, tag, target))
+		return 0;
 	return guard_refuse(task, tgid, tag, what, target, 0);
 }
 
@@ -236,8 +241,38 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 	return f;
 }
 
+#define PROC_SUPER_MAGIC 0x9fa0
+
+/*
+ * /proc/<pid>/environ and /proc/<pid>/mem of a process outside the session: its environment holds the
+ * credentials `credentials.env.allow` kept out of the session, its memory everything else (and writing
+ * it runs code there, untagged). Opening them is refused like ptrace. Returns the guard, or 0.
+ */
+static __always_inline u32 proc_peek(struct file *file, struct inode *inode, u32 tgid, struct bridle_tag *tag, u32 *target)
+{
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != PROC_SUPER_MAGIC)
+		return 0;
+	char name[8] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	u32 what;
+	if (name[0] == 'e' && name[1] == 'n' && name[2] == 'v' && name[3] == 'i' && name[4] == 'r' && name[5] == 'o' && name[6] == 'n' && !name[7])
+		what = BRIDLE_GUARD_PROC_ENVIRON;
+	else if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && !name[3])
+		what = BRIDLE_GUARD_PROC_MEM;
+	else
+		return 0;
+	/* the process the file is about: its struct pid, then the task that has it, then that task's process */
+	struct proc_inode *pi = container_of(inode, struct proc_inode, vfs_inode);
+	struct hlist_node *first = BPF_CORE_READ(pi, pid, tasks[PIDTYPE_PID].first);
+	if (!first)
+		return 0; /* the process is gone: the open reads nothing */
+	struct task_struct *t = container_of(first, struct task_struct, pid_links[PIDTYPE_PID]);
+	*target = BPF_CORE_READ(t, tgid);
+	return same_session(tgid, tag, *target) ? 0 : what;
+}
+
 /* ret: what the open returned (a descriptor); fixed_slot: an io_uring open into a fixed file slot instead. */
-static __always_inline int cred_open(long ret, bool fixed_slot)
+static __always_inline int opened(long ret, bool fixed_slot)
 {
 	if (ret < 0)
 		return 0;
@@ -248,15 +283,20 @@ static __always_inline int cred_open(long ret, bool fixed_slot)
 		return 0;
 	u32 policy = tag->policy;
 	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
-	if (!cfg || !(cfg->flags & BRIDLE_CFG_CRED_FILES))
-		return 0;
-	u32 gen = cfg->gen;
+	bool cred = cfg && (cfg->flags & BRIDLE_CFG_CRED_FILES);
+	u32 gen = cfg ? cfg->gen : 0;
 	if (fixed_slot)
-		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_FIXED_OPEN, 0, gen);
+		return cred ? guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_FIXED_OPEN, 0, gen) : 0;
 	struct file *file = fd_file(task, ret);
 	if (!file)
 		return 0;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	u32 target = 0;
+	u32 peek = proc_peek(file, inode, tgid, tag, &target);
+	if (peek)
+		return guard_refuse(task, tgid, tag, peek, target, 0);
+	if (!cred)
+		return 0;
 	struct decision d = { .verdict = BRIDLE_ALLOW };
 	if (!consider(&d, ident_rule(&exec_ident, gen, BRIDLE_KEY_CRED, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		decide_dirs(&d, gen, BRIDLE_KEY_CRED, file);
@@ -265,19 +305,19 @@ static __always_inline int cred_open(long ret, bool fixed_slot)
 	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
 }
 
-/* One program per system call that returns a new descriptor for a named file. */
-#define CRED_OPEN_EXIT(name, syscall)                                    \
+/* One program per system call that returns a new descriptor for a named file (credentials, /proc peeks). */
+#define OPENED_EXIT(name, syscall)                                    \
 	SEC("tracepoint/syscalls/sys_exit_" #syscall)                    \
 	int name(struct trace_event_raw_sys_exit *ctx)                   \
 	{                                                                \
-		return cred_open(ctx->ret, false);                       \
+		return opened(ctx->ret, false);                          \
 	}
 
-CRED_OPEN_EXIT(bridle_cred_openat, openat)
-CRED_OPEN_EXIT(bridle_cred_openat2, openat2)
-CRED_OPEN_EXIT(bridle_cred_open, open)
-CRED_OPEN_EXIT(bridle_cred_creat, creat)
-CRED_OPEN_EXIT(bridle_cred_open_by_handle, open_by_handle_at)
+OPENED_EXIT(bridle_opened_openat, openat)
+OPENED_EXIT(bridle_opened_openat2, openat2)
+OPENED_EXIT(bridle_opened_open, open)
+OPENED_EXIT(bridle_opened_creat, creat)
+OPENED_EXIT(bridle_opened_by_handle, open_by_handle_at)
 
 /*
  * io_uring opens bypass the system calls above. Their completion runs in a thread of the process that
@@ -286,7 +326,7 @@ CRED_OPEN_EXIT(bridle_cred_open_by_handle, open_by_handle_at)
  * descriptor to look at; sessions with credential rules may not make one (fail closed).
  */
 SEC("tp_btf/io_uring_complete")
-int BPF_PROG(bridle_cred_uring, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+int BPF_PROG(bridle_opened_uring, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
 {
 	struct io_kiocb *r = req;
 	u8 op = BPF_CORE_READ(r, opcode);
@@ -297,7 +337,7 @@ int BPF_PROG(bridle_cred_uring, struct io_ring_ctx *ring, void *req, struct io_u
 	if (!open && !install)
 		return 0;
 	struct io_open *o = (void *)&r->cmd;
-	return cred_open(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0);
+	return opened(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bpf")
@@ -323,6 +363,12 @@ SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
 int bridle_vm_write_guard(struct trace_event_raw_sys_enter *ctx)
 {
 	return guard(BRIDLE_GUARD_VM_WRITE, (u32)ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_process_vm_readv")
+int bridle_vm_read_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard(BRIDLE_GUARD_VM_READ, (u32)ctx->args[0]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")

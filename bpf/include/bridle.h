@@ -212,6 +212,9 @@ enum bridle_guard {
 	BRIDLE_GUARD_PIDFD_GETFD = 4, /* pidfd_getfd: taking another process's files */
 	BRIDLE_GUARD_CRED_FILE = 5,   /* opened a file credentials.files.deny names (target: rule id) */
 	BRIDLE_GUARD_URING_FIXED_OPEN = 6, /* io_uring open into a fixed file slot, which cannot be checked (sessions with credential rules) */
+	BRIDLE_GUARD_VM_READ = 7,     /* process_vm_readv of a process outside the session: its secrets, its environment */
+	BRIDLE_GUARD_PROC_ENVIRON = 8, /* opened /proc/<pid>/environ of a process outside the session */
+	BRIDLE_GUARD_PROC_MEM = 9,    /* opened /proc/<pid>/mem of a process outside the session */
 };
 
 struct bridle_guard_ev {

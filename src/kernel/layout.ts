@@ -99,6 +99,9 @@ export const GUARDS: Record<number, [string, string]> = {
   3: ['process_vm_writev', 'a session process tried to write into the memory of a process outside its session'],
   4: ['pidfd_getfd', "a session process tried to take another process's file descriptors"],
   5: ['credential_file', 'a session process opened a file its policy keeps from it (credentials.files.deny)'],
+  7: ['process_vm_readv', 'a session process tried to read the memory of a process outside its session'],
+  8: ['proc_environ', 'a session process opened the environment (/proc/<pid>/environ) of a process outside its session'],
+  9: ['proc_mem', 'a session process opened the memory (/proc/<pid>/mem) of a process outside its session'],
   6: ['uring_fixed_open', 'a session process opened a file into an io_uring fixed slot, which bridle cannot check against credentials.files.deny'],
 };
 export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;

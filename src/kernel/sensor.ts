@@ -16,13 +16,13 @@ export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
 export type Backend = 'bpf-lsm' | 'sigkill';
 
 /** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
-/** credentials.files.deny: every system call that returns a new descriptor for a named file. */
-const CRED_PROGRAMS = ['bridle_cred_openat', 'bridle_cred_openat2', 'bridle_cred_open', 'bridle_cred_creat', 'bridle_cred_open_by_handle', 'bridle_cred_uring'];
+/** Every way to get a new descriptor for a named file: credentials.files.deny, and /proc peeks at other processes. */
+const OPENED_PROGRAMS = ['bridle_opened_openat', 'bridle_opened_openat2', 'bridle_opened_open', 'bridle_opened_creat', 'bridle_opened_by_handle', 'bridle_opened_uring'];
 const PROGRAMS = [
-  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard',
-  ...CRED_PROGRAMS,
+  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
+  ...OPENED_PROGRAMS,
 ] as const;
-const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_pidfd_getfd_guard', ...CRED_PROGRAMS]);
+const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', ...OPENED_PROGRAMS]);
 
 export interface SensorOptions {
   obj?: string;

@@ -1,7 +1,7 @@
 // Exec policy decided in the real kernel, for tagged sessions only.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, linkSync, symlinkSync } from 'node:fs';
+import { copyFileSync, linkSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { harness, tempDir, writeExecutable } from '../helpers/kernel.js';
@@ -289,6 +289,36 @@ exec: { default: allow }
   assert.equal(r.stdout, `ptrace=${KILLED}\nvmwrite=${KILLED}\nown=0\n`);
   const v = r.events.filter((e) => e.type === 'violation').map((e) => e.rule);
   assert.deepEqual(v, ['builtin.no_ptrace', 'builtin.no_process_vm_writev']);
+  assert.equal(victim.exitCode, null, 'the outside process is untouched');
+});
+
+test("a session process may not read another process's environment or memory (the credentials env.allow kept out)", async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  // an untagged process holding a secret in its environment
+  const victim = spawn('sleep', ['30'], { stdio: 'ignore', env: { ...process.env, BRIDLE_TEST_SECRET: 'hunter2' } });
+  t.after(() => void victim.kill('SIGKILL'));
+  const v = victim.pid!;
+  const r = await h.run([
+    'sh',
+    '-c',
+    [
+      `cat /proc/${v}/environ >/dev/null; echo "environ=$?"`,
+      `cat /proc/${v}/task/${v}/environ >/dev/null; echo "task_environ=$?"`,
+      `dd if=/proc/${v}/mem bs=1 count=1 >/dev/null 2>&1; echo "mem=$?"`,
+      `python3 -c "import ctypes; ctypes.CDLL(None).process_vm_readv(${v}, 0, 0, 0, 0, 0)"; echo "vmread=$?"`,
+      // its own environment, and a child's in the same session, are its own business
+      `cat /proc/self/environ >/dev/null; echo "self=$?"`,
+      `sleep 5 & c=$!; cat /proc/$c/environ >/dev/null; echo "child=$?"; kill $c`,
+    ].join('\n'),
+  ]);
+  assert.equal(r.stdout, `environ=${KILLED}\ntask_environ=${KILLED}\nmem=${KILLED}\nvmread=${KILLED}\nself=0\nchild=0\n`);
+  const rules = r.events.filter((e) => e.type === 'violation').map((e) => e.rule);
+  assert.deepEqual(rules, ['builtin.no_proc_environ', 'builtin.no_proc_environ', 'builtin.no_proc_mem', 'builtin.no_process_vm_readv']);
+  // untagged, the same read works (the secret is there to be kept)
+  assert.match(readFileSync(`/proc/${v}/environ`, 'latin1'), /BRIDLE_TEST_SECRET=hunter2/);
   assert.equal(victim.exitCode, null, 'the outside process is untouched');
 });
 
