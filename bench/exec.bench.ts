@@ -1,6 +1,13 @@
 // fork+exec of /bin/true in a loop, side by side in one run: no sensor; sensor loaded with the process
 // untagged; tagged under a 10-rule policy; tagged under a 100,000-rule policy. Rounds are interleaved
 // and the median of each configuration is compared, so drift on the machine hits all of them alike.
+// Then open+close of a file (every new descriptor is checked: credential files, /proc peeks): no sensor,
+// untagged, tagged without and with credentials.files.deny rules; and a system call that does nothing,
+// untagged, which shows what the syscall tracepoints cost every process on the host.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnHeld } from '../src/agent/spawn.js';
 import { Supervisor } from '../src/agent/supervisor.js';
 import type { Policy } from '../src/policy/types.js';
@@ -41,6 +48,64 @@ async function timeTagged(sup: Supervisor, policyId: number): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
+// ---- open+close ----
+
+const OPENS = Number(process.env.BENCH_OPENS ?? 200_000);
+
+function openHelper(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-bench-'));
+  const out = join(dir, 'openloop');
+  const cc = spawnSync('cc', ['-O2', '-o', out, join(import.meta.dirname, 'fixtures', 'openloop.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cc: ${cc.stderr}`);
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return out;
+}
+
+/** ns per open+close, untagged or as a session under `policyId`. */
+async function timeOpens(helper: string, sup?: Supervisor, policyId = 1, file = '/etc/hostname'): Promise<number> {
+  const argv = [helper, file, String(file === '-' ? OPENS * 4 : OPENS)];
+  const held = sup ? sup.run(argv, { policyId, stdio: 'pipe', env: ENV }).held : spawnHeld(argv, ENV, 'pipe');
+  if (!sup) held.release();
+  let out = '';
+  held.child.stdout!.on('data', (d) => (out += d));
+  const { status } = await held.exited;
+  if (status !== 0) throw new Error(`open loop failed: ${status}`);
+  return Number(out.trim());
+}
+
+async function openBench(): Promise<void> {
+  const helper = openHelper();
+  const res: Record<string, number[]> = { none: [], untagged: [], tagged: [], cred: [], nullNone: [], nullUntagged: [] };
+  const credPolicy = parsePolicy('version: 1\nname: cred\ncredentials:\n  files:\n    deny: [~/.ssh, ~/.aws, /etc/shadow]\n', 'bench.yaml');
+  for (let r = 0; r < ROUNDS; r++) {
+    res.none!.push(await timeOpens(helper));
+    res.nullNone!.push(await timeOpens(helper, undefined, 1, '-'));
+    const sup = Supervisor.open();
+    try {
+      sup.setPolicy(policyWith(10), 1);
+      sup.setPolicy(credPolicy, 2);
+      res.untagged!.push(await timeOpens(helper));
+      res.nullUntagged!.push(await timeOpens(helper, undefined, 1, '-'));
+      res.tagged!.push(await timeOpens(helper, sup, 1));
+      res.cred!.push(await timeOpens(helper, sup, 2));
+    } finally {
+      await sup.close();
+    }
+  }
+  console.log(`open bench: ${OPENS} open+close of /etc/hostname per run, ${ROUNDS} interleaved rounds`);
+  console.log(`  ${''.padEnd(34)} ${'median'.padStart(9)}  ratio   best-run ratio`);
+  const row = (name: string, key: string, baseKey = 'none') => {
+    const m = median(res[key]!);
+    console.log(`  ${name.padEnd(34)} ${m.toFixed(0).padStart(6)} ns  ${(m / median(res[baseKey]!)).toFixed(3)}   ${(Math.min(...res[key]!) / Math.min(...res[baseKey]!)).toFixed(3)}`);
+  };
+  row('no sensor', 'none');
+  row('sensor loaded, untagged', 'untagged');
+  row('tagged, no credential rules', 'tagged');
+  row('tagged, 3 credential rules', 'cred');
+  row('getppid(), no sensor', 'nullNone', 'nullNone');
+  row('getppid(), sensor loaded, untagged', 'nullUntagged', 'nullNone');
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
@@ -76,6 +141,7 @@ async function main() {
   row('tagged, 10 rules', 'tagged10', '(target ≤ 1.03)');
   row('tagged, 100,000 rules', 'tagged100k', '(target ≤ 1.03)');
   console.log(`  100,000 rules vs 10 rules: ratio ${(median(res.tagged100k!) / median(res.tagged10!)).toFixed(3)} median, ${(best(res.tagged100k!) / best(res.tagged10!)).toFixed(3)} best run (target ≤ 1.00 ± noise)`);
+  await openBench();
 }
 
 
