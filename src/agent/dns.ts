@@ -192,7 +192,7 @@ export class DnsResolver {
     const { addrs } = decoded && name ? answeredAddresses(name, decoded.answers ?? []) : { addrs: [] };
     let minTtl: number | undefined;
     if (hit?.action === 'allow' && addrs.length) {
-      const floor = this.o.minTtl ?? 10;
+      const floor = slot?.compiled.minTtl ?? this.o.minTtl ?? 10;
       for (const a of addrs) {
         const ttl = Math.max(a.ttl, floor);
         minTtl = minTtl === undefined ? ttl : Math.min(minTtl, ttl);

@@ -165,14 +165,16 @@ export function parsePolicy(text: string, file = '<policy>'): Policy {
       if (!isAbsolute(abs)) ctx.error(unixM.get(k), `network.unix.${k}: '${p}' must be an absolute path`);
       return abs;
     });
-  const dnsM = ctx.mapping(netM.get('dns'), 'network.dns', ['upstream']) ?? new Map();
+  const dnsM = ctx.mapping(netM.get('dns'), 'network.dns', ['upstream', 'min_ttl']) ?? new Map();
   const upstream = ctx.string(dnsM.get('upstream'), 'network.dns.upstream', { optional: true });
+  // how long (s) an answered address stays allowed at least, whatever TTL the answer gave
+  const minTtl = ctx.integer(dnsM.get('min_ttl'), 'network.dns.min_ttl', 1, 86_400);
   const network = {
     default: ctx.oneOf(netM.get('default'), 'network.default', ['allow', 'deny'] as const, 'allow'),
     allow: netRules('allow'),
     deny: netRules('deny'),
     unix: { deny: unixList('deny'), allow: unixList('allow') },
-    ...(upstream ? { dns: { upstream } } : {}),
+    ...(upstream || minTtl !== undefined ? { dns: { ...(upstream ? { upstream } : {}), ...(minTtl !== undefined ? { minTtl } : {}) } } : {}),
   };
 
   // credentials

@@ -83,6 +83,8 @@ export interface CompiledNet {
   cfg: { defaultAction: number; defaultRule: number; flags: number; unixDefault: number };
   /** Upstream resolver for this policy's sessions, if the policy names one. */
   upstream?: string;
+  /** network.dns.min_ttl, if the policy sets it. */
+  minTtl?: number;
 }
 
 /** bridle_net_cfg.flags: MONITOR; DNS: port-53 UDP goes to bridle's resolver; NAMES: host: rules decide, so DNS
@@ -330,6 +332,7 @@ export function compileNet(policy: Policy): CompiledNet {
       unixDefault: net.unix.allow.length ? DENY : ALLOW,
     },
     ...(net.dns?.upstream ? { upstream: net.dns.upstream } : {}),
+    ...(net.dns?.minTtl !== undefined ? { minTtl: net.dns.minTtl } : {}),
   };
 }
 

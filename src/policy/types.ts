@@ -50,7 +50,7 @@ export interface NetworkPolicy {
   deny: NetRule[];
   unix: { deny: string[]; allow: string[] };
   /** Upstream resolver for host: rules; default: the first nameserver in /etc/resolv.conf. */
-  dns?: { upstream?: string };
+  dns?: { upstream?: string; /** seconds an answered address stays allowed at least */ minTtl?: number };
 }
 
 export interface CredentialsPolicy {

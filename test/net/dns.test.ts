@@ -86,3 +86,32 @@ network:
   assert.equal(c?.rule, 'builtin.dns_tcp');
   assert.ok(up.queries.length >= 2);
 });
+
+test('host: an answered address closes again when its TTL (at least network.dns.min_ttl) runs out', async (t) => {
+  const port = await tcpServer(t, '127.0.0.7');
+  const up = await dnsServer(t, { 'api.example.test': { A: ['127.0.0.7'], ttl: 1 } });
+  const h = await netHarness(t, `version: 1
+name: net-ttl
+network:
+  default: deny
+  allow:
+    - host: api.example.test
+      ports: [${port}]
+  dns:
+    upstream: 127.0.0.1:${up.port}
+    min_ttl: 1
+`);
+  const r = await probe(h, [
+    'dns', 'api.example.test', '127.0.0.53',
+    'tcp', '127.0.0.7', `${port}`,
+    'sleep', '2.2',
+    'tcp', '127.0.0.7', `${port}`,
+    'dns', 'api.example.test', '127.0.0.53',
+    'tcp', '127.0.0.7', `${port}`,
+  ]);
+  assert.deepEqual(r.results, ['127.0.0.7', 'ok', 'EPERM', '127.0.0.7', 'ok'], 'allowed, expired, allowed again after a new answer');
+  assert.equal(dnsEvents(r.events)[0]?.ttl, 1);
+  const late = connects(r.events).filter((e) => e.proto === 'tcp')[1];
+  assert.equal(late?.verdict, 'deny');
+  assert.equal(late?.rule, 'network.default');
+});
