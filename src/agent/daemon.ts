@@ -11,7 +11,7 @@ import { serveControl, type ControlServer, type Handler, type Request } from './
 import { HOST } from './ids.js';
 import { sessionName } from './ids.js';
 import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
-import { reapOrphans } from '../kernel/failclosed.js';
+import { Adopter } from './adopt.js';
 
 export interface AgentOptions {
   policyFile: string;
@@ -32,12 +32,24 @@ export class Agent {
   private constructor(
     readonly sup: Supervisor,
     private o: AgentOptions,
+    private readonly adopter: Adopter,
   ) {}
 
   static async start(o: AgentOptions): Promise<Agent> {
     const policy = loadPolicyFile(o.policyFile); // throws PolicyError before anything is loaded
-    const sup = Supervisor.open();
-    const a = new Agent(sup, o);
+    // What sessions of a dead bridle did while nothing read their events comes first (adopt.ts); the
+    // pins of those that are over go once their events are delivered.
+    const adopter = new Adopter(o.sinks, o.log);
+    adopter.adopt();
+    await adopter.reap();
+    let sup: Supervisor;
+    try {
+      sup = Supervisor.open();
+    } catch (err) {
+      await adopter.close();
+      throw err;
+    }
+    const a = new Agent(sup, o, adopter);
     try {
       sup.engine.keepTrees = false; // a daemon runs for weeks: no per-session trees
       for (const s of o.sinks) sup.engine.addSink(s);
@@ -50,21 +62,22 @@ export class Agent {
       // losses in the kernel become events within a second
       a.lossTimer = setInterval(() => sup.reportLoss(), 1000);
       a.lossTimer.unref();
-      // pins of dead supervisors (failclosed.ts) go once their sessions are over
-      a.reapTimer = setInterval(() => a.reap(), 60_000);
+      // dead supervisors (failclosed.ts): their events are read, their pins go once their sessions are over
+      a.reapTimer = setInterval(() => void a.reap(), 60_000);
       a.reapTimer.unref();
     } catch (err) {
       await sup.close();
+      await adopter.close();
       throw err;
     }
     return a;
   }
 
-  /** Removes the pins of dead supervisors whose sessions are over, and says which it keeps. */
-  private reap(): void {
+  /** Reads the events of dead supervisors, and removes their pins once their sessions are over. */
+  private async reap(): Promise<void> {
     try {
-      const r = reapOrphans();
-      for (const i of r.removed) this.o.log(`removed the pins of a dead bridle (${i}): its sessions are over`);
+      this.adopter.adopt();
+      for (const i of await this.adopter.reap()) this.o.log(`removed the pins of a dead bridle (${i}): its sessions are over`);
     } catch (err) {
       this.o.log(`cannot check for pins of dead bridle supervisors: ${(err as Error).message}`);
     }
@@ -166,6 +179,7 @@ export class Agent {
     this.sup.reportLoss();
     await this.server?.close();
     await this.reports?.close();
+    await this.adopter.close();
     const left = await this.sup.close();
     if (left > 0) this.o.log(`${left} session process(es) still running stay governed in the kernel until they exit (pins under /sys/fs/bpf/bridle)`);
     for (const s of this.o.sinks) await s.close?.();

@@ -10,6 +10,7 @@ import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
 import type { RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
+import type { PinnedState } from '../kernel/failclosed.js';
 import { connectEvent, netRuleName, rawSocketDetail } from './netevents.js';
 
 export interface PolicySlot {
@@ -153,6 +154,31 @@ export class Engine {
     this.policies.set(slot.id, slot);
     this.execGens.set(gen, slot);
     if (netGen) this.netGens.set(netGen.gen, { compiled: netGen.compiled, name: slot.policy.name });
+  }
+
+  /** The rule tables by generation, for a successor that reads this engine's records (failclosed.ts). */
+  generations(): PinnedState {
+    const exec: PinnedState['exec'] = [];
+    for (const [gen, slot] of this.execGens.entries()) {
+      exec.push({ gen, id: slot.id, name: slot.policy.name, mode: slot.policy.mode, rules: slot.compiled.rules, agents: slot.compiled.agents.list });
+    }
+    const net: PinnedState['net'] = [];
+    for (const [gen, n] of this.netGens.entries()) net.push({ gen, name: n.name, rules: n.compiled.rules });
+    return { version: 1, exec, net };
+  }
+
+  /** Installs the rule tables of another engine's generations, to name the records it left (adopt.ts). */
+  adoptGenerations(state: PinnedState): void {
+    for (const g of state.exec) {
+      const slot = {
+        id: g.id,
+        policy: { name: g.name, mode: g.mode } as Policy,
+        compiled: { rules: g.rules, agents: { names: [], idents: [], list: g.agents } } as unknown as CompiledExec,
+      };
+      this.execGens.set(g.gen, slot);
+      this.policies.set(g.id, slot);
+    }
+    for (const g of state.net) this.netGens.set(g.gen, { name: g.name, compiled: { rules: g.rules } as unknown as CompiledNet });
   }
 
   /** The policy that decided a record: by its generation, else the one in force. */

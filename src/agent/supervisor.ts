@@ -10,7 +10,7 @@ import { TAG_MONITOR } from '../kernel/layout.js';
 import { compileExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { NetGuard } from './netguard.js';
-import { liveTagged, pinSupervisor, reapOrphans, stopAutoStart, unpinSupervisor, type ReapReport } from '../kernel/failclosed.js';
+import { liveTagged, pinSupervisor, reapOrphans, saveState, stopAutoStart, unpinSupervisor, type ReapReport } from '../kernel/failclosed.js';
 
 export const DEFAULT_POLICY_ID = 1;
 
@@ -68,6 +68,14 @@ export class Supervisor {
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
+    // a successor reading our pinned records after a crash names their rules from this
+    if (this.pins) {
+      try {
+        saveState(this.pins, this.engine.generations());
+      } catch (err) {
+        this.warnings.push(`cannot save the rule tables beside the pins: ${(err as Error).message}`);
+      }
+    }
   }
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {

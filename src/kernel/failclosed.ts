@@ -14,15 +14,74 @@
 // - a dead supervisor's pins are removed once no process it tagged is alive;
 // - until then they are kept, but its agent tables are emptied, so a dead supervisor starts no new
 //   sessions (those now belong to the live one).
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPinnedMap, type BpfMap } from './binding.js';
 import { BPFFS, bridlePinDir, removeBridlePinDir } from './bpffs.js';
 import { LAYOUT } from './layout.js';
 import type { LoadedObject } from './loaded.js';
 
-/** Maps pinned with the links: the tag table (who is still governed) and the auto-start tables. */
-export const PINNED_MAPS = ['tags', 'agent_names', 'agent_idents'] as const;
+/**
+ * Maps pinned with the links: the tag table (who is still governed), the auto-start tables, and the
+ * event ring buffer (what the sessions did after the supervisor died, for a successor to read).
+ */
+export const PINNED_MAPS = ['tags', 'agent_names', 'agent_idents', 'events'] as const;
+
+/**
+ * What a successor needs to name the rules in a dead supervisor's records: its policies by generation.
+ * Kept beside the pins, in /run/bridle/<instance>.json (records carry generations, not rule names).
+ */
+export const STATE_DIR = '/run/bridle';
+
+export interface PinnedState {
+  version: 1;
+  /** exec generations */
+  exec: Array<{ gen: number; id: number; name: string; mode: string; rules: Array<{ id: string; text: string }>; agents: Array<{ id: number; name: string }> }>;
+  /** network generations */
+  net: Array<{ gen: number; name: string; rules: Array<{ id: string; text: string }> }>;
+}
+
+const stateFile = (instance: string): string => join(STATE_DIR, `${instance}.json`);
+
+/** Writes the state of `instance` (atomically: a successor never reads half a file). */
+export function saveState(instance: string, state: PinnedState): void {
+  mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+  const tmp = `${stateFile(instance)}.tmp`;
+  writeFileSync(tmp, JSON.stringify(state), { mode: 0o600 });
+  renameSync(tmp, stateFile(instance));
+}
+
+export function loadState(instance: string): PinnedState | undefined {
+  try {
+    const s = JSON.parse(readFileSync(stateFile(instance), 'utf8')) as PinnedState;
+    return s.version === 1 ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pin directories of dead supervisors (whatever their sessions are doing). */
+export function deadInstances(): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(join(BPFFS, 'bridle'));
+  } catch {
+    return [];
+  }
+  return names.filter((n) => {
+    const m = INSTANCE.exec(n);
+    return m !== null && startTicks(Number(m[1])) !== BigInt(m[2]!);
+  });
+}
+
+/** The pinned map `name` of `instance`, or undefined. */
+export function openPinned(instance: string, name: (typeof PINNED_MAPS)[number]): BpfMap | undefined {
+  try {
+    return openPinnedMap(join(BPFFS, 'bridle', instance, name));
+  } catch {
+    return undefined;
+  }
+}
 
 /** USER_HZ: the unit of /proc/<pid>/stat start times on Linux (100 on every architecture's ABI). */
 const TICKS_PER_S = 100n;
@@ -67,9 +126,10 @@ export function pinSupervisor(objects: LoadedObject[], maps: LoadedObject): stri
   return instance;
 }
 
-/** Removes this supervisor's pins: its links then detach when it closes them. */
+/** Removes this supervisor's pins (its links then detach when it closes them) and its state. */
 export function unpinSupervisor(instance: string): void {
   removeBridlePinDir(instance);
+  rmSync(stateFile(instance), { force: true });
 }
 
 export interface Orphan {
@@ -118,44 +178,30 @@ const AUTO_START_MAPS = ['agent_names', 'agent_idents'] as const;
  */
 export function reapOrphans(opts: { dryRun?: boolean } = {}): ReapReport {
   const report: ReapReport = { removed: [], kept: [] };
-  let names: string[];
-  try {
-    names = readdirSync(join(BPFFS, 'bridle'));
-  } catch {
-    return report;
-  }
-  for (const instance of names) {
-    const m = INSTANCE.exec(instance);
-    if (!m) continue; // not a supervisor's (tests pin under other names)
-    const pid = Number(m[1]);
-    if (startTicks(pid) === BigInt(m[2]!)) continue; // its supervisor is alive
-    const dir = join(BPFFS, 'bridle', instance);
-    let live = 0;
-    try {
-      const tags = openPinnedMap(join(dir, 'tags'));
+  // only supervisors' directories (tests pin under other names), and only those of dead supervisors
+  for (const instance of deadInstances()) {
+    const pid = Number(INSTANCE.exec(instance)![1]);
+    let live = 0; // no tag table: nothing can be governed by it
+    const tags = openPinned(instance, 'tags');
+    if (tags) {
       try {
         live = liveTagged(tags);
       } finally {
         tags.close();
       }
-    } catch {
-      live = 0; // no tag table: nothing can be governed by it
     }
     if (live === 0) {
-      if (!opts.dryRun) removeBridlePinDir(instance);
+      if (!opts.dryRun) unpinSupervisor(instance);
       report.removed.push(instance);
       continue;
     }
     for (const name of opts.dryRun ? [] : AUTO_START_MAPS) {
+      const map = openPinned(instance, name);
+      if (!map) continue; // not pinned: nothing to stop
       try {
-        const map = openPinnedMap(join(dir, name));
-        try {
-          emptyMap(map);
-        } finally {
-          map.close();
-        }
-      } catch {
-        /* not pinned: nothing to stop */
+        emptyMap(map);
+      } finally {
+        map.close();
       }
     }
     report.kept.push({ instance, pid, live });

@@ -2,12 +2,13 @@
 // cannot use the socket, and a bad reload keeps the policy in force.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { PROBE } from '../net/helpers.js';
 import { BIN, tempDir } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
+import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
 
 /** The environment for bridle child processes, without the test runner's own variables. */
 function cleanEnv(): NodeJS.ProcessEnv {
@@ -45,7 +46,7 @@ async function startAgent(t: TestContext, dir: string): Promise<{ agent: ChildPr
   let err = '';
   agent.stderr!.on('data', (d) => (err += d));
   t.after(async () => {
-    if (agent.exitCode === null) {
+    if (agent.exitCode === null && agent.signalCode === null) {
       agent.kill('SIGTERM');
       await new Promise((r) => agent.once('exit', r));
     }
@@ -122,3 +123,42 @@ test('a session process reports tool calls; the agent stamps who sent them from 
   assert.equal(call.tool, 'echo');
   assert.ok(!evs.some((e) => e.path === '/fake'), 'a session process cannot report exec events');
 });
+
+test('kill -9 the agent: its session stays governed, and the next agent reads what the session did meanwhile', async (t) => {
+  const dir = tempDir(t);
+  const a = await startAgent(t, mkdirP(join(dir, 'a')));
+  const policy = join(dir, 'a', 'policy.yaml');
+  const script = `echo $$ > ${dir}/pid; while [ ! -e ${dir}/go ]; do sleep 0.05; done
+wget --version >/dev/null 2>&1; echo "wget=$?" > ${dir}/out; exec sleep 60`;
+  const run = spawn(BIN, ['run', '--policy', policy, '--', '/bin/sh', '-c', script], { stdio: 'ignore', env: a.env });
+  let session = 0;
+  t.after(async () => {
+    if (run.exitCode === null) run.kill('SIGKILL');
+    if (session && startTicks(session) !== undefined) process.kill(session, 'SIGKILL');
+    await waitFor(() => !session || startTicks(session) === undefined, 5000);
+    await waitFor(() => reapOrphans().kept.every((o) => o.pid !== a.agent.pid), 3000);
+  });
+  assert.ok(await waitFor(() => existsSync(join(dir, 'pid')), 10_000), 'the session started');
+  session = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  a.agent.kill('SIGKILL');
+  await new Promise((r) => a.agent.once('exit', r));
+  // with no agent alive, the session tries a denied program
+  writeFileSync(join(dir, 'go'), '');
+  assert.ok(await waitFor(() => existsSync(join(dir, 'out')), 5000));
+  assert.equal(readFileSync(join(dir, 'out'), 'utf8').trim(), 'wget=137', 'still denied with the agent dead');
+  // a new agent reads the dead one's ring buffer and ships it like its own events
+  const b = await startAgent(t, mkdirP(join(dir, 'b')));
+  const wget = (): Record<string, unknown> | undefined =>
+    readFileSync(b.events, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((e) => e.type === 'exec' && e.path === '/usr/bin/wget');
+  assert.ok(await waitFor(() => existsSync(b.events) && !!wget(), 10_000), 'the new agent reports the exec the session made while no agent ran');
+  assert.equal(wget()?.verdict, 'deny');
+  assert.equal(wget()?.rule, 'exec.deny[0]');
+  assert.equal(wget()?.policy, 'daemon-test');
+  assert.equal(wget()?.pid !== undefined && (wget()?.ppid as number) === session, true, 'the exec is the session process\'s child');
+});
+
+function mkdirP(d: string): string {
+  mkdirSync(d, { recursive: true });
+  return d;
+}

@@ -9,7 +9,9 @@ import { waitFor } from '../../src/agent/run.js';
 import { Supervisor } from '../../src/agent/supervisor.js';
 import { openPinnedMap } from '../../src/kernel/binding.js';
 import { BPFFS } from '../../src/kernel/bpffs.js';
-import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
+import { reapOrphans, startTicks, STATE_DIR } from '../../src/kernel/failclosed.js';
+import { Adopter } from '../../src/agent/adopt.js';
+import type { BridleEvent, ConnectEvent, ExecEvent } from '../../src/events/types.js';
 import { BIN, loadedProgramIds, tempDir } from '../helpers/kernel.js';
 import { tcpServer } from '../net/helpers.js';
 
@@ -106,11 +108,31 @@ echo done >> ${out}; exec sleep 60`;
   assert.ok(existsSync(join(BPFFS, 'bridle', instance)));
   assert.equal(agentNames(), 0, 'a dead supervisor starts no new sessions');
 
-  // Once the session is over, the next reap removes the pins and the programs leave the kernel.
+  // What the session did with nobody reading is in the pinned ring buffer: a successor reads it, with
+  // the rules named from the tables the dead supervisor saved.
+  const seen: BridleEvent[] = [];
+  const adopter = new Adopter([{ emit: (e) => seen.push(e) }]);
+  t.after(() => adopter.close());
+  assert.ok(adopter.adopt().includes(instance), 'the successor reads the dead supervisor\'s ring buffer');
+  const wgetEv = (): ExecEvent | undefined => seen.find((e): e is ExecEvent => e.type === 'exec' && e.path === '/usr/bin/wget');
+  const deniedEv = (): ConnectEvent | undefined => seen.find((e): e is ConnectEvent => e.type === 'connect' && e.daddr === '127.0.0.2');
+  assert.ok(await waitFor(() => !!wgetEv() && !!deniedEv(), 5000), `events recovered: ${seen.map((e) => e.type).join(', ')}`);
+  assert.equal(wgetEv()?.verdict, 'deny');
+  assert.equal(wgetEv()?.rule, 'exec.deny[0]');
+  assert.equal(wgetEv()?.policy, 'failclosed');
+  assert.equal(deniedEv()?.verdict, 'deny');
+  assert.equal(deniedEv()?.rule, 'network.default');
+  assert.equal(wgetEv()?.session, deniedEv()?.session);
+
+  // Once the session is over, the next reap delivers the rest, removes the pins, and the programs leave
+  // the kernel.
   process.kill(session, 'SIGKILL');
   assert.ok(await waitFor(() => !alive(session), 5000), 'the session process ended');
-  const gone = reapOrphans();
-  assert.ok(gone.removed.includes(instance), 'pins of the finished orphan removed');
+  assert.ok(await waitFor(() => seen.some((e) => e.type === 'exit' && e.pid === session), 5000), 'its exit is read too');
+  const gone = await adopter.reap();
+  assert.ok(gone.includes(instance), 'pins of the finished orphan removed');
+  assert.deepEqual(adopter.instances, []);
+  assert.ok(!existsSync(join(STATE_DIR, `${instance}.json`)), 'its saved rule tables go with the pins');
   assert.equal(pinDirOf(bridle.pid!), undefined);
   // Programs are freed after an RCU grace period: give the kernel a moment.
   await waitFor(() => [...loadedProgramIds()].every((id) => before.has(id)), 5000);

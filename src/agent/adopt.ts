@@ -1,0 +1,92 @@
+// What sessions did while no supervisor was there. A supervisor that dies leaves its links, its tag table
+// and its event ring buffer pinned (failclosed.ts): its sessions stay governed, and their records pile up
+// in that ring buffer. `bridle agent`, when it starts and once a minute, reads every dead supervisor's ring
+// buffer into its own sinks (so those events reach the collector too), naming rules from the tables the
+// dead supervisor saved beside its pins, and removes the pins once the ring buffer is drained and nothing
+// it tagged is alive. Killing bridle then neither frees a session nor hides what it did next (up to the
+// ring buffer's size; past it, the kernel counts the loss).
+import type { EventSink } from '../events/types.js';
+import { RingBuffer, type BpfMap } from '../kernel/binding.js';
+import { deadInstances, loadState, openPinned, reapOrphans } from '../kernel/failclosed.js';
+import { decode } from '../kernel/layout.js';
+import { decodeNet } from '../kernel/net.js';
+import { Engine } from './engine.js';
+
+interface Reading {
+  map: BpfMap;
+  rb: RingBuffer;
+}
+
+export class Adopter {
+  private reading = new Map<string, Reading>();
+
+  constructor(
+    private readonly sinks: EventSink[],
+    private readonly log: (msg: string) => void = () => {},
+  ) {}
+
+  /** Starts reading the ring buffer of every dead supervisor not read yet; returns their instances. */
+  adopt(): string[] {
+    const fresh: string[] = [];
+    for (const instance of deadInstances()) {
+      if (this.reading.has(instance)) continue;
+      const map = openPinned(instance, 'events');
+      if (!map) continue;
+      const engine = new Engine();
+      engine.keepTrees = false;
+      const state = loadState(instance);
+      if (state) engine.adoptGenerations(state);
+      for (const s of this.sinks) engine.addSink(s);
+      try {
+        const rb = new RingBuffer(map, (batch) => {
+          for (const buf of batch) {
+            const r = decode(buf);
+            if (r) engine.handle(r);
+            else {
+              const n = decodeNet(buf);
+              if (n) engine.handleNet(n);
+            }
+          }
+        });
+        this.reading.set(instance, { map, rb });
+      } catch (err) {
+        map.close();
+        this.log(`cannot read the events of a dead bridle (${instance}): ${(err as Error).message}`);
+        continue;
+      }
+      fresh.push(instance);
+      this.log(`reading the events a dead bridle left (${instance})${state ? '' : ': its rule tables are missing, rules are named by number'}`);
+    }
+    return fresh;
+  }
+
+  /**
+   * Delivers what the ring buffers of finished orphans hold, then removes their pins (reapOrphans).
+   * Returns the instances removed.
+   */
+  async reap(): Promise<string[]> {
+    for (const instance of reapOrphans({ dryRun: true }).removed) await this.release(instance);
+    const removed = reapOrphans().removed;
+    // another bridle may have reaped one we read: deliver the rest, then let it go
+    const gone = new Set(deadInstances());
+    for (const instance of [...this.reading.keys()]) if (!gone.has(instance)) await this.release(instance);
+    return removed;
+  }
+
+  /** Delivers what is left and stops reading (the pins stay). */
+  async close(): Promise<void> {
+    for (const instance of [...this.reading.keys()]) await this.release(instance);
+  }
+
+  get instances(): string[] {
+    return [...this.reading.keys()];
+  }
+
+  private async release(instance: string): Promise<void> {
+    const r = this.reading.get(instance);
+    if (!r) return;
+    this.reading.delete(instance);
+    await r.rb.close();
+    r.map.close();
+  }
+}
