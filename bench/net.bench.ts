@@ -1,5 +1,7 @@
 // Loopback TCP connect+close and unconnected UDP sendto in a loop, side by side in one run: no sensor;
-// sensor loaded, process untagged; tagged under a 10-rule network policy; tagged under a 100,000-rule one.
+// the parts of the untagged cost alone (the process sensor's system call tracepoints; cgroup programs that
+// decide nothing); sensor loaded, process untagged; tagged under a 10-rule network policy; tagged under a
+// 100,000-rule one.
 // The loops are a small C program (compiled at start) that times itself, so the numbers are the cost per
 // call and not of starting processes: wall time (what the targets are about) and the loop's own CPU time
 // (steadier when other work shares the machine). The peer is a separate process, the same for every
@@ -12,6 +14,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { sessionName } from '../src/agent/ids.js';
 import { Supervisor } from '../src/agent/supervisor.js';
+import { BpfObject } from '../src/kernel/binding.js';
+import { cgroup2Root } from '../src/kernel/net.js';
+import { Sensor } from '../src/kernel/sensor.js';
 import { normalizeCidr, parsePolicy } from '../src/policy/load.js';
 import type { NetRule, Policy, PortRange } from '../src/policy/types.js';
 
@@ -314,6 +319,10 @@ const spread = (xs: number[]) => {
 
 const CONFIGS = [
   ['none', 'no sensor', ''],
+  // What "untagged" is made of, each part alone: the process sensor's system call tracepoints (every
+  // system call takes the traced path), and cgroup programs that decide nothing (the hook itself).
+  ['tracepoints', 'process sensor only', '(part: syscall tracepoints)'],
+  ['emptyHook', 'empty cgroup programs', '(part: the cgroup hook)'],
   ['untagged', 'sensor loaded, untagged', '(target ≤ 1.01)'],
   ['tagged10', 'tagged, 10 rules', '(target ≤ 1.03)'],
   ['tagged100k', 'tagged, 100,000 rules', '(target ≤ 1.03)'],
@@ -338,6 +347,13 @@ async function main() {
     const bin = join(dir, 'netloop');
     const cc = spawnSync('cc', ['-O2', '-Wall', '-o', bin, join(dir, 'netloop.c')], { encoding: 'utf8' });
     if (cc.status !== 0) throw new Error(`cc failed: ${cc.stderr}`);
+    // the do-nothing cgroup programs, built like bpf/ (clang, CO-RE headers)
+    const hookObj = join(dir, 'hook.bpf.o');
+    const bpfInc = join(import.meta.dirname, '..', 'bpf', 'include');
+    const clang = spawnSync('clang', ['-g', '-O2', '-target', 'bpf', '-I', bpfInc, '-I', '/usr/include/x86_64-linux-gnu', '-c', join(import.meta.dirname, 'fixtures', 'hook.bpf.c'), '-o', hookObj], { encoding: 'utf8' });
+    if (clang.status !== 0) throw new Error(`clang failed: ${clang.stderr}`);
+    const cgroup = cgroup2Root();
+    if (!cgroup) throw new Error('no cgroup v2 mount');
     const srv = await startServer(bin);
     server = srv.child;
     const ports = srv.ports;
@@ -357,6 +373,20 @@ async function main() {
       if (f === undefined) unknownForeign = true;
       else if (f > 0) foreign++;
       await both('none', (loop) => runUntagged(bin, loop, ports[loop]));
+      const sensor = Sensor.open({ onRecord: () => {} });
+      try {
+        await both('tracepoints', (loop) => runUntagged(bin, loop, ports[loop]));
+      } finally {
+        await sensor.close();
+      }
+      const hook = BpfObject.open(hookObj);
+      try {
+        hook.load();
+        for (const name of ['bench_connect4', 'bench_sendmsg4']) hook.program(name).attachCgroup(cgroup);
+        await both('emptyHook', (loop) => runUntagged(bin, loop, ports[loop]));
+      } finally {
+        hook.close();
+      }
       const sup = Supervisor.open();
       try {
         if (!sup.net) throw new Error(`network sensor not open: ${sup.warnings.join('; ')}`);
