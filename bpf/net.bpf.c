@@ -974,11 +974,28 @@ static __always_inline void report_socket(struct bridle_tag *tag, u32 tgid, stru
 	report(tag, tgid, &d, BRIDLE_OP_SOCKET, verdict, &v);
 }
 
+#define BRIDLE_IPPROTO_MPTCP 262
+
+/*
+ * The inet sockets whose traffic the connect and sendmsg hooks decide: TCP and MPTCP streams, UDP
+ * datagrams. Any other kind would carry traffic past them: raw and ICMP sockets, and protocols whose
+ * connect runs no cgroup hook (UDP-Lite: a connected socket's datagrams are never decided; SCTP, L2TP/IP
+ * where the kernel has them). An allow list, so a protocol added to the kernel later is refused too.
+ */
+static __always_inline bool decided_by_hooks(u32 type, u32 proto)
+{
+	if (type == SOCK_STREAM)
+		return proto == 0 || proto == IPPROTO_TCP || proto == BRIDLE_IPPROTO_MPTCP;
+	if (type == SOCK_DGRAM)
+		return proto == 0 || proto == IPPROTO_UDP;
+	return false;
+}
+
 SEC("cgroup/sock_create")
 int bridle_sock_create(struct bpf_sock *sk)
 {
 	u32 type = sk->type & SOCK_TYPE_MASK, proto = sk->protocol;
-	if (type != SOCK_RAW && !(type == SOCK_DGRAM && (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)))
+	if (decided_by_hooks(type, proto))
 		return 1;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct bridle_tag *tag = caller_tag(tgid);

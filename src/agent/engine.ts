@@ -11,7 +11,7 @@ import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
 import type { RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
 import type { PinnedState } from '../kernel/failclosed.js';
-import { connectEvent, netRuleName, rawSocketDetail } from './netevents.js';
+import { connectEvent, rawSocketDetail, rawSocketRule } from './netevents.js';
 
 export interface PolicySlot {
   id: number;
@@ -269,7 +269,8 @@ export class Engine {
     const compiled = decided?.compiled;
     const name = decided?.name ?? this.policies.get(r.policy)?.policy.name ?? '';
     if (r.type === 'net' && r.op === NET_OP.SOCKET) {
-      const v = Object.assign(base, rawSocketDetail(r), { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule: netRuleName(compiled, r.ruleKind, r.ruleId), policy: name });
+      const sock = rawSocketDetail(r);
+      const v = Object.assign(base, sock, { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule: rawSocketRule(sock.what), policy: name });
       this.emit(v as ViolationEvent);
       return;
     }

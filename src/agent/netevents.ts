@@ -49,12 +49,18 @@ export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet 
 }
 
 const FAMILIES: Record<number, string> = { 2: 'AF_INET', 10: 'AF_INET6', 17: 'AF_PACKET' };
-const TYPES: Record<number, string> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 10: 'SOCK_PACKET' };
+const TYPES: Record<number, string> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 5: 'SOCK_SEQPACKET', 10: 'SOCK_PACKET' };
 
 /** A raw, ICMP or packet socket a session tried to open: what the violation event says. */
 export function rawSocketDetail(r: RawNet): { what: string; detail: string } {
   const family = r.rawFamily;
   const call = `socket(${FAMILIES[family] ?? family}, ${TYPES[r.dport] ?? r.dport}, ${r.proto})`;
-  const what = family === 17 ? 'packet_socket' : r.dport === 3 ? 'raw_socket' : 'icmp_socket';
+  const icmp = r.dport === 2 && (r.proto === 1 || r.proto === 58);
+  const what = family === 17 ? 'packet_socket' : r.dport === 3 ? 'raw_socket' : icmp ? 'icmp_socket' : 'uncovered_protocol';
   return { what, detail: `${call}: a session with a network policy may not open sockets that bypass its connect and send rules` };
+}
+
+/** The rule a refused socket names: raw, ICMP and packet sockets, or a protocol no hook decides. */
+export function rawSocketRule(what: string): string {
+  return what === 'uncovered_protocol' ? 'builtin.no_uncovered_protocol' : 'builtin.no_raw_socket';
 }

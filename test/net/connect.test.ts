@@ -318,6 +318,31 @@ network:
   assert.equal(spawnSync('python3', [PROBE, 'sock', 'raw', 'sock', 'packet'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
 });
 
+test('only sockets the connect and send hooks decide: UDP-Lite (whose connect no hook sees) is refused, MPTCP is decided like TCP', async (t) => {
+  const p1 = await tcpServer(t, '127.0.0.1');
+  const p2 = await tcpServer(t, '127.0.0.2');
+  const can = (kind: string) => spawnSync('python3', [PROBE, 'sock', kind], { encoding: 'utf8' }).stdout.trim() === 'ok';
+  const lite = can('udplite');
+  const mptcp = can('mptcp');
+  const h = await netHarness(t, `version: 1
+name: net-protocols
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await probe(h, [
+    ...(lite ? ['sock', 'udplite'] : []),
+    ...(mptcp ? ['mptcp', '127.0.0.1', `${p1}`, 'mptcp', '127.0.0.2', `${p2}`] : []),
+  ]);
+  assert.deepEqual(r.results, [...(lite ? ['EPERM'] : []), ...(mptcp ? ['ok', 'EPERM'] : [])]);
+  const v = r.events.filter((e) => e.type === 'violation') as unknown as { what: string; rule: string; detail: string }[];
+  if (lite) assert.ok(v.some((e) => e.what === 'uncovered_protocol' && e.rule === 'builtin.no_uncovered_protocol' && /SOCK_DGRAM, 136/.test(e.detail)), JSON.stringify(v));
+  if (mptcp) assert.ok(connects(r.events).some((e) => e.daddr === '127.0.0.2' && e.verdict === 'deny'), 'the MPTCP connect is reported like a TCP one');
+  // untagged: untouched
+  if (lite) assert.equal(spawnSync('python3', [PROBE, 'sock', 'udplite'], { encoding: 'utf8' }).stdout, 'ok\n');
+});
+
 test('one datagram socket alternating destinations: each send is decided for its own destination, and a policy update applies to the next send', async (t) => {
   const u1 = await udpEcho(t, '127.0.0.1');
   const u2 = await udpEcho(t, '127.0.0.2');
