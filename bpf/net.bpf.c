@@ -1021,7 +1021,13 @@ struct sys_enter_socket_args {
 SEC("tracepoint/syscalls/sys_enter_socket")
 int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 {
-	if (ctx->family != AF_PACKET)
+	/*
+	 * Families that carry no traffic past the hooks: unix (its own rules), inet (sock_create decides),
+	 * netlink (the kernel itself: interfaces, routes), alg (the kernel's crypto). Any other, packet
+	 * sockets, vsock to the hypervisor, TIPC, RDS, XDP, Bluetooth, CAN and those added later, would.
+	 */
+	u64 fam = ctx->family;
+	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == 16 /* AF_NETLINK */ || fam == 38 /* AF_ALG */)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct bridle_tag *tag = caller_tag(tgid);
@@ -1033,6 +1039,6 @@ int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 	u32 verdict = raw_verdict(tag, cfg);
 	if (verdict == BRIDLE_DENY)
 		bpf_send_signal(9);
-	report_socket(tag, tgid, cfg, AF_PACKET, ctx->type & SOCK_TYPE_MASK, ctx->protocol & 0xffff, verdict);
+	report_socket(tag, tgid, cfg, (u32)fam, ctx->type & SOCK_TYPE_MASK, ctx->protocol & 0xffff, verdict);
 	return 0;
 }

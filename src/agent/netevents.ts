@@ -48,7 +48,9 @@ export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet 
   });
 }
 
-const FAMILIES: Record<number, string> = { 2: 'AF_INET', 10: 'AF_INET6', 17: 'AF_PACKET' };
+const FAMILIES: Record<number, string> = {
+  2: 'AF_INET', 10: 'AF_INET6', 17: 'AF_PACKET', 21: 'AF_RDS', 29: 'AF_CAN', 30: 'AF_TIPC', 31: 'AF_BLUETOOTH', 40: 'AF_VSOCK', 44: 'AF_XDP',
+};
 const TYPES: Record<number, string> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 5: 'SOCK_SEQPACKET', 10: 'SOCK_PACKET' };
 
 /** A raw, ICMP or packet socket a session tried to open: what the violation event says. */
@@ -56,7 +58,8 @@ export function rawSocketDetail(r: RawNet): { what: string; detail: string } {
   const family = r.rawFamily;
   const call = `socket(${FAMILIES[family] ?? family}, ${TYPES[r.dport] ?? r.dport}, ${r.proto})`;
   const icmp = r.dport === 2 && (r.proto === 1 || r.proto === 58);
-  const what = family === 17 ? 'packet_socket' : r.dport === 3 ? 'raw_socket' : icmp ? 'icmp_socket' : 'uncovered_protocol';
+  const inet = family === 2 || family === 10;
+  const what = family === 17 ? 'packet_socket' : !inet ? 'uncovered_protocol' : r.dport === 3 ? 'raw_socket' : icmp ? 'icmp_socket' : 'uncovered_protocol';
   return { what, detail: `${call}: a session with a network policy may not open sockets that bypass its connect and send rules` };
 }
 

@@ -318,7 +318,7 @@ network:
   assert.equal(spawnSync('python3', [PROBE, 'sock', 'raw', 'sock', 'packet'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
 });
 
-test('only sockets the connect and send hooks decide: UDP-Lite (whose connect no hook sees) is refused, MPTCP is decided like TCP', async (t) => {
+test('only sockets the connect and send hooks decide: UDP-Lite (whose connect no hook sees) and vsock are refused, MPTCP is decided like TCP', async (t) => {
   const p1 = await tcpServer(t, '127.0.0.1');
   const p2 = await tcpServer(t, '127.0.0.2');
   const can = (kind: string) => spawnSync('python3', [PROBE, 'sock', kind], { encoding: 'utf8' }).stdout.trim() === 'ok';
@@ -341,6 +341,19 @@ network:
   if (mptcp) assert.ok(connects(r.events).some((e) => e.daddr === '127.0.0.2' && e.verdict === 'deny'), 'the MPTCP connect is reported like a TCP one');
   // untagged: untouched
   if (lite) assert.equal(spawnSync('python3', [PROBE, 'sock', 'udplite'], { encoding: 'utf8' }).stdout, 'ok\n');
+
+  // other families: netlink (the kernel's own) opens; vsock (to the hypervisor) is not inet, so the
+  // process is killed at socket(), like for packet sockets
+  const ok = await h.run(['python3', PROBE, 'sock', 'netlink']);
+  assert.equal(ok.stdout, 'ok\n');
+  if (can('vsock')) {
+    const vs = await h.run(['python3', PROBE, 'sock', 'vsock', 'sock', 'netlink']);
+    assert.equal(vs.status, 137);
+    assert.equal(vs.stdout, '');
+    const e = vs.events.find((x) => x.type === 'violation') as unknown as { what: string; rule: string; detail: string } | undefined;
+    assert.equal(e?.rule, 'builtin.no_uncovered_protocol');
+    assert.match(e?.detail ?? '', /AF_VSOCK/);
+  }
 });
 
 test('one datagram socket alternating destinations: each send is decided for its own destination, and a policy update applies to the next send', async (t) => {
