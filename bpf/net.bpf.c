@@ -348,10 +348,7 @@ static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest
 		return;
 	}
 	u64 id = bpf_get_current_pid_tgid();
-	ev->hdr.type = BRIDLE_EV_NET;
-	ev->hdr.flags = 0;
-	ev->hdr.size = sizeof(*ev);
-	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	hdr_fill(&ev->hdr, BRIDLE_EV_NET, sizeof(*ev));
 	ev->session = tag->session;
 	ev->key = caller_key(tgid);
 	ev->pid = tgid;
@@ -696,10 +693,7 @@ static __always_inline void unix_submit(struct bridle_unix_ev *src, struct bridl
 	}
 	__builtin_memcpy(ev, src, sizeof(*ev));
 	u64 id = bpf_get_current_pid_tgid();
-	ev->hdr.type = BRIDLE_EV_UNIX;
-	ev->hdr.flags = 0;
-	ev->hdr.size = sizeof(*ev);
-	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	hdr_fill(&ev->hdr, BRIDLE_EV_UNIX, sizeof(*ev));
 	ev->session = tag->session;
 	ev->key = caller_key(tgid);
 	ev->pid = tgid;

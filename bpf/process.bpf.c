@@ -126,6 +126,84 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	return 0;
 }
 
+/* The file behind descriptor `fd` of `task`, or NULL. */
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The caller's process, task and tag (NULL when it is in no session). */
+static __always_inline struct bridle_tag *current_tag(u32 *tgid, struct task_struct **task)
+{
+	*tgid = bpf_get_current_pid_tgid() >> 32;
+	*task = (struct task_struct *)bpf_get_current_task_btf();
+	return tag_of(*tgid, *task);
+}
+
+/* Reports (and in enforce mode kills) a session process for a guarded act; target and gen as the guard says. */
+static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, struct bridle_tag *tag, u32 what, u32 target, u32 gen)
+{
+	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+	if (verdict == BRIDLE_DENY)
+		bpf_send_signal(SIGKILL);
+	struct bridle_guard_ev *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_loss(BRIDLE_HOOK_GUARD);
+		return 0;
+	}
+	hdr_fill(&ev->hdr, BRIDLE_EV_GUARD, sizeof(*ev));
+	ev->session = tag->session;
+	ev->key = proc_key(tgid, task);
+	ev->pid = tgid;
+	ev->what = what;
+	ev->verdict = verdict;
+	ev->target = target;
+	ev->gen = gen;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, rb_flags(true));
+	return 0;
+}
+
+/*
+ * Code a session process maps executable (a shared library, LD_PRELOAD, dlopen, ctypes) is decided by the
+ * exec deny rules, by identity and directory, and by exec.fileless; allow rules and the default decide
+ * programs only (libraries come from everywhere a program's own do). Decided at mmap(PROT_EXEC) and at
+ * mprotect(PROT_EXEC) of a file's mapping; a denied mapping kills the process before the call returns,
+ * so none of that code runs.
+ */
+static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct bridle_tag *tag, struct file *file, bool shared)
+{
+	u32 policy = tag->policy;
+	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
+	if (!cfg)
+		return 0;
+	u32 gen = cfg->gen;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct decision d = { .verdict = BRIDLE_ALLOW };
+	if (BPF_CORE_READ(inode, __i_nlink) == 0) {
+		/*
+		 * A loader maps an object's segments private. A shared executable view of a memfd is how JITs
+		 * keep code write-xor-execute (.NET's double mapping), not a fileless program.
+		 */
+		if (cfg->fileless_action != BRIDLE_DENY || shared)
+			return 0;
+		d.verdict = BRIDLE_DENY;
+		d.rule_id = cfg->fileless_rule;
+	} else if (!consider(&d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)),
+			     BRIDLE_RULE_PATH)) {
+		decide_dirs(&d, gen, BRIDLE_KEY_EXEC, file);
+	}
+	if (d.verdict != BRIDLE_DENY)
+		return 0;
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_EXEC_MAP, d.rule_id, gen);
+}
+
 /*
  * Programs run through the dynamic loader (`ld.so /usr/bin/x`): the kernel only ever sees ld.so exec.
  * ld.so then maps the program with PROT_EXEC from an fd; that file (a kernel object, not a user path) is
@@ -140,21 +218,20 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 	if (fd < 0)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
-	if (!p || !(p->flags & BRIDLE_F_LOADER))
-		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	if (!p || !(p->flags & BRIDLE_F_LOADER)) {
+		/* an ordinary executable mapping: a library, LD_PRELOAD, dlopen */
+		struct bridle_tag *tag = tag_of(tgid, task);
+		struct file *file = tag ? fd_file(task, fd) : NULL;
+		return file ? exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED) : 0;
+	}
 	struct bridle_tag *tag = tag_of(tgid, task);
 	p->flags &= ~BRIDLE_F_LOADER;
 	if (!tag)
 		return 0;
 
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
-	if (fd >= max)
-		return 0;
-	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	struct file *file = fd_file(task, fd);
 	if (!file)
 		return 0;
 
@@ -177,31 +254,6 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
  * Guards: syscalls by which a session process could leave its session or rewrite bridle's state.
  * The caller is killed before the syscall returns (monitor mode only reports).
  */
-static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, struct bridle_tag *tag, u32 what, u32 target, u32 gen)
-{
-	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-	if (verdict == BRIDLE_DENY)
-		bpf_send_signal(SIGKILL);
-	struct bridle_guard_ev *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count_loss(BRIDLE_HOOK_GUARD);
-		return 0;
-	}
-	ev->hdr.type = BRIDLE_EV_GUARD;
-	ev->hdr.flags = 0;
-	ev->hdr.size = sizeof(*ev);
-	ev->hdr.ktime = bpf_ktime_get_boot_ns();
-	ev->session = tag->session;
-	ev->key = proc_key(tgid, task);
-	ev->pid = tgid;
-	ev->what = what;
-	ev->verdict = verdict;
-	ev->target = target;
-	ev->gen = gen;
-	ev->pad = 0;
-	bpf_ringbuf_submit(ev, rb_flags(true));
-	return 0;
-}
 
 /* Acting on a process of the same session (itself included) is that session's own business. */
 static __always_inline bool same_session(u32 tgid, struct bridle_tag *tag, u32 target)
@@ -214,9 +266,9 @@ static __always_inline bool same_session(u32 tgid, struct bridle_tag *tag, u32 t
 
 static __always_inline int guard(u32 what, u32 target)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	struct bridle_tag *tag = tag_of(tgid, task);
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
 	if (!tag)
 		return 0;
 	if (target && same_session(tgid, tag, target))
@@ -230,16 +282,6 @@ static __always_inline int guard(u32 what, u32 target)
  * directory) is killed before open() returns: it never holds the descriptor in user space. Decided on the
  * descriptor the open made, so every way of naming the file comes to the same inode.
  */
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
-{
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
-}
 
 #define PROC_SUPER_MAGIC 0x9fa0
 
@@ -276,9 +318,9 @@ static __always_inline int opened(long ret, bool fixed_slot)
 {
 	if (ret < 0)
 		return 0;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	struct bridle_tag *tag = tag_of(tgid, task);
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
 	if (!tag)
 		return 0;
 	u32 policy = tag->policy;
@@ -303,6 +345,46 @@ static __always_inline int opened(long ret, bool fixed_slot)
 	if (d.verdict != BRIDLE_DENY)
 		return 0;
 	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
+}
+
+struct vma_seen {
+	struct file *file;
+	bool shared;
+};
+
+static long vma_file(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct vma_seen *seen = data;
+	seen->file = BPF_CORE_READ(vma, vm_file);
+	seen->shared = BPF_CORE_READ(vma, vm_flags) & VM_SHARED;
+	return 0;
+}
+
+/* mprotect(PROT_EXEC) (and pkey_mprotect) on a file's mapping: the same decision as mmap(PROT_EXEC). */
+static __always_inline int exec_protect(u64 addr, u64 prot)
+{
+	if (!(prot & PROT_EXEC))
+		return 0;
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag)
+		return 0;
+	struct vma_seen seen = {};
+	bpf_find_vma(task, addr, vma_file, &seen, 0);
+	return seen.file ? exec_map(task, tgid, tag, seen.file, seen.shared) : 0; /* anonymous memory (a JIT) is not a file's code */
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int bridle_mprotect(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_protect(ctx->args[0], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pkey_mprotect")
+int bridle_pkey_mprotect(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_protect(ctx->args[0], ctx->args[2]);
 }
 
 /* One program per system call that returns a new descriptor for a named file (credentials, /proc peeks). */
@@ -391,10 +473,7 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	u64 session = tag->session;
 	struct bridle_exit_ev *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (ev) {
-		ev->hdr.type = BRIDLE_EV_EXIT;
-		ev->hdr.flags = 0;
-		ev->hdr.size = sizeof(*ev);
-		ev->hdr.ktime = bpf_ktime_get_boot_ns();
+		hdr_fill(&ev->hdr, BRIDLE_EV_EXIT, sizeof(*ev));
 		ev->session = session;
 		ev->key = proc_key(tgid, task);
 		ev->pid = tgid;
@@ -423,10 +502,7 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 		count_loss(BRIDLE_HOOK_EXIT);
 		return 0;
 	}
-	se->hdr.type = BRIDLE_EV_SESSION_END;
-	se->hdr.flags = 0;
-	se->hdr.size = sizeof(*se);
-	se->hdr.ktime = bpf_ktime_get_boot_ns();
+	hdr_fill(&se->hdr, BRIDLE_EV_SESSION_END, sizeof(*se));
 	se->session = session;
 	se->pid = tgid;
 	se->pad = 0;

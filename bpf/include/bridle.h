@@ -215,6 +215,7 @@ enum bridle_guard {
 	BRIDLE_GUARD_VM_READ = 7,     /* process_vm_readv of a process outside the session: its secrets, its environment */
 	BRIDLE_GUARD_PROC_ENVIRON = 8, /* opened /proc/<pid>/environ of a process outside the session */
 	BRIDLE_GUARD_PROC_MEM = 9,    /* opened /proc/<pid>/mem of a process outside the session */
+	BRIDLE_GUARD_EXEC_MAP = 10,   /* mapped a file's code a deny rule (or exec.fileless) names (target: rule id) */
 };
 
 struct bridle_guard_ev {

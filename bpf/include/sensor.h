@@ -13,6 +13,8 @@
 
 #define SIGKILL 9
 #define PROT_EXEC 0x4
+#define MAP_SHARED 0x01 /* MAP_SHARED_VALIDATE (0x03) has it too */
+#define VM_SHARED 0x8
 
 /* Set by the loader before load: size of the process table etc. live in map definitions. */
 const volatile u64 session_base = 1ULL << 62; /* kernel-made session ids start here */

@@ -68,4 +68,13 @@ static __always_inline u64 rb_wake(void *rb, bool urgent)
 	return BPF_RB_NO_WAKEUP;
 }
 
+/* The common header of a ring-buffer record, stamped now. */
+static __always_inline void hdr_fill(struct bridle_hdr *h, u16 type, u32 size)
+{
+	h->type = type;
+	h->flags = 0;
+	h->size = size;
+	h->ktime = bpf_ktime_get_boot_ns();
+}
+
 #endif

@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict, ViolationEvent } from '../events/types.js';
-import { FLAG, GUARD_CRED_FILE, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import { FLAG, GUARD_CRED_FILE, GUARD_EXEC_MAP, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
@@ -226,13 +226,14 @@ export class Engine {
       }
       case 'guard': {
         const [what, detail] = GUARDS[r.what] ?? [`guard#${r.what}`, 'a guarded syscall'];
-        if (r.what === GUARD_CRED_FILE) {
+        if (r.what === GUARD_CRED_FILE || r.what === GUARD_EXEC_MAP) {
           // target is the rule id, named by the generation that decided
           const sess = this.sessions.get(r.session);
           const slot = this.slotFor(sess?.policyId ?? 0, r.gen);
           const rule = slot?.compiled.rules[r.target];
+          const ruleId = rule?.id ?? `${r.what === GUARD_CRED_FILE ? 'credentials.files.deny' : 'exec'}#${r.target}`;
           const img = this.images.get(execId(r.pid, r.key));
-          if (img) img.stopped = { verdict: verdictName(r.verdict), rule: rule?.id ?? `credentials.files.deny#${r.target}` };
+          if (img) img.stopped = { verdict: verdictName(r.verdict), rule: ruleId };
           this.emit({
             ...this.base('violation', r.ktime, r.session, r.pid),
             exec_id: execId(r.pid, r.key),
@@ -240,7 +241,7 @@ export class Engine {
             what,
             detail: rule ? `${detail}: ${rule.text.replace(/^deny file /, '')}` : detail,
             verdict: verdictName(r.verdict),
-            rule: rule?.id ?? `credentials.files.deny#${r.target}`,
+            rule: ruleId,
           });
           return;
         }

@@ -19,10 +19,10 @@ export type Backend = 'bpf-lsm' | 'sigkill';
 /** Every way to get a new descriptor for a named file: credentials.files.deny, and /proc peeks at other processes. */
 const OPENED_PROGRAMS = ['bridle_opened_openat', 'bridle_opened_openat2', 'bridle_opened_open', 'bridle_opened_creat', 'bridle_opened_by_handle', 'bridle_opened_uring'];
 const PROGRAMS = [
-  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
+  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
   ...OPENED_PROGRAMS,
 ] as const;
-const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', ...OPENED_PROGRAMS]);
+const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', ...OPENED_PROGRAMS]);
 
 export interface SensorOptions {
   obj?: string;

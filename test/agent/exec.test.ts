@@ -1,11 +1,11 @@
 // Exec policy decided in the real kernel, for tagged sessions only.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, linkSync, readFileSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { harness, tempDir, writeExecutable } from '../helpers/kernel.js';
-import type { ExecEvent } from '../../src/events/types.js';
+import type { ExecEvent, ViolationEvent } from '../../src/events/types.js';
 import { waitFor } from '../../src/agent/run.js';
 
 const KILLED = 128 + 9;
@@ -352,4 +352,53 @@ exec:
   assert.ok(swaps > 20, `swapped ${swaps} times`);
   assert.equal(r.stdout, 'ran=0\n', 'wget never ran: no moment without a policy');
   assert.ok(h.execs((e) => e.path === '/usr/bin/wget').every((e) => e.verdict === 'deny'));
+});
+
+test('code mapped from a denied place never runs: LD_PRELOAD, dlopen, mprotect(PROT_EXEC), a fileless library; a JIT double mapping does', async (t) => {
+  const denied = tempDir(t, 'bridle-denied-');
+  const ok = tempDir(t, 'bridle-ok-');
+  const marks = tempDir(t, 'bridle-marks-');
+  // a library whose constructor leaves a mark: if the mark exists, its code ran
+  const src = join(ok, 'lib.c');
+  writeFileSync(src, `#include <stdio.h>\n#include <stdlib.h>\n__attribute__((constructor)) static void ran(void) { const char *m = getenv("MARK"); if (m) { FILE *f = fopen(m, "w"); if (f) fclose(f); } }\n`);
+  for (const d of [denied, ok]) {
+    const cc = spawnSync('cc', ['-shared', '-fPIC', '-o', join(d, 'lib.so'), src], { encoding: 'utf8' });
+    assert.equal(cc.status, 0, cc.stderr);
+  }
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ dir: ${denied} }]
+`);
+  const mark = (name: string) => join(marks, name);
+  const py = (code: string) => `python3 -c "import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); ${code}"`;
+  const r = await h.run([
+    'sh',
+    '-c',
+    [
+      `MARK=${mark('preload')} LD_PRELOAD=${denied}/lib.so /usr/bin/true; echo "preload=$?"`,
+      `MARK=${mark('allowed')} LD_PRELOAD=${ok}/lib.so /usr/bin/true; echo "allowed=$?"`,
+      `MARK=${mark('dlopen')} ${py(`ctypes.CDLL('${denied}/lib.so')`)}; echo "dlopen=$?"`,
+      // map it readable only, then make it executable
+      py(
+        `libc.mmap.restype = ctypes.c_void_p; fd = os.open('${denied}/lib.so', os.O_RDONLY); a = libc.mmap(None, 4096, 1, 2, fd, 0); ` +
+          `r = libc.mprotect(ctypes.c_void_p(a), 4096, 5); print('mprotect returned', r)`,
+      ) + `; echo "mprotect=$?"`,
+      // the same library with no file at all: a memfd, loaded through /proc/self/fd
+      `MARK=${mark('memfd')} ${py(`fd = os.memfd_create('x'); os.write(fd, open('${ok}/lib.so', 'rb').read()); ctypes.CDLL('/proc/self/fd/%d' % fd)`)}; echo "memfd=$?"`,
+      // a JIT's write-xor-execute double mapping: a shared executable view of a memfd is not a program
+      py(`libc.mmap.restype = ctypes.c_void_p; fd = os.memfd_create('jit'); os.write(fd, bytes(4096)); a = libc.mmap(None, 4096, 5, 1, fd, 0); sys.exit(0 if a not in (None, 2**64 - 1) else 1)`) + `; echo "jit=$?"`,
+    ].join('\n'),
+  ]);
+  assert.equal(r.stdout, `preload=${KILLED}\nallowed=0\ndlopen=${KILLED}\nmprotect=${KILLED}\nmemfd=${KILLED}\njit=0\n`, r.stderr);
+  assert.ok(existsSync(mark('allowed')), 'a library from an allowed place runs');
+  for (const m of ['preload', 'dlopen', 'memfd']) assert.ok(!existsSync(mark(m)), `no code of the denied library ran (${m})`);
+  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'exec_mapping');
+  assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.fileless']);
+  assert.ok(v.every((e) => e.verdict === 'deny'));
+  // untagged, the same preload runs
+  const out = spawnSync('/usr/bin/true', [], { env: { ...process.env, MARK: mark('untagged'), LD_PRELOAD: join(denied, 'lib.so') } });
+  assert.equal(out.status, 0);
+  assert.ok(existsSync(mark('untagged')));
 });
