@@ -16,6 +16,43 @@ char LICENSE[] SEC("license") = "GPL";
 
 #include "sensor.h"
 
+/*
+ * #! scripts: the exec is decided on the interpreter (bprm->file), and the script's own file is gone by
+ * then. The interpreter reads the script by opening it; its first open of a file with the script's name
+ * is the script, which is then decided by the exec deny rules (and exec.fileless) before it is read.
+ * Key: tgid; value: FNV-1a of the first 63 bytes of the script's base name.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, u64);
+} script_wait SEC(".maps");
+
+#define SCRIPT_NAME_MAX 63
+
+struct script_walk {
+	u64 h;
+	u32 len;
+	u32 n; /* bytes of the current path component hashed */
+};
+
+static long script_name_step(u32 i, struct script_walk *w)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || i >= w->len)
+		return 1;
+	u8 c = ev->filename[i & (BRIDLE_NAME_MAX - 1)];
+	if (c == '/') {
+		w->h = FNV_OFF;
+		w->n = 0;
+	} else if (w->n < SCRIPT_NAME_MAX) {
+		w->h = (w->h ^ c) * FNV_PRIME;
+		w->n++;
+	}
+	return 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -102,11 +139,15 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 
 	const char *interp = BPF_CORE_READ(bprm, interp);
 	const char *fname = BPF_CORE_READ(bprm, filename);
+	bpf_map_delete_elem(&script_wait, &tgid);
 	if (interp != fname) {
 		/* #! script: bprm->file is the interpreter that will run; the event names both */
 		long n = bpf_probe_read_kernel_str(ev->interp, sizeof(ev->interp), interp);
 		ev->interp_len = n > 0 ? n - 1 : 0;
 		ev->flags |= BRIDLE_F_SCRIPT;
+		struct script_walk sw = { .h = FNV_OFF, .len = ev->filename_len };
+		bpf_loop(BRIDLE_NAME_MAX, script_name_step, &sw, 0);
+		bpf_map_update_elem(&script_wait, &tgid, &sw.h, BPF_ANY);
 	}
 
 	struct decision d;
@@ -177,7 +218,7 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
  * mprotect(PROT_EXEC) of a file's mapping; a denied mapping kills the process before the call returns,
  * so none of that code runs.
  */
-static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct bridle_tag *tag, struct file *file, bool shared)
+static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct bridle_tag *tag, struct file *file, bool shared, u32 what)
 {
 	u32 policy = tag->policy;
 	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
@@ -201,7 +242,7 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 	}
 	if (d.verdict != BRIDLE_DENY)
 		return 0;
-	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_EXEC_MAP, d.rule_id, gen);
+	return guard_refuse(task, tgid, tag, what, d.rule_id, gen);
 }
 
 /*
@@ -224,7 +265,7 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 		/* an ordinary executable mapping: a library, LD_PRELOAD, dlopen */
 		struct bridle_tag *tag = tag_of(tgid, task);
 		struct file *file = tag ? fd_file(task, fd) : NULL;
-		return file ? exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED) : 0;
+		return file ? exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED, BRIDLE_GUARD_EXEC_MAP) : 0;
 	}
 	struct bridle_tag *tag = tag_of(tgid, task);
 	p->flags &= ~BRIDLE_F_LOADER;
@@ -313,6 +354,20 @@ static __always_inline u32 proc_peek(struct file *file, struct inode *inode, u32
 	return same_session(tgid, tag, *target) ? 0 : what;
 }
 
+/* FNV-1a of the first SCRIPT_NAME_MAX bytes of a file's name, as script_name_step hashes a path's last part. */
+static __always_inline u64 script_name(struct file *file)
+{
+	char name[SCRIPT_NAME_MAX + 1] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	u64 h = FNV_OFF;
+	for (int i = 0; i < SCRIPT_NAME_MAX; i++) {
+		if (!name[i])
+			break;
+		h = (h ^ (u8)name[i]) * FNV_PRIME;
+	}
+	return h;
+}
+
 /* ret: what the open returned (a descriptor); fixed_slot: an io_uring open into a fixed file slot instead. */
 static __always_inline int opened(long ret, bool fixed_slot)
 {
@@ -337,6 +392,11 @@ static __always_inline int opened(long ret, bool fixed_slot)
 	u32 peek = proc_peek(file, inode, tgid, tag, &target);
 	if (peek)
 		return guard_refuse(task, tgid, tag, peek, target, 0);
+	u64 *want = bpf_map_lookup_elem(&script_wait, &tgid);
+	if (want && script_name(file) == *want) {
+		bpf_map_delete_elem(&script_wait, &tgid);
+		return exec_map(task, tgid, tag, file, false, BRIDLE_GUARD_SCRIPT);
+	}
 	if (!cred)
 		return 0;
 	struct decision d = { .verdict = BRIDLE_ALLOW };
@@ -372,7 +432,7 @@ static __always_inline int exec_protect(u64 addr, u64 prot)
 		return 0;
 	struct vma_seen seen = {};
 	bpf_find_vma(task, addr, vma_file, &seen, 0);
-	return seen.file ? exec_map(task, tgid, tag, seen.file, seen.shared) : 0; /* anonymous memory (a JIT) is not a file's code */
+	return seen.file ? exec_map(task, tgid, tag, seen.file, seen.shared, BRIDLE_GUARD_EXEC_MAP) : 0; /* anonymous memory (a JIT) is not a file's code */
 }
 
 SEC("tracepoint/syscalls/sys_enter_mprotect")
@@ -490,6 +550,7 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	}
 	bpf_map_delete_elem(&procs, &tgid);
 	bpf_map_delete_elem(&tags, &tgid);
+	bpf_map_delete_elem(&script_wait, &tgid);
 
 	struct bridle_session *s = bpf_map_lookup_elem(&sessions, &session);
 	if (!s)

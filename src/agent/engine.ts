@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict, ViolationEvent } from '../events/types.js';
-import { FLAG, GUARD_CRED_FILE, GUARD_EXEC_MAP, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import { FLAG, GUARD_CRED_FILE, GUARD_EXEC_MAP, GUARD_SCRIPT, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
@@ -226,7 +226,7 @@ export class Engine {
       }
       case 'guard': {
         const [what, detail] = GUARDS[r.what] ?? [`guard#${r.what}`, 'a guarded syscall'];
-        if (r.what === GUARD_CRED_FILE || r.what === GUARD_EXEC_MAP) {
+        if (r.what === GUARD_CRED_FILE || r.what === GUARD_EXEC_MAP || r.what === GUARD_SCRIPT) {
           // target is the rule id, named by the generation that decided
           const sess = this.sessions.get(r.session);
           const slot = this.slotFor(sess?.policyId ?? 0, r.gen);

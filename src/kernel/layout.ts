@@ -26,6 +26,7 @@ export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
 /** enum bridle_guard values whose target is the deciding rule's id (named by the record's generation). */
 export const GUARD_CRED_FILE = 5;
 export const GUARD_EXEC_MAP = 10;
+export const GUARD_SCRIPT = 11;
 export const MARK_LOADER = 0x100;
 export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
 
@@ -104,6 +105,7 @@ export const GUARDS: Record<number, [string, string]> = {
   8: ['proc_environ', 'a session process opened the environment (/proc/<pid>/environ) of a process outside its session'],
   9: ['proc_mem', 'a session process opened the memory (/proc/<pid>/mem) of a process outside its session'],
   10: ['exec_mapping', 'a session process mapped code an exec rule denies (a library, LD_PRELOAD, dlopen, a fileless object)'],
+  11: ['script', 'a session process ran a #! script an exec rule denies (its interpreter is allowed; the script is not)'],
   6: ['uring_fixed_open', 'a session process opened a file into an io_uring fixed slot, which bridle cannot check against credentials.files.deny'],
 };
 export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;
