@@ -31,28 +31,6 @@ struct {
 
 #define SCRIPT_NAME_MAX 63
 
-struct script_walk {
-	u64 h;
-	u32 len;
-	u32 n; /* bytes of the current path component hashed */
-};
-
-static long script_name_step(u32 i, struct script_walk *w)
-{
-	struct bridle_exec_ev *ev = scratch_ev();
-	if (!ev || i >= w->len)
-		return 1;
-	u8 c = ev->filename[i & (BRIDLE_NAME_MAX - 1)];
-	if (c == '/') {
-		w->h = FNV_OFF;
-		w->n = 0;
-	} else if (w->n < SCRIPT_NAME_MAX) {
-		w->h = (w->h ^ c) * FNV_PRIME;
-		w->n++;
-	}
-	return 0;
-}
-
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -145,9 +123,9 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		long n = bpf_probe_read_kernel_str(ev->interp, sizeof(ev->interp), interp);
 		ev->interp_len = n > 0 ? n - 1 : 0;
 		ev->flags |= BRIDLE_F_SCRIPT;
-		struct script_walk sw = { .h = FNV_OFF, .len = ev->filename_len };
-		bpf_loop(BRIDLE_NAME_MAX, script_name_step, &sw, 0);
-		bpf_map_update_elem(&script_wait, &tgid, &sw.h, BPF_ANY);
+		struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
+		bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
+		bpf_map_update_elem(&script_wait, &tgid, &nw.h, BPF_ANY);
 	}
 
 	struct decision d;
@@ -354,7 +332,7 @@ static __always_inline u32 proc_peek(struct file *file, struct inode *inode, u32
 	return same_session(tgid, tag, *target) ? 0 : what;
 }
 
-/* FNV-1a of the first SCRIPT_NAME_MAX bytes of a file's name, as script_name_step hashes a path's last part. */
+/* FNV-1a of the first SCRIPT_NAME_MAX bytes of a file's name, as basename_step hashes a path's last part. */
 static __always_inline u64 script_name(struct file *file)
 {
 	char name[SCRIPT_NAME_MAX + 1] = {};

@@ -354,9 +354,12 @@ static __always_inline void fill_args(struct bridle_exec_ev *ev, struct task_str
 		ev->args_len = len;
 }
 
+/* FNV-1a of the last component of ev->filename, of at most `max` bytes of it. */
 struct name_walk {
 	u64 h;
 	u32 len;
+	u32 n; /* bytes of the current component hashed */
+	u32 max;
 };
 
 static long basename_step(u32 i, struct name_walk *w)
@@ -367,10 +370,11 @@ static long basename_step(u32 i, struct name_walk *w)
 	u8 c = ev->filename[i & (BRIDLE_NAME_MAX - 1)];
 	if (c == '/') {
 		w->h = FNV_OFF;
-		return 0;
+		w->n = 0;
+	} else if (w->n < w->max) {
+		w->h = (w->h ^ c) * FNV_PRIME;
+		w->n++;
 	}
-	w->h ^= c;
-	w->h *= FNV_PRIME;
 	return 0;
 }
 
@@ -407,7 +411,7 @@ static long word_step(u32 i, struct word_walk *w)
 /* Does this exec start a session? Matches agents: by basename (or identity) and required argv words. */
 static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *ev, struct task_struct *task)
 {
-	struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len };
+	struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len, .max = BRIDLE_NAME_MAX };
 	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 	u64 h = nw.h;
 	struct bridle_agent *a = bpf_map_lookup_elem(&agent_names, &h);
