@@ -117,7 +117,10 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 
 	const char *interp = BPF_CORE_READ(bprm, interp);
 	const char *fname = BPF_CORE_READ(bprm, filename);
-	bpf_map_delete_elem(&script_wait, &tgid);
+	/*
+	 * A pending script stays pending through later execs of the same process: `#!/usr/bin/env sh` runs
+	 * env, which execs sh, which opens the script.
+	 */
 	if (interp != fname) {
 		/* #! script: bprm->file is the interpreter that will run; the event names both */
 		long n = bpf_probe_read_kernel_str(ev->interp, sizeof(ev->interp), interp);

@@ -173,13 +173,14 @@ exec:
   assert.equal(push?.rule, 'exec.deny[1]');
 });
 
-test('a #! script a deny rule names does not run, though its interpreter is allowed (by any name the interpreter opens)', async (t) => {
+test('a #! script a deny rule names does not run, though its interpreter is allowed (direct, relative, a same-named link, #!/usr/bin/env)', async (t) => {
   const denied = tempDir(t, 'bridle-denied-');
   const elsewhere = tempDir(t, 'bridle-ok-');
   const marks = tempDir(t, 'bridle-marks-');
   const script = writeExecutable(join(denied, 'fetch.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   symlinkSync(script, join(elsewhere, 'fetch.sh'));
   const fine = writeExecutable(join(elsewhere, 'fine.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
+  const viaEnv = writeExecutable(join(denied, 'env.sh'), `#!/usr/bin/env sh\ntouch ${marks}/$1\n`);
   const h = harness(t, `version: 1
 name: t
 exec:
@@ -190,13 +191,14 @@ exec:
     `${script} direct; echo "direct=$?"`,
     `${join(elsewhere, 'fetch.sh')} link; echo "link=$?"`,
     `cd ${denied} && ./fetch.sh relative; echo "relative=$?"`,
+    `${viaEnv} env; echo "env=$?"`,
     `${fine} fine; echo "fine=$?"`,
   ].join('\n')]);
-  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrelative=${KILLED}\nfine=0\n`, r.stderr);
-  for (const m of ['direct', 'link', 'relative']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
+  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
+  for (const m of ['direct', 'link', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
   assert.ok(existsSync(join(marks, 'fine')));
   const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'script');
-  assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]']);
+  assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]']);
   // the exec event still names both: the script, and the interpreter it was decided on
   assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
 });
