@@ -115,6 +115,10 @@ async function runThroughAgent(client: ControlClient, policy: Policy, o: RunOpti
       } else if (ev.type === 'exit') {
         const img = info.images.get(ev.exec_id);
         if (img) img.exit = { ...(ev.exit_code !== undefined ? { code: ev.exit_code } : {}), ...(ev.signal ? { signal: ev.signal } : {}) };
+      } else if (ev.type === 'violation' && ev.rule) {
+        // a guard that stopped the process after its exec (a credential file, a denied library or script)
+        const img = info.images.get(ev.exec_id);
+        if (img && ev.verdict && ev.verdict !== 'allow') img.stopped = { verdict: ev.verdict, rule: ev.rule };
       } else if (ev.type === 'session_end') {
         ended = true;
         return;

@@ -14,7 +14,7 @@
 // - a dead supervisor's pins are removed once no process it tagged is alive;
 // - until then they are kept, but its agent tables are emptied, so a dead supervisor starts no new
 //   sessions (those now belong to the live one).
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPinnedMap, type BpfMap } from './binding.js';
 import { BPFFS, bridlePinDir, removeBridlePinDir } from './bpffs.js';
@@ -130,6 +130,11 @@ export function pinSupervisor(objects: LoadedObject[], maps: LoadedObject): stri
 export function unpinSupervisor(instance: string): void {
   removeBridlePinDir(instance);
   rmSync(stateFile(instance), { force: true });
+  try {
+    rmdirSync(STATE_DIR);
+  } catch {
+    /* another supervisor's state is there, or it is gone already */
+  }
 }
 
 export interface Orphan {
