@@ -1,5 +1,7 @@
 // The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
 // engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
+import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { dirname } from 'node:path';
 import { Engine } from './engine.js';
 import { HOST, newSessionNumber, execId, sessionName } from './ids.js';
 import type { Stamp } from './report.js';
@@ -68,6 +70,7 @@ export class Supervisor {
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
+    this.watchMissing(id, policy, compiled.credMissing);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
       try {
@@ -76,6 +79,51 @@ export class Supervisor {
         this.warnings.push(`cannot save the rule tables beside the pins: ${(err as Error).message}`);
       }
     }
+  }
+
+  private credWatch = new Map<number, FSWatcher[]>();
+
+  /**
+   * credentials.files.deny paths that do not exist yet (`~/.aws` before `aws configure`) have no identity
+   * to enter. Watch the nearest directory that exists on the way to each; when one of them gets a step
+   * closer (or appears), the policy is compiled and applied again, so a credential file created later is
+   * covered within moments rather than at the next reload.
+   */
+  private watchMissing(id: number, policy: Policy, missing: string[]): void {
+    for (const w of this.credWatch.get(id) ?? []) w.close();
+    this.credWatch.delete(id);
+    if (!missing.length || this.closing) return;
+    const nearest = (p: string): string => {
+      let d = dirname(p);
+      while (!existsSync(d) && d !== dirname(d)) d = dirname(d);
+      return d;
+    };
+    const seen = new Map(missing.map((p) => [p, nearest(p)]));
+    let timer: NodeJS.Timeout | undefined;
+    const check = () => {
+      timer = undefined;
+      if (this.closing || this.engine.policies.get(id)?.policy !== policy) return; // replaced meanwhile
+      if (![...seen].some(([p, d]) => existsSync(p) || nearest(p) !== d)) return;
+      try {
+        this.setPolicy(policy, id);
+      } catch (err) {
+        this.warnings.push(`credentials.files.deny: could not apply a credential path that appeared: ${(err as Error).message}`);
+      }
+    };
+    const watchers: FSWatcher[] = [];
+    for (const dir of new Set(seen.values())) {
+      try {
+        const w = watch(dir, () => {
+          timer ??= setTimeout(check, 50);
+        });
+        w.on('error', () => w.close());
+        w.unref();
+        watchers.push(w);
+      } catch {
+        /* cannot watch it (gone, no permission): covered at the next reload */
+      }
+    }
+    this.credWatch.set(id, watchers);
   }
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {
@@ -196,7 +244,12 @@ export class Supervisor {
    * go on being governed in the kernel until they exit (failclosed.ts), and no new session starts.
    * Returns how many processes are left governed that way.
    */
+  private closing = false;
+
   async close(): Promise<number> {
+    this.closing = true;
+    for (const ws of this.credWatch.values()) for (const w of ws) w.close();
+    this.credWatch.clear();
     let left = 0;
     if (this.pins && !this.sensor.isClosed) {
       left = liveTagged(this.sensor.map('tags'));

@@ -25,6 +25,8 @@ export interface CompiledExec {
   argv: Entry[];
   cfg: { defaultAction: number; filelessAction: number; filelessRule: number; defaultRule: number; flags: number };
   agents: { names: Entry[]; idents: Entry[]; list: { id: number; name: string }[] };
+  /** credentials.files.deny paths that do not exist yet (nothing to enter by identity). */
+  credMissing: string[];
 }
 
 /** Dynamic loaders that can run a program given as an argument (`ld.so /usr/bin/x`). */
@@ -138,6 +140,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
   // credentials.files.deny: the same identity tables under their own key kind, deny only. A directory
   // is denied itself and everything beneath it. Entries that do not exist on this host are skipped.
   let credRules = 0;
+  const credMissing: string[] = [];
   policy.credentials.files.deny.forEach((p, i) => {
     const ruleId = rules.length;
     rules.push({ id: `credentials.files.deny[${i}]`, text: `deny file ${p}` });
@@ -146,6 +149,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       try {
         st = statSync(abs, { bigint: true });
       } catch {
+        credMissing.push(abs); // the supervisor watches for it and recompiles when it appears
         continue;
       }
       const dev = kernelDev(st.dev);
@@ -218,6 +222,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       flags: (policy.mode === 'monitor' ? TAG_MONITOR : 0) | (credRules ? CFG_CRED_FILES : 0),
     },
     agents: { names, idents, list },
+    credMissing,
   };
 }
 

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { waitFor } from '../../src/agent/run.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ViolationEvent } from '../../src/events/types.js';
@@ -101,4 +102,25 @@ test('io_uring opens of a denied credential file are decided too; fixed-slot ope
     ['credential_file', 'credentials.files.deny[1]'],
     ['uring_fixed_open', 'builtin.no_uring_fixed_open'],
   ]);
+});
+
+test('a credential file that did not exist when the policy was applied is covered once it appears', async (t) => {
+  const dir = tempDir(t);
+  const later = join(dir, 'later', '.aws', 'credentials'); // neither the file nor its directories exist yet
+  const h = harness(t, `version: 1
+name: creds-later
+credentials:
+  files:
+    deny: [${later}]
+`);
+  const before = h.sup.engine.policies.get(1)?.compiled;
+  mkdirSync(join(dir, 'later', '.aws'), { recursive: true });
+  writeFileSync(later, 'aws_secret_access_key = x\n');
+  assert.ok(await waitFor(() => {
+    const c = h.sup.engine.policies.get(1)?.compiled;
+    return c !== before && c?.credMissing.length === 0;
+  }, 5000), 'the policy was applied again once the file appeared');
+  const r = await h.run(['sh', '-c', `cat ${later} >/dev/null; echo "cat=$?"`]);
+  assert.equal(r.stdout, `cat=${KILLED}\n`);
+  assert.ok(r.events.some((e) => e.type === 'violation' && e.rule === 'credentials.files.deny[0]'));
 });
