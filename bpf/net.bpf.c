@@ -175,6 +175,12 @@ static __always_inline struct bridle_net_cfg *net_policy(struct bridle_tag *tag)
 	return bpf_map_lookup_elem(&net_policies, &pid);
 }
 
+/* Monitor mode, by the session's tag or by its network policy: decide and report, refuse nothing. */
+static __always_inline bool net_monitor(struct bridle_tag *tag, struct bridle_net_cfg *cfg)
+{
+	return (tag->flags & BRIDLE_TAG_MONITOR) || (cfg->flags & BRIDLE_NET_F_MONITOR);
+}
+
 static __always_inline void count_loss(u32 i)
 {
 	u64 *n = bpf_map_lookup_elem(&net_lost, &i);
@@ -502,7 +508,7 @@ static __always_inline void cache_verdict(struct sk_verdict *c, u32 policy, u32 
 	__builtin_memcpy(a, d->k.addr, 16);
 	u64 now = bpf_ktime_get_coarse_ns();
 	bpf_spin_lock(&c->lock);
-	c->gen = v->kind == BRIDLE_NK_HOST ? 0 : v->gen;
+	c->gen = v->gen;
 	c->policy = policy;
 	c->port = d->port;
 	c->proto = d->proto;
@@ -532,7 +538,7 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 
 	struct dest d;
 	read_dest(ctx, &d, v6);
-	bool monitor = (tag->flags | cfg->flags) & BRIDLE_NET_F_MONITOR;
+	bool monitor = net_monitor(tag, cfg);
 	struct verdict v = {};
 
 	bool dns_denied = false;
@@ -550,26 +556,25 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 			dns_denied = true;
 		}
 	}
-	bool report_it = true;
+	bool report_it = true; /* denials always; allowed datagrams once per process, destination and second */
 	if (!dns_denied) {
 		struct sk_verdict *c = NULL;
 		if (op == BRIDLE_OP_SENDMSG && ctx->sk)
 			c = bpf_sk_storage_get(&net_skcache, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!c) {
+		if (!c || !cached_verdict(c, cfg->gen, pid, tgid, &d, &v, &report_it)) {
 			decide(tag, cfg, &d, &v);
+			/* host: verdicts last as long as a DNS answer does: decided every time, never cached */
+			if (c && v.kind != BRIDLE_NK_HOST)
+				cache_verdict(c, pid, tgid, &d, &v);
 			if (v.action == BRIDLE_ALLOW && op == BRIDLE_OP_SENDMSG)
 				report_it = !seen_recently(tgid, &d);
-		} else if (!cached_verdict(c, cfg->gen, pid, tgid, &d, &v, &report_it)) {
-			decide(tag, cfg, &d, &v);
-			cache_verdict(c, pid, tgid, &d, &v);
-			report_it = true;
 		}
 	}
 
 	u32 verdict = v.action;
 	if (verdict == BRIDLE_DENY && monitor)
 		verdict = BRIDLE_WOULD_DENY;
-	if (verdict != BRIDLE_ALLOW || report_it)
+	if (report_it)
 		report(tag, tgid, &d, op, verdict, &v);
 	return verdict == BRIDLE_DENY ? 0 : 1;
 }
@@ -900,7 +905,7 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	struct bridle_net_cfg *cfg = net_policy(tag);
 	if (!cfg || !ino_rule(cfg->gen, dev, inum, &r) || !r.action)
 		return 0;
-	bool monitor = (tag->flags & BRIDLE_TAG_MONITOR) || (cfg->flags & BRIDLE_NET_F_MONITOR);
+	bool monitor = net_monitor(tag, cfg);
 	if (!monitor)
 		bpf_send_signal(9);
 
@@ -950,15 +955,21 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 #define IPPROTO_ICMPV6 58
 #define AF_PACKET 17
 
-static __always_inline u32 raw_verdict(struct bridle_tag *tag, struct bridle_net_cfg *cfg)
-{
-	bool monitor = (tag->flags | cfg->flags) & BRIDLE_NET_F_MONITOR;
-	return monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-}
 
-static __always_inline void report_socket(struct bridle_tag *tag, u32 tgid, struct bridle_net_cfg *cfg, u32 family,
-					  u32 type, u32 proto, u32 verdict)
+/*
+ * A socket a session with a network policy may not have (it would carry traffic no connect or send hook
+ * decides): reported, and its verdict returned; BRIDLE_ALLOW when it is not ours to decide.
+ */
+static __always_inline u32 refuse_socket(u32 family, u32 type, u32 proto)
 {
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return BRIDLE_ALLOW;
+	struct bridle_net_cfg *cfg = net_policy(tag);
+	if (!cfg)
+		return BRIDLE_ALLOW;
+	u32 verdict = net_monitor(tag, cfg) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
 	struct dest d = {};
 	d.port = type;
 	d.proto = proto;
@@ -966,6 +977,7 @@ static __always_inline void report_socket(struct bridle_tag *tag, u32 tgid, stru
 	d.given[0] = family;
 	struct verdict v = { .action = BRIDLE_DENY, .kind = BRIDLE_NK_RAW, .gen = cfg->gen };
 	report(tag, tgid, &d, BRIDLE_OP_SOCKET, verdict, &v);
+	return verdict;
 }
 
 #define BRIDLE_IPPROTO_MPTCP 262
@@ -991,16 +1003,7 @@ int bridle_sock_create(struct bpf_sock *sk)
 	u32 type = sk->type & SOCK_TYPE_MASK, proto = sk->protocol;
 	if (decided_by_hooks(type, proto))
 		return 1;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct bridle_tag *tag = caller_tag(tgid);
-	if (!tag)
-		return 1;
-	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg)
-		return 1;
-	u32 verdict = raw_verdict(tag, cfg);
-	report_socket(tag, tgid, cfg, sk->family, type, proto, verdict);
-	return verdict == BRIDLE_DENY ? 0 : 1;
+	return refuse_socket(sk->family, type, proto) == BRIDLE_DENY ? 0 : 1;
 }
 
 struct sys_enter_socket_args {
@@ -1023,16 +1026,8 @@ int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 	u64 fam = ctx->family;
 	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == 16 /* AF_NETLINK */ || fam == 38 /* AF_ALG */)
 		return 0;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct bridle_tag *tag = caller_tag(tgid);
-	if (!tag)
-		return 0;
-	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg)
-		return 0;
-	u32 verdict = raw_verdict(tag, cfg);
-	if (verdict == BRIDLE_DENY)
+	/* not inet, so no cgroup hook sees it: the process is killed before socket() returns */
+	if (refuse_socket((u32)fam, ctx->type & SOCK_TYPE_MASK, ctx->protocol) == BRIDLE_DENY)
 		bpf_send_signal(9);
-	report_socket(tag, tgid, cfg, (u32)fam, ctx->type & SOCK_TYPE_MASK, ctx->protocol & 0xffff, verdict);
 	return 0;
 }

@@ -193,6 +193,18 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 }
 
 /*
+ * Does a deny rule of `kind` name this file, by identity or by a directory above it? Allow rules do not
+ * matter to the callers (credential files and executable code are refused by deny rules only).
+ */
+static __always_inline bool denied_by_rule(struct decision *d, u32 gen, u32 kind, struct file *file, struct inode *inode)
+{
+	d->verdict = BRIDLE_ALLOW;
+	if (!consider(d, ident_rule(&exec_ident, gen, kind, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
+		decide_dirs(d, gen, kind, file);
+	return d->verdict == BRIDLE_DENY;
+}
+
+/*
  * Code a session process maps executable (a shared library, LD_PRELOAD, dlopen, ctypes) is decided by the
  * exec deny rules, by identity and directory, and by exec.fileless; allow rules and the default decide
  * programs only (libraries come from everywhere a program's own do). Decided at mmap(PROT_EXEC) and at
@@ -207,7 +219,7 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 		return 0;
 	u32 gen = cfg->gen;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	struct decision d = { .verdict = BRIDLE_ALLOW };
+	struct decision d = {};
 	if (BPF_CORE_READ(inode, __i_nlink) == 0) {
 		/*
 		 * A loader maps an object's segments private. A shared executable view of a memfd is how JITs
@@ -215,14 +227,10 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 		 */
 		if (cfg->fileless_action != BRIDLE_DENY || shared)
 			return 0;
-		d.verdict = BRIDLE_DENY;
 		d.rule_id = cfg->fileless_rule;
-	} else if (!consider(&d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)),
-			     BRIDLE_RULE_PATH)) {
-		decide_dirs(&d, gen, BRIDLE_KEY_EXEC, file);
-	}
-	if (d.verdict != BRIDLE_DENY)
+	} else if (!denied_by_rule(&d, gen, BRIDLE_KEY_EXEC, file, inode)) {
 		return 0;
+	}
 	return guard_refuse(task, tgid, tag, what, d.rule_id, gen);
 }
 
@@ -239,23 +247,18 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 	long fd = (long)ctx->args[4];
 	if (fd < 0)
 		return 0;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
 	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
-	if (!p || !(p->flags & BRIDLE_F_LOADER)) {
-		/* an ordinary executable mapping: a library, LD_PRELOAD, dlopen */
-		struct bridle_tag *tag = tag_of(tgid, task);
-		struct file *file = tag ? fd_file(task, fd) : NULL;
-		return file ? exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED, BRIDLE_GUARD_EXEC_MAP) : 0;
-	}
-	struct bridle_tag *tag = tag_of(tgid, task);
-	p->flags &= ~BRIDLE_F_LOADER;
-	if (!tag)
-		return 0;
-
-	struct file *file = fd_file(task, fd);
+	bool loader = p && (p->flags & BRIDLE_F_LOADER);
+	if (loader)
+		p->flags &= ~BRIDLE_F_LOADER;
+	struct file *file = tag ? fd_file(task, fd) : NULL;
 	if (!file)
 		return 0;
+	if (!loader) /* an ordinary executable mapping: a library, LD_PRELOAD, dlopen */
+		return exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED, BRIDLE_GUARD_EXEC_MAP);
 
 	/* the mapped file has no name here: its dentry name, and userspace matches it against the argv */
 	struct bridle_exec_ev *ev = exec_begin(BRIDLE_F_VIA_LOADER, NULL, file);
@@ -298,13 +301,6 @@ static __always_inline int guard(u32 what, u32 target)
 	return guard_refuse(task, tgid, tag, what, target, 0);
 }
 
-/*
- * credentials.files.deny: a session process that opens a file the policy keeps from it (by identity, so
- * hard links, symlinks, relative and /proc/<pid>/root paths are the same file; or anything beneath a denied
- * directory) is killed before open() returns: it never holds the descriptor in user space. Decided on the
- * descriptor the open made, so every way of naming the file comes to the same inode.
- */
-
 #define PROC_SUPER_MAGIC 0x9fa0
 
 /*
@@ -316,12 +312,13 @@ static __always_inline u32 proc_peek(struct file *file, struct inode *inode, u32
 {
 	if (BPF_CORE_READ(inode, i_sb, s_magic) != PROC_SUPER_MAGIC)
 		return 0;
-	char name[8] = {};
-	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	/* the file's name as one little-endian word: "environ" and "mem" with their NUL fit in 8 bytes */
+	u64 name = 0;
+	bpf_probe_read_kernel_str(&name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
 	u32 what;
-	if (name[0] == 'e' && name[1] == 'n' && name[2] == 'v' && name[3] == 'i' && name[4] == 'r' && name[5] == 'o' && name[6] == 'n' && !name[7])
+	if (name == 0x006e6f7269766e65ULL) /* "environ" */
 		what = BRIDLE_GUARD_PROC_ENVIRON;
-	else if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && !name[3])
+	else if (name == 0x6d656dULL) /* "mem" */
 		what = BRIDLE_GUARD_PROC_MEM;
 	else
 		return 0;
@@ -349,7 +346,13 @@ static __always_inline u64 script_name(struct file *file)
 	return h;
 }
 
-/* ret: what the open returned (a descriptor); fixed_slot: an io_uring open into a fixed file slot instead. */
+/*
+ * A new descriptor of a session process: /proc peeks at other processes, the #! script its interpreter
+ * waits to read, and credentials.files.deny. A credential file the policy keeps from the session (by
+ * identity, so hard links, symlinks, relative and /proc/<pid>/root paths are the same file; or anything
+ * beneath a denied directory) kills the process before open() returns: it never holds the descriptor in
+ * user space. ret: what the open returned; fixed_slot: an io_uring open into a fixed file slot instead.
+ */
 static __always_inline int opened(long ret, bool fixed_slot)
 {
 	if (ret < 0)
@@ -378,12 +381,8 @@ static __always_inline int opened(long ret, bool fixed_slot)
 		bpf_map_delete_elem(&script_wait, &tgid);
 		return exec_map(task, tgid, tag, file, false, BRIDLE_GUARD_SCRIPT);
 	}
-	if (!cred)
-		return 0;
-	struct decision d = { .verdict = BRIDLE_ALLOW };
-	if (!consider(&d, ident_rule(&exec_ident, gen, BRIDLE_KEY_CRED, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
-		decide_dirs(&d, gen, BRIDLE_KEY_CRED, file);
-	if (d.verdict != BRIDLE_DENY)
+	struct decision d;
+	if (!cred || !denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
 		return 0;
 	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
 }

@@ -226,8 +226,8 @@ struct bridle_guard_ev {
 	u32 pid;
 	u32 what; /* enum bridle_guard */
 	u32 verdict;
-	u32 target; /* the other process, when there is one; the rule id for BRIDLE_GUARD_CRED_FILE */
-	u32 gen;    /* rule generation that decided (BRIDLE_GUARD_CRED_FILE) */
+	u32 target; /* the other process, when there is one; the rule id for CRED_FILE, EXEC_MAP and SCRIPT */
+	u32 gen;    /* rule generation that decided, for the guards that name a rule */
 	u32 pad;
 };
 

@@ -7,7 +7,7 @@
 // ring buffer's size; past it, the kernel counts the loss).
 import type { EventSink } from '../events/types.js';
 import { RingBuffer, type BpfMap } from '../kernel/binding.js';
-import { deadInstances, loadState, openPinned, reapOrphans } from '../kernel/failclosed.js';
+import { deadInstances, loadState, openPinned, reapOrphans, type ReapReport } from '../kernel/failclosed.js';
 import { decode } from '../kernel/layout.js';
 import { decodeNet } from '../kernel/net.js';
 import { Engine } from './engine.js';
@@ -61,16 +61,17 @@ export class Adopter {
   }
 
   /**
-   * Delivers what the ring buffers of finished orphans hold, then removes their pins (reapOrphans).
-   * Returns the instances removed.
+   * Starts reading every dead supervisor's ring buffer not read yet (adopt), delivers what the ring
+   * buffers of finished orphans hold, then removes their pins (reapOrphans). Returns what reapOrphans did.
    */
-  async reap(): Promise<string[]> {
+  async sweep(): Promise<ReapReport> {
+    this.adopt();
     for (const instance of reapOrphans({ dryRun: true }).removed) await this.release(instance);
-    const removed = reapOrphans().removed;
+    const report = reapOrphans();
     // another bridle may have reaped one we read: deliver the rest, then let it go
     const gone = new Set(deadInstances());
     for (const instance of [...this.reading.keys()]) if (!gone.has(instance)) await this.release(instance);
-    return removed;
+    return report;
   }
 
   /** Delivers what is left and stops reading (the pins stay). */

@@ -40,11 +40,10 @@ export class Agent {
     // What sessions of a dead bridle did while nothing read their events comes first (adopt.ts); the
     // pins of those that are over go once their events are delivered.
     const adopter = new Adopter(o.sinks, o.log);
-    adopter.adopt();
-    await adopter.reap();
+    const orphans = await adopter.sweep();
     let sup: Supervisor;
     try {
-      sup = Supervisor.open();
+      sup = Supervisor.open({ orphans });
     } catch (err) {
       await adopter.close();
       throw err;
@@ -76,8 +75,7 @@ export class Agent {
   /** Reads the events of dead supervisors, and removes their pins once their sessions are over. */
   private async reap(): Promise<void> {
     try {
-      this.adopter.adopt();
-      for (const i of await this.adopter.reap()) this.o.log(`removed the pins of a dead bridle (${i}): its sessions are over`);
+      for (const i of (await this.adopter.sweep()).removed) this.o.log(`removed the pins of a dead bridle (${i}): its sessions are over`);
     } catch (err) {
       this.o.log(`cannot check for pins of dead bridle supervisors: ${(err as Error).message}`);
     }

@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict, ViolationEvent } from '../events/types.js';
-import { FLAG, GUARD_CRED_FILE, GUARD_EXEC_MAP, GUARD_SCRIPT, GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import { FLAG, GUARDS, RULE_GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
@@ -226,34 +226,22 @@ export class Engine {
       }
       case 'guard': {
         const [what, detail] = GUARDS[r.what] ?? [`guard#${r.what}`, 'a guarded syscall'];
-        if (r.what === GUARD_CRED_FILE || r.what === GUARD_EXEC_MAP || r.what === GUARD_SCRIPT) {
-          // target is the rule id, named by the generation that decided
-          const sess = this.sessions.get(r.session);
-          const slot = this.slotFor(sess?.policyId ?? 0, r.gen);
-          const rule = slot?.compiled.rules[r.target];
-          const ruleId = rule?.id ?? `${r.what === GUARD_CRED_FILE ? 'credentials.files.deny' : 'exec'}#${r.target}`;
-          const img = this.images.get(execId(r.pid, r.key));
-          if (img) img.stopped = { verdict: verdictName(r.verdict), rule: ruleId };
-          this.emit({
-            ...this.base('violation', r.ktime, r.session, r.pid),
-            exec_id: execId(r.pid, r.key),
-            type: 'violation',
-            what,
-            detail: rule ? `${detail}: ${rule.text.replace(/^deny file /, '')}` : detail,
-            verdict: verdictName(r.verdict),
-            rule: ruleId,
-          });
-          return;
+        const id = execId(r.pid, r.key);
+        let rule: string;
+        let why: string;
+        if (RULE_GUARDS.has(r.what)) {
+          // target is the rule's id, named by the generation that decided
+          const ref = this.slotFor(this.sessions.get(r.session)?.policyId ?? 0, r.gen)?.compiled.rules[r.target];
+          rule = ref?.id ?? `rule#${r.target}`;
+          why = ref ? `${detail}: ${ref.text.replace(/^deny file /, '')}` : detail;
+        } else {
+          rule = `builtin.no_${what.replace(/_syscall$/, '')}`;
+          why = r.target ? `${detail} (target pid ${r.target})` : detail;
         }
-        this.emit({
-          ...this.base('violation', r.ktime, r.session, r.pid),
-          exec_id: execId(r.pid, r.key),
-          type: 'violation',
-          what,
-          detail: r.target ? `${detail} (target pid ${r.target})` : detail,
-          verdict: verdictName(r.verdict),
-          rule: `builtin.no_${what.replace(/_syscall$/, '')}`,
-        });
+        const verdict = verdictName(r.verdict);
+        const img = this.images.get(id);
+        if (img) img.stopped = { verdict, rule };
+        this.emit(Object.assign(this.base('violation', r.ktime, r.session, r.pid), { exec_id: id, what, detail: why, verdict, rule }) as ViolationEvent);
         return;
       }
     }

@@ -17,8 +17,6 @@ export function netRuleName(compiled: CompiledNet | undefined, kind: number, rul
       return 'builtin.dns_redirect';
     case NET_KIND.CONTROL:
       return 'builtin.control_socket';
-    case NET_KIND.RAW:
-      return 'builtin.no_raw_socket';
     default:
       return compiled?.rules[ruleId]?.id ?? `rule#${ruleId}`;
   }

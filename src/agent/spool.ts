@@ -292,7 +292,7 @@ export class Spool {
       if (cached) {
         e.payload = undefined;
         this.memUsed -= cached.length;
-        return { seg: e.seg, offset: e.offset, len: e.len, crc: e.crc, count: e.count, firstSeq: e.firstSeq, lastSeq: e.lastSeq, payload: cached };
+        return withPayload(e, cached);
       }
       const buf = Buffer.allocUnsafe(e.len);
       let ok = false;
@@ -306,7 +306,7 @@ export class Spool {
       } catch {
         ok = false;
       }
-      if (ok) return { seg: e.seg, offset: e.offset, len: e.len, crc: e.crc, count: e.count, firstSeq: e.firstSeq, lastSeq: e.lastSeq, payload: buf };
+      if (ok) return withPayload(e, buf);
       // Corrupt on disk: the record can never be sent. Count it lost and treat it as done.
       this.corrupt += e.count;
       this.addLoss('spool-corrupt', e.count);
@@ -420,4 +420,9 @@ export function readSpoolStatus(dir: string): { exists: boolean; bytes: number; 
     state = undefined;
   }
   return state ? { exists: true, bytes, segments, state } : { exists: true, bytes, segments };
+}
+
+/** The record to send: its entry's fields (a literal, not a spread: this runs per batch) and its bytes. */
+function withPayload(e: SpoolEntry, payload: Buffer): SpoolEntry & { payload: Buffer } {
+  return { seg: e.seg, offset: e.offset, len: e.len, crc: e.crc, count: e.count, firstSeq: e.firstSeq, lastSeq: e.lastSeq, payload };
 }

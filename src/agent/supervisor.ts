@@ -25,17 +25,23 @@ export class Supervisor {
   pins: string | undefined;
   private constructor(readonly sensor: Sensor) {}
 
-  static open(tuning: { ringBytes?: number; maxPendingBytes?: number } = {}): Supervisor {
+  /**
+   * `orphans`: the caller already reaped dead supervisors' pins (bridle agent does, after reading their
+   * events); otherwise that happens here first, and what is kept is said in the warnings.
+   */
+  static open(tuning: { ringBytes?: number; maxPendingBytes?: number; orphans?: ReapReport } = {}): Supervisor {
     let sup: Supervisor | undefined;
-    // Dead supervisors' pins whose sessions are over go first; the rest are said (failclosed.ts).
-    let orphans: ReapReport | undefined;
-    try {
-      orphans = reapOrphans();
-    } catch {
-      orphans = undefined; // no bpffs yet: nothing pinned
+    let orphans = tuning.orphans;
+    if (!orphans) {
+      try {
+        orphans = reapOrphans();
+      } catch {
+        orphans = undefined; // no bpffs yet: nothing pinned
+      }
     }
+    const { orphans: _reaped, ...sensorTuning } = tuning;
     const sensor = Sensor.open({
-      ...tuning,
+      ...sensorTuning,
       onRecord: (r) => sup?.engine.handle(r),
       onOther: (buf) => sup?.net?.onRaw(buf),
       onWarning: (w) => sup?.warnings.push(w),
@@ -239,13 +245,13 @@ export class Supervisor {
     return fresh;
   }
 
+  private closing = false;
+
   /**
    * Detaches everything, unless processes of its sessions are still alive: then the pins stay, so those
    * go on being governed in the kernel until they exit (failclosed.ts), and no new session starts.
    * Returns how many processes are left governed that way.
    */
-  private closing = false;
-
   async close(): Promise<number> {
     this.closing = true;
     for (const ws of this.credWatch.values()) for (const w of ws) w.close();

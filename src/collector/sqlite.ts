@@ -232,20 +232,16 @@ export class SqliteStore implements EventStore {
       batches.map((items) => (items.length ? this.ingestSync(host, items) : { stored: 0, duplicates: 0, fresh: [] })),
     );
     if (path !== ':memory:' && opts.checkpointThread !== false) {
-      try {
-        this.checkpointer = new WalCheckpointer({
-          path,
-          sync: opts.sync === 'full' ? 'FULL' : 'NORMAL',
-          onFailure: () => {
-            // Back to checkpoints on the writer (SQLite's default bound).
-            if (this.db.open) this.db.pragma('wal_autocheckpoint = 1000');
-          },
-        });
-        db.pragma(`wal_autocheckpoint = ${WAL_SAFETY_PAGES}`);
-      } catch {
-        // No worker threads here: SQLite's own checkpoints on the writer, as without the option.
-        this.checkpointer = undefined;
-      }
+      // A worker that fails to start reports it through onFailure, like one that fails later.
+      this.checkpointer = new WalCheckpointer({
+        path,
+        sync: opts.sync === 'full' ? 'FULL' : 'NORMAL',
+        onFailure: () => {
+          // Back to checkpoints on the writer (SQLite's default bound).
+          if (this.db.open) this.db.pragma('wal_autocheckpoint = 1000');
+        },
+      });
+      db.pragma(`wal_autocheckpoint = ${WAL_SAFETY_PAGES}`);
     }
   }
 
@@ -387,19 +383,18 @@ export class SqliteStore implements EventStore {
 
   /** One transaction for all: each index page the batches touch is written to the WAL once, not per batch. */
   async ingestMany(host: string, batches: IngestItem[][]): Promise<IngestResult[]> {
-    if (batches.length === 1) return [await this.ingest(host, batches[0]!)];
-    try {
-      return this.ingestManyTx(host, batches);
-    } catch (err) {
-      this.forgetIds();
-      throw err;
-    }
+    return this.transact(() => this.ingestManyTx(host, batches));
   }
 
   /** Synchronous form of ingest() for callers that own the store (bench, tests). */
   ingestNow(host: string, items: IngestItem[]): IngestResult {
+    return this.transact(() => this.ingestTx(host, items));
+  }
+
+  /** Runs an ingest transaction; if it rolls back, the ids it interned are forgotten with it. */
+  private transact<T>(tx: () => T): T {
     try {
-      return this.ingestTx(host, items);
+      return tx();
     } catch (err) {
       this.forgetIds();
       throw err;
@@ -528,10 +523,10 @@ export class SqliteStore implements EventStore {
         events.length = maxEventsPerProcess;
         truncatedEvents = true;
       }
-      return {
-        exec_id: p.exec_id, parent_exec_id: p.parent_exec_id, host: p.host, session: p.session, pid: p.pid, ppid: p.ppid, uid: p.uid,
-        path: p.path, argv: p.argv, start: p.start, session_root: p.session_root, relation, events,
-      };
+      const n = SqliteStore.strip(p) as LineageNode;
+      n.relation = relation;
+      n.events = events;
+      return n;
     };
     const processes = [...ancestors.map((p) => node(p, 'ancestor')), node(target, 'target'), ...kids.map((p) => node(p, 'descendant'))];
     const result: LineageResult = { processes, truncated: truncated || truncatedEvents };

@@ -4,8 +4,8 @@
 // (a crash, the OOM killer, or a session running as root that kills it), the links would go with it and
 // every session it governed would run free. So the supervisor pins its links, with the maps a successor
 // needs, under /sys/fs/bpf/bridle/sup-<pid>-<start ticks>. After a death, the kernel goes on deciding
-// the execs and connects of those sessions with the policies they had. Events are not read any more;
-// the ring buffer fills, and the kernel counts what it drops.
+// the execs and connects of those sessions with the policies they had, and their records wait in the
+// pinned ring buffer for `bridle agent` to read (adopt.ts); past its size, the kernel counts what it drops.
 //
 // A supervisor that closes while processes of its sessions still run (a command that left a daemon
 // behind, an agent stopped for an upgrade) keeps its pins the same way: stopping bridle frees no session.
@@ -20,6 +20,7 @@ import { openPinnedMap, type BpfMap } from './binding.js';
 import { BPFFS, bridlePinDir, removeBridlePinDir } from './bpffs.js';
 import { LAYOUT } from './layout.js';
 import type { LoadedObject } from './loaded.js';
+import type { RuleRef } from '../policy/compile.js';
 
 /**
  * Maps pinned with the links: the tag table (who is still governed), the auto-start tables, and the
@@ -36,9 +37,9 @@ export const STATE_DIR = '/run/bridle';
 export interface PinnedState {
   version: 1;
   /** exec generations */
-  exec: Array<{ gen: number; id: number; name: string; mode: string; rules: Array<{ id: string; text: string }>; agents: Array<{ id: number; name: string }> }>;
+  exec: Array<{ gen: number; id: number; name: string; mode: string; rules: RuleRef[]; agents: Array<{ id: number; name: string }> }>;
   /** network generations */
-  net: Array<{ gen: number; name: string; rules: Array<{ id: string; text: string }> }>;
+  net: Array<{ gen: number; name: string; rules: RuleRef[] }>;
 }
 
 const stateFile = (instance: string): string => join(STATE_DIR, `${instance}.json`);

@@ -23,10 +23,8 @@ export const TAG_MONITOR = 1;
 export const CFG_CRED_FILES = 1 << 1;
 /** bridle_ident_key.kind */
 export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
-/** enum bridle_guard values whose target is the deciding rule's id (named by the record's generation). */
-export const GUARD_CRED_FILE = 5;
-export const GUARD_EXEC_MAP = 10;
-export const GUARD_SCRIPT = 11;
+/** enum bridle_guard values whose target is the deciding rule's id (credential file, executable mapping, #! script). */
+export const RULE_GUARDS: ReadonlySet<number> = new Set([5, 10, 11]);
 export const MARK_LOADER = 0x100;
 export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
 

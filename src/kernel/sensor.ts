@@ -22,7 +22,8 @@ const PROGRAMS = [
   'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
   ...OPENED_PROGRAMS,
 ] as const;
-const OPTIONAL = new Set<string>(['bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', ...OPENED_PROGRAMS]);
+/** Without these there is no sensor; any other hook that will not attach is a warning. */
+const REQUIRED = new Set<string>(['bridle_fork', 'bridle_exec', 'bridle_exit']);
 
 export interface SensorOptions {
   obj?: string;
@@ -75,7 +76,7 @@ export class Sensor extends LoadedObject {
           s.links.push(obj.program(name).attach());
           s.attached.push(name);
         } catch (err) {
-          if (!OPTIONAL.has(name)) throw err;
+          if (REQUIRED.has(name)) throw err;
           opts.onWarning?.(`optional hook ${name} not attached: ${(err as Error).message}`);
         }
       }

@@ -139,12 +139,13 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
   }
   // credentials.files.deny: the same identity tables under their own key kind, deny only. A directory
   // is denied itself and everything beneath it. Entries that do not exist on this host are skipped.
-  let credRules = 0;
+  let credRules = false;
   const credMissing: string[] = [];
+  const homes = policy.credentials.files.deny.length ? homeDirs() : [];
   policy.credentials.files.deny.forEach((p, i) => {
     const ruleId = rules.length;
     rules.push({ id: `credentials.files.deny[${i}]`, text: `deny file ${p}` });
-    for (const abs of credentialPaths(p)) {
+    for (const abs of credentialPaths(p, homes)) {
       let st;
       try {
         st = statSync(abs, { bigint: true });
@@ -154,7 +155,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       }
       const dev = kernelDev(st.dev);
       put(ident, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
-      credRules++;
+      credRules = true;
       if (!st.isDirectory()) continue;
       put(dirs, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
       // The files in it by identity too: a hard link to one of them elsewhere is outside the directory.

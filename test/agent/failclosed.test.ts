@@ -129,7 +129,7 @@ echo done >> ${out}; exec sleep 60`;
   process.kill(session, 'SIGKILL');
   assert.ok(await waitFor(() => !alive(session), 5000), 'the session process ended');
   assert.ok(await waitFor(() => seen.some((e) => e.type === 'exit' && e.pid === session), 5000), 'its exit is read too');
-  const gone = await adopter.reap();
+  const gone = (await adopter.sweep()).removed;
   assert.ok(gone.includes(instance), 'pins of the finished orphan removed');
   assert.deepEqual(adopter.instances, []);
   assert.ok(!existsSync(join(STATE_DIR, `${instance}.json`)), 'its saved rule tables go with the pins');

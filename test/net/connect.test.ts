@@ -372,6 +372,8 @@ network:
   assert.deepEqual(r.results, ['ok/EPERM/ok/ok/EPERM/EPERM/ok']);
   const denied = connects(r.events).filter((e) => e.daddr === '127.0.0.2');
   assert.equal(denied.length, 3, 'every denied datagram is reported');
+  const allowed = connects(r.events).filter((e) => e.daddr === '127.0.0.1');
+  assert.equal(allowed.length, 1, 'allowed datagrams to one destination: one event a second, however the socket alternates');
 
   // the same socket across a policy update: the verdict it cached is not reused
   const script = `import socket, sys, time
