@@ -10,6 +10,14 @@ import { waitFor } from '../../src/agent/run.js';
 
 const KILLED = 128 + 9;
 
+/** A policy that allows every program but those `rules` (YAML flow items) deny. */
+const denying = (rules: string): string => `version: 1
+name: t
+exec:
+  default: allow
+  deny: [${rules}]
+`;
+
 test('a denied exec is killed and reported with its rule; an allowed one runs', async (t) => {
   const h = harness(t, `version: 1
 name: t
@@ -51,12 +59,7 @@ exec:
 });
 
 test('the tag is inherited through double fork, setsid, threads and reparenting', async (t) => {
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ path: /usr/bin/wget }]
-`);
+  const h = harness(t, denying('{ path: /usr/bin/wget }'));
   const dir = tempDir(t);
   const out = join(dir, 'out');
   const r = await h.run([
@@ -83,12 +86,7 @@ test('hard links, symlinks and the loader trick cannot run a file denied by iden
   copyFileSync('/usr/bin/id', bin);
   linkSync(bin, join(dir, 'hardlink'));
   symlinkSync(bin, join(dir, 'symlink'));
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ path: ${bin} }]
-`);
+  const h = harness(t, denying(`{ path: ${bin} }`));
   const loader = ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'].find((p) => spawnSync('test', ['-e', p]).status === 0)!;
   const r = await h.run([
     'sh',
@@ -181,12 +179,7 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
   symlinkSync(script, join(elsewhere, 'fetch.sh'));
   const fine = writeExecutable(join(elsewhere, 'fine.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   const viaEnv = writeExecutable(join(denied, 'env.sh'), `#!/usr/bin/env sh\ntouch ${marks}/$1\n`);
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ dir: ${denied} }]
-`);
+  const h = harness(t, denying(`{ dir: ${denied} }`));
   const r = await h.run(['sh', '-c', [
     `${script} direct; echo "direct=$?"`,
     `${join(elsewhere, 'fetch.sh')} link; echo "link=$?"`,
@@ -247,12 +240,7 @@ exec:
 });
 
 test('attach tags a running process and its existing descendants', async (t) => {
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ path: /usr/bin/wget }]
-`);
+  const h = harness(t, denying('{ path: /usr/bin/wget }'));
   const child = spawn('sh', ['-c', 'sh -c "sleep 0.4; wget --version >/dev/null 2>&1; echo inner=\\$?" & sleep 0.4; wget --version >/dev/null 2>&1; echo outer=$?; wait'], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.after(() => void child.kill('SIGKILL'));
   let out = '';
@@ -267,12 +255,7 @@ exec:
 });
 
 test('a stale tag (pid reused by another process) does not apply; each image has its own exec_id', async (t) => {
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ path: /usr/bin/wget }]
-`);
+  const h = harness(t, denying('{ path: /usr/bin/wget }'));
   const child = spawn('sh', ['-c', 'read x; exec wget --version'], { stdio: ['pipe', 'ignore', 'ignore'] });
   t.after(() => void child.kill('SIGKILL'));
   // a tag left by an earlier process with the same pid: same pid, different start time
@@ -395,12 +378,7 @@ test('code mapped from a denied place never runs: LD_PRELOAD, dlopen, mprotect(P
     const cc = spawnSync('cc', ['-shared', '-fPIC', '-o', join(d, 'lib.so'), src], { encoding: 'utf8' });
     assert.equal(cc.status, 0, cc.stderr);
   }
-  const h = harness(t, `version: 1
-name: t
-exec:
-  default: allow
-  deny: [{ dir: ${denied} }]
-`);
+  const h = harness(t, denying(`{ dir: ${denied} }`));
   const mark = (name: string) => join(marks, name);
   const py = (code: string) => `python3 -c "import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); ${code}"`;
   const r = await h.run([
