@@ -1,13 +1,12 @@
 // The embedded store: one SQLite file (WAL, 16 KiB pages), written with prepared statements, one
-// transaction per batch.
+// transaction per batch (or per group of batches the collector had queued).
 //
-// Tables: `events` (one row per event: indexed columns + the protobuf bytes), `processes` (one row per
-// process image: the lineage graph, parent by row id), `sessions`, `hosts`. Strings that repeat on every
-// event (host, session, exec_id) are interned into integer ids, so the per-event indexes are small and
-// their inserts land on a few hot pages (an index keyed by a random-looking exec_id string cost ~40 µs
-// per event here; by process row id, ~1 µs). Interning uses in-memory caches in front of the tables.
-// Nullable indexed columns hold NULL rather than '' so that partial indexes (`… IS NOT NULL`) serve
-// `col = ?` lookups.
+// Tables: `chunks` (the events themselves, one row per ingested batch: see chunks.ts), `chunk_procs`,
+// `chunk_sessions` and `chunk_daddrs` (which chunks hold events of a process, of a session, of connects to
+// an address), `seq_ranges` (the sequence numbers stored per host: each (host, seq) is stored once),
+// `processes` (one row per process image: the lineage graph, parent by row id), `sessions`, `hosts`.
+// Strings that repeat on every event (host, session, exec_id) are interned into integer ids through
+// in-memory caches in front of the tables; process ids are assigned here and their rows written in bulk.
 //
 // Durability: synchronous=NORMAL in WAL mode keeps every committed (so every acknowledged) batch through
 // a crash of the collector process (kill -9); `sync: 'full'` also through a power cut, at some cost.
@@ -16,10 +15,11 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { F, VERDICTS } from '../events/proto.js';
-import type { EventFilter } from '../events/query.js';
+import { decodeEventFast, F, VERDICTS } from '../events/proto.js';
+import { matchEvent, type EventFilter } from '../events/query.js';
 import type { BridleEvent } from '../events/types.js';
 import { WalCheckpointer } from './checkpointer.js';
+import { ChunkBuilder, ChunkView, CHUNK_EVENTS, SeqRanges, typeBit } from './chunks.js';
 import type {
   EventStore,
   HostRow,
@@ -35,7 +35,8 @@ import type {
   StoredEvent,
 } from './store.js';
 
-const SCHEMA_VERSION = 1;
+/** 1: one row per event (table `events`, migrated on open); 2: chunks. */
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS hosts (
@@ -89,28 +90,27 @@ CREATE TABLE IF NOT EXISTS processes (
 );
 CREATE INDEX IF NOT EXISTS processes_parent ON processes(parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS processes_path ON processes(path, start_ts) WHERE path IS NOT NULL;
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS chunks (
   id INTEGER PRIMARY KEY,
   host_id INTEGER NOT NULL,
-  seq INTEGER,
-  ts INTEGER NOT NULL,
-  type INTEGER NOT NULL,
-  session_id INTEGER,
-  proc_id INTEGER,
-  verdict INTEGER,
-  daddr TEXT,
-  dport INTEGER,
+  ts_lo INTEGER NOT NULL,
+  ts_hi INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  types INTEGER NOT NULL,
+  denials INTEGER NOT NULL,
+  meta BLOB NOT NULL,
   data BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_host_seq ON events(host_id, seq);
-CREATE INDEX IF NOT EXISTS events_proc ON events(proc_id) WHERE proc_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_session ON events(session_id, ts) WHERE session_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_denied ON events(verdict, ts) WHERE verdict >= 2;
-CREATE INDEX IF NOT EXISTS events_daddr ON events(daddr, ts) WHERE daddr IS NOT NULL;
+CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(ts_hi);
+CREATE INDEX IF NOT EXISTS chunks_host ON chunks(host_id, ts_hi);
+CREATE INDEX IF NOT EXISTS chunks_denied ON chunks(ts_hi) WHERE denials > 0;
+CREATE TABLE IF NOT EXISTS chunk_procs (proc_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (proc_id, chunk_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_sessions (session_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (session_id, chunk_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_daddrs (daddr TEXT NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (daddr, chunk_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_ranges (host_id INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (host_id, lo)) WITHOUT ROWID;
 `;
 
-/** events.type: the Event.body field number of the type (stable, never reused); 99 = a type this schema does not know. */
+/** Type code of an event: the Event.body field number of the type (stable, never reused); 99 = a type this schema does not know. */
 const TYPE_CODE: Record<string, number> = { ...F.event };
 const typeCode = (t: string): number => TYPE_CODE[t] ?? F.event.other;
 
@@ -135,6 +135,27 @@ interface SessionAcc {
 
 type Row = Record<string, any>;
 
+export interface StoredEventRecord {
+  id: number;
+  /** Row ids of the event's process and session (0: none). */
+  procId: number;
+  sessionId: number;
+  raw: Buffer;
+}
+
+function* eventsOf(db: Database.Database): Generator<StoredEventRecord> {
+  for (const r of db.prepare('SELECT id, meta, data FROM chunks ORDER BY id').iterate() as IterableIterator<Row>) {
+    const c = new ChunkView(r.id, r.meta, r.data);
+    for (let i = 0; i < c.n; i++) yield { id: c.eventId(i), procId: c.proc(i), sessionId: c.session(i), raw: c.raw(i) };
+  }
+}
+
+/** Type codes of the events that start a process image. */
+const IMAGE_TYPES: ReadonlySet<number> = new Set([F.event.exec, F.event.session_start]);
+
+/** Newest first: by time, then by id (insertion order). */
+const newestFirst = (a: { ts: number; id: number }, b: { ts: number; id: number }): number => b.ts - a.ts || b.id - a.id;
+
 /** A Map that forgets its oldest entries past `max` (insertion order). */
 class BoundedMap<K, V> extends Map<K, V> {
   constructor(private max: number) {
@@ -152,6 +173,9 @@ class BoundedMap<K, V> extends Map<K, V> {
   }
 }
 
+/** Columns of a processes row as newProc queues them. */
+const PROC_COLUMNS = 12;
+
 const PROC_COLS = `p.id, p.exec_id, p.pid, p.ppid, p.uid, p.path, p.argv, p.start_ts, p.session_root, p.parent_id,
   pp.exec_id AS parent_exec_id, h.name AS host, s.session AS session`;
 const PROC_FROM = `processes p LEFT JOIN processes pp ON pp.id = p.parent_id LEFT JOIN hosts h ON h.id = p.host_id
@@ -162,6 +186,12 @@ export class SqliteStore implements EventStore {
   private hostIds = new Map<string, number>();
   private sessionIds = new BoundedMap<string, number>(65_536);
   private procIds = new BoundedMap<string, number>(262_144);
+  private seqs = new Map<number, SeqRanges>();
+  /** Process rows assigned an id in this transaction but not written yet (written in bulk). */
+  private pendingProcs: unknown[] = [];
+  private pendingFrom = 0;
+  private nextProcId = 0;
+  private bulk = new Map<string, Database.Statement>();
   private st: Record<string, Database.Statement>;
   private ingestTx: (host: string, items: IngestItem[]) => IngestResult;
   private ingestManyTx: (host: string, batches: IngestItem[][]) => IngestResult[];
@@ -180,7 +210,6 @@ export class SqliteStore implements EventStore {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) throw new Error(`${path}: store schema version ${version} is newer than this bridle (${SCHEMA_VERSION})`);
     db.exec(SCHEMA);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
 
     this.st = {
       hostGet: db.prepare('SELECT id FROM hosts WHERE name = ?'),
@@ -197,20 +226,20 @@ export class SqliteStore implements EventStore {
       sessEnd: db.prepare('UPDATE sessions SET end_ts = ?, exit_code = ?, signal = ? WHERE id = ?'),
       sessAcc: db.prepare('UPDATE sessions SET events = events + ?, denials = denials + ?, would_deny = would_deny + ?, lost = lost + ? WHERE id = ?'),
       procGetId: db.prepare('SELECT id FROM processes WHERE exec_id = ?'),
-      procIns: db.prepare(
-        `INSERT INTO processes(exec_id, parent_id, host_id, session_id, pid, ppid, uid, path, argv, start_ts, session_root)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ),
+      procMaxId: db.prepare('SELECT coalesce(max(id), 0) AS id FROM processes'),
       procDetails: db.prepare(
         `UPDATE processes SET parent_id = coalesce(?, parent_id), session_id = coalesce(session_id, ?), pid = ?, ppid = ?, uid = ?,
            path = coalesce(?, path), argv = CASE WHEN ? <> '[]' THEN ? ELSE argv END,
            start_ts = CASE WHEN start_ts = 0 OR ? < start_ts THEN ? ELSE start_ts END, session_root = max(session_root, ?)
          WHERE id = ?`,
       ),
-      evIns: db.prepare(
-        `INSERT INTO events(host_id, seq, ts, type, session_id, proc_id, verdict, daddr, dport, data)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(host_id, seq) DO NOTHING`,
-      ),
+      chunkIns: db.prepare('INSERT INTO chunks(host_id, ts_lo, ts_hi, n, types, denials, meta, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      chunkById: db.prepare('SELECT id, meta, data FROM chunks WHERE id = ?'),
+      procChunks: db.prepare('SELECT chunk_id FROM chunk_procs WHERE proc_id = ? ORDER BY chunk_id'),
+      seqGet: db.prepare('SELECT lo, hi FROM seq_ranges WHERE host_id = ? ORDER BY lo'),
+      seqDel: db.prepare('DELETE FROM seq_ranges WHERE host_id = ? AND lo = ?'),
+      seqPut: db.prepare('INSERT OR REPLACE INTO seq_ranges(host_id, lo, hi) VALUES (?, ?, ?)'),
+      eventCount: db.prepare('SELECT coalesce(sum(n), 0) AS n FROM chunks'),
       procByExec: db.prepare(`SELECT ${PROC_COLS} FROM ${PROC_FROM} WHERE p.exec_id = ?`),
       procById: db.prepare(`SELECT ${PROC_COLS} FROM ${PROC_FROM} WHERE p.id = ?`),
       procChildren: db.prepare(
@@ -221,8 +250,6 @@ export class SqliteStore implements EventStore {
          )
          SELECT ${PROC_COLS} FROM ${PROC_FROM} JOIN d ON p.id = d.id WHERE d.depth > 0 LIMIT ?`,
       ),
-      evByProc: db.prepare('SELECT id, data FROM events WHERE proc_id = ? ORDER BY id LIMIT ?'),
-      evExecOf: db.prepare(`SELECT id, data FROM events WHERE proc_id = ? AND type IN (${F.event.exec}, ${F.event.session_start}) ORDER BY id LIMIT 4`),
       procSession: db.prepare('SELECT session_id FROM processes WHERE id = ?'),
       sessById: db.prepare('SELECT s.*, h.name AS host FROM sessions s JOIN hosts h ON h.id = s.host_id WHERE s.id = ?'),
       hostsAll: db.prepare('SELECT * FROM hosts ORDER BY name'),
@@ -231,6 +258,8 @@ export class SqliteStore implements EventStore {
     this.ingestManyTx = db.transaction((host: string, batches: IngestItem[][]) =>
       batches.map((items) => (items.length ? this.ingestSync(host, items) : { stored: 0, duplicates: 0, fresh: [] })),
     );
+    if (version === 1) this.transact(() => db.transaction(() => this.migrateV1())());
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
     if (path !== ':memory:' && opts.checkpointThread !== false) {
       // A worker that fails to start reports it through onFailure, like one that fails later.
       this.checkpointer = new WalCheckpointer({
@@ -278,12 +307,68 @@ export class SqliteStore implements EventStore {
     return id;
   }
 
+  /** Assigns the next process row id and queues the row (written by flushProcs, in bulk). */
+  private newProc(execId: string, parentId: number | null, hid: number, sid: number | null, pid: number, ppid: number, uid: number,
+    path: string | null, argv: string, startTs: number, root: number): number {
+    if (this.nextProcId === 0) this.nextProcId = ((this.st.procMaxId!.get() as Row).id as number) + 1;
+    const id = this.nextProcId++;
+    if (this.pendingProcs.length === 0) this.pendingFrom = id;
+    this.pendingProcs.push(id, execId, parentId, hid, sid, pid, ppid, uid, path, argv, startTs, root);
+    this.procIds.set(execId, id);
+    // Bounded, so that the id cache (which may forget the oldest entries) never holds the only copy.
+    if (this.pendingProcs.length >= 1024 * PROC_COLUMNS) this.flushProcs();
+    return id;
+  }
+
+  private flushProcs(): void {
+    if (!this.pendingProcs.length) return;
+    this.insertRows('INSERT INTO processes(id, exec_id, parent_id, host_id, session_id, pid, ppid, uid, path, argv, start_ts, session_root)', PROC_COLUMNS, this.pendingProcs);
+    this.pendingProcs = [];
+  }
+
   /** Row id of a process image, creating a bare row (known only by its exec_id) if new. */
   private procStub(execId: string, hid: number, sid: number | null, pid: number, ppid: number, uid: number): number {
     const known = this.procLookup(execId);
     if (known !== undefined) return known;
-    const id = Number(this.st.procIns!.run(execId, null, hid, sid, pid, ppid, uid, null, '[]', 0, 0).lastInsertRowid);
-    this.procIds.set(execId, id);
+    return this.newProc(execId, null, hid, sid, pid, ppid, uid, null, '[]', 0, 0);
+  }
+
+  /** INSERT of many rows (`flat`: `cols` values per row), in statements of up to 256 rows. */
+  private insertRows(head: string, cols: number, flat: unknown[]): void {
+    const rows = flat.length / cols;
+    let at = 0;
+    for (const size of [256, 64, 16, 4, 1]) {
+      while (rows - at >= size) {
+        const key = `${size}\u0000${head}`;
+        let stmt = this.bulk.get(key);
+        if (!stmt) {
+          const one = `(${new Array(cols).fill('?').join(', ')})`;
+          stmt = this.db.prepare(`${head} VALUES ${new Array(size).fill(one).join(', ')}`);
+          this.bulk.set(key, stmt);
+        }
+        stmt.run(size === rows ? flat : flat.slice(at * cols, (at + size) * cols));
+        at += size;
+      }
+    }
+  }
+
+  private seqRanges(hid: number): SeqRanges {
+    let r = this.seqs.get(hid);
+    if (!r) this.seqs.set(hid, (r = new SeqRanges(this.st.seqGet!.all(hid) as Array<{ lo: number; hi: number }>)));
+    return r;
+  }
+
+  /** Writes a chunk and what indexes it; returns its row id. */
+  private writeChunk(hid: number, c: ChunkBuilder): number {
+    const id = Number(this.st.chunkIns!.run(hid, c.tsLo, c.tsHi, c.n, c.types, c.denials, c.metaBytes(), c.data()).lastInsertRowid);
+    const pairs = (set: Set<unknown>): unknown[] => {
+      const flat: unknown[] = [];
+      for (const k of set) flat.push(k, id);
+      return flat;
+    };
+    if (c.procs.size) this.insertRows('INSERT INTO chunk_procs(proc_id, chunk_id)', 2, pairs(c.procs));
+    if (c.sessions.size) this.insertRows('INSERT INTO chunk_sessions(session_id, chunk_id)', 2, pairs(c.sessions));
+    if (c.daddrs.size) this.insertRows('INSERT INTO chunk_daddrs(daddr, chunk_id)', 2, pairs(c.daddrs));
     return id;
   }
 
@@ -291,6 +376,7 @@ export class SqliteStore implements EventStore {
     const now = Date.now();
     const hid = this.hostId(host, now);
     const st = this.st;
+    const seqs = this.seqRanges(hid);
     const fresh: IngestResult['fresh'] = [];
     let duplicates = 0;
     let maxSeq = 0;
@@ -298,10 +384,29 @@ export class SqliteStore implements EventStore {
     const sessions = new Map<number, SessionAcc>();
     let lastSession = '';
     let lastSid = 0;
+    let chunk = new ChunkBuilder();
+    let chunkItems: IngestItem[] = [];
+    const flushChunk = (): void => {
+      const cid = this.writeChunk(hid, chunk);
+      for (let i = 0; i < chunkItems.length; i++) {
+        const it = chunkItems[i]!;
+        fresh.push({ ev: it.ev, tsMs: it.tsMs, raw: it.raw, id: cid * CHUNK_EVENTS + i });
+      }
+      chunk = new ChunkBuilder();
+      chunkItems = [];
+    };
     for (const item of items) {
       const ev = item.ev;
       const tsMs = item.tsMs;
-      const seq = ev.seq ? ev.seq : null;
+      const seq = ev.seq ? ev.seq : 0;
+      if (seq) {
+        if (seqs.has(seq)) {
+          duplicates++;
+          continue;
+        }
+        seqs.add(seq);
+        if (seq > maxSeq) maxSeq = seq;
+      }
       // Events of one session mostly come in runs: skip the cache lookup (and its key string) for those.
       let sid: number | null = null;
       if (ev.session) {
@@ -312,27 +417,15 @@ export class SqliteStore implements EventStore {
         sid = lastSid;
       }
       const isImage = ev.type === 'exec' || ev.type === 'session_start';
-      let procId: number | null = null;
-      let newImage = false;
+      let procId = 0;
       if (ev.exec_id) {
         const known = this.procLookup(ev.exec_id);
-        if (known !== undefined) procId = known;
-        else if (isImage) {
-          procId = this.insertImage(ev, hid, sid, tsMs);
-          newImage = true;
-        } else procId = this.procStub(ev.exec_id, hid, sid, ev.pid, ev.ppid, ev.uid);
+        if (known === undefined) procId = isImage ? this.insertImage(ev, hid, sid, tsMs) : this.procStub(ev.exec_id, hid, sid, ev.pid, ev.ppid, ev.uid);
+        else {
+          procId = known;
+          if (isImage) this.updateImage(procId, ev, hid, sid, tsMs);
+        }
       }
-      const daddr = ev.type === 'connect' && ev.daddr ? ev.daddr : null;
-      const dport = ev.type === 'connect' ? ev.dport : null;
-      const verdict = ev.verdict ? VERDICTS[ev.verdict] : null;
-      const r = st.evIns!.run(hid, seq, tsMs, typeCode(ev.type), sid, procId, verdict, daddr, dport, item.raw);
-      if (r.changes === 0) {
-        duplicates++;
-        continue;
-      }
-      if (seq !== null && seq > maxSeq) maxSeq = seq;
-      fresh.push({ ev, tsMs, raw: item.raw, id: Number(r.lastInsertRowid) });
-      if (isImage && procId !== null && !newImage) this.updateImage(procId, ev, hid, sid, tsMs);
       if (sid !== null) {
         if (ev.type === 'session_start') {
           st.sessStart!.run(
@@ -343,6 +436,10 @@ export class SqliteStore implements EventStore {
           st.sessEnd!.run(tsMs, ev.exit_code ?? null, ev.signal ?? null, sid);
         }
       }
+      const daddr = ev.type === 'connect' && ev.daddr ? ev.daddr : null;
+      chunk.add(item.raw, tsMs, typeCode(ev.type), ev.verdict ? VERDICTS[ev.verdict] : 0, procId, sid ?? 0, daddr);
+      chunkItems.push(item);
+      if (chunk.full) flushChunk();
       const lost = ev.type === 'loss' ? ev.count : 0;
       lostTotal += lost;
       if (sid !== null) {
@@ -354,6 +451,11 @@ export class SqliteStore implements EventStore {
         acc.lost += lost;
       }
     }
+    if (chunk.n) flushChunk();
+    this.flushProcs();
+    const changes = seqs.takeChanges();
+    for (const lo of changes.removed) st.seqDel!.run(hid, lo);
+    for (const [lo, hi] of changes.upserts) st.seqPut!.run(hid, lo, hi);
     for (const [sid, a] of sessions) st.sessAcc!.run(a.events, a.denials, a.would, a.lost, sid);
     st.hostUpd!.run(now, maxSeq, fresh.length, lostTotal, hid);
     return { stored: fresh.length, duplicates, fresh };
@@ -366,14 +468,44 @@ export class SqliteStore implements EventStore {
 
   private insertImage(ev: BridleEvent, hid: number, sid: number | null, tsMs: number): number {
     const f = this.imageFields(ev as BridleEvent & { type: 'exec' | 'session_start' }, hid, sid);
-    const id = Number(this.st.procIns!.run(ev.exec_id, f.parentId, hid, sid, ev.pid, ev.ppid, ev.uid, f.path, f.argv, tsMs, f.root).lastInsertRowid);
-    this.procIds.set(ev.exec_id, id);
-    return id;
+    return this.newProc(ev.exec_id, f.parentId, hid, sid, ev.pid, ev.ppid, ev.uid, f.path, f.argv, tsMs, f.root);
   }
 
   private updateImage(id: number, ev: BridleEvent, hid: number, sid: number | null, tsMs: number): void {
     const f = this.imageFields(ev as BridleEvent & { type: 'exec' | 'session_start' }, hid, sid);
+    if (this.pendingProcs.length && id >= this.pendingFrom) this.flushProcs();
     this.st.procDetails!.run(f.parentId, sid, ev.pid, ev.ppid, ev.uid, f.path, f.argv, f.argv, tsMs, tsMs, f.root, id);
+  }
+
+  /**
+   * Schema 1 kept one row per event in `events`: its rows become chunks (in their order, per run of one
+   * host), their (host, seq) pairs seq ranges, and the table goes. Runs once, in one transaction.
+   */
+  private migrateV1(): void {
+    const db = this.db;
+    const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").get();
+    if (!exists) return;
+    let chunk = new ChunkBuilder();
+    let chunkHost = -1;
+    for (const r of db
+      .prepare('SELECT host_id, seq, ts, type, session_id, proc_id, verdict, daddr, data FROM events ORDER BY id')
+      .iterate() as IterableIterator<Row>) {
+      if (chunk.n && (chunk.full || r.host_id !== chunkHost)) {
+        this.writeChunk(chunkHost, chunk);
+        chunk = new ChunkBuilder();
+      }
+      chunkHost = r.host_id;
+      if (r.seq !== null) {
+        const seqs = this.seqRanges(r.host_id);
+        if (!seqs.has(r.seq)) seqs.add(r.seq);
+      }
+      chunk.add(r.data, r.ts, r.type, r.verdict ?? 0, r.proc_id ?? 0, r.session_id ?? 0, r.daddr);
+    }
+    if (chunk.n) this.writeChunk(chunkHost, chunk);
+    for (const [hid, seqs] of this.seqs) {
+      for (const [lo, hi] of seqs.takeChanges().upserts) this.st.seqPut!.run(hid, lo, hi);
+    }
+    db.exec('DROP TABLE events');
   }
 
   async ingest(host: string, items: IngestItem[]): Promise<IngestResult> {
@@ -401,11 +533,14 @@ export class SqliteStore implements EventStore {
     }
   }
 
-  /** After a rolled-back transaction: the interned ids it added name rows that no longer exist. */
+  /** After a rolled-back transaction: the interned ids and seq ranges it added name rows that no longer exist. */
   private forgetIds(): void {
     this.hostIds.clear();
     this.sessionIds.clear();
     this.procIds.clear();
+    this.seqs.clear();
+    this.pendingProcs = [];
+    this.nextProcId = 0;
   }
 
   async addRejected(host: string, n: number): Promise<void> {
@@ -418,48 +553,136 @@ export class SqliteStore implements EventStore {
     return (row?.last_seq as number | undefined) ?? 0;
   }
 
-  async queryEvents(f: EventFilter, limit: number): Promise<StoredEvent[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const inList = (col: string, values: unknown[]): void => {
-      where.push(`${col} IN (${values.map(() => '?').join(',')})`);
-      args.push(...values);
-    };
-    if (f.hosts?.length) inList('host_id', f.hosts.map((h) => (this.st.hostGet!.get(h) as Row | undefined)?.id ?? -1));
-    if (f.session) {
-      where.push('session_id IN (SELECT id FROM sessions WHERE session = ?)');
-      args.push(f.session);
+  /** Events stored (all hosts). */
+  countEvents(): number {
+    return (this.st.eventCount!.get() as Row).n as number;
+  }
+
+  /** Every stored event in id order, with the process and session row ids it was stored under. */
+  allEvents(): Generator<StoredEventRecord> {
+    return eventsOf(this.db);
+  }
+
+  /** Every event stored in the database at `path`, read-only (while a collector may be writing it). */
+  static *readEvents(path: string): Generator<StoredEventRecord> {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      yield* eventsOf(db);
+    } finally {
+      db.close();
     }
-    if (f.exec_id) {
-      where.push('proc_id = (SELECT id FROM processes WHERE exec_id = ?)');
-      args.push(f.exec_id);
-    }
-    if (f.types?.length) inList('type', [...new Set(f.types.map(typeCode))]);
-    if (f.verdicts?.length) {
-      const codes = f.verdicts.map((v) => VERDICTS[v]);
-      inList('verdict', codes);
-      if (codes.every((c) => c >= 2)) where.push('verdict >= 2'); // lets SQLite use the events_denied index
-    }
-    if (f.daddr) {
-      where.push('daddr = ?');
-      args.push(f.daddr);
-      if (f.dport) {
-        where.push('dport = ?');
-        args.push(f.dport);
+  }
+
+  private chunk(id: number, cache?: Map<number, ChunkView>): ChunkView {
+    let c = cache?.get(id);
+    if (c) return c;
+    const r = this.st.chunkById!.get(id) as Row;
+    c = new ChunkView(r.id, r.meta, r.data);
+    cache?.set(id, c);
+    return c;
+  }
+
+  /** Events of one process in id order (only of `types` when given), at most `limit`. */
+  private procEvents(procId: number, limit: number, cache: Map<number, ChunkView>, types?: ReadonlySet<number>): StoredEvent[] {
+    const out: StoredEvent[] = [];
+    const chunkIds = (this.st.procChunks!.all(procId) as Row[]).map((r) => r.chunk_id as number);
+    for (const cid of chunkIds) {
+      const c = this.chunk(cid, cache);
+      for (let i = 0; i < c.n; i++) {
+        if (c.proc(i) !== procId || (types && !types.has(c.type(i)))) continue;
+        out.push({ id: c.eventId(i), raw: c.raw(i) });
+        if (out.length >= limit) return out;
       }
     }
+    return out;
+  }
+
+  async queryEvents(f: EventFilter, limit: number): Promise<StoredEvent[]> {
+    return this.findEvents(f, limit).map((e) => ({ id: e.id, raw: e.c.raw(e.i) }));
+  }
+
+  /** The newest `limit` events matching `f`, oldest first, as positions in their chunks. */
+  private findEvents(f: EventFilter, limit: number): Array<{ id: number; ts: number; c: ChunkView; i: number }> {
+    if (limit <= 0) return [];
+    // Chunks that can hold a match, newest first; then their events, picked by the per-event records.
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const ids = (sql: string, values: unknown[]): number[] => (this.db.prepare(sql).all(...values) as Row[]).map((r) => r.id as number);
+    if (f.hosts?.length) {
+      const hids = f.hosts.map((h) => (this.st.hostGet!.get(h) as Row | undefined)?.id as number | undefined).filter((x) => x !== undefined);
+      if (!hids.length) return [];
+      where.push(`host_id IN (${hids.join(',')})`);
+    }
+    let sids: Set<number> | undefined;
+    if (f.session) {
+      sids = new Set(ids('SELECT id FROM sessions WHERE session = ?', [f.session]));
+      if (!sids.size) return [];
+      where.push(`id IN (SELECT chunk_id FROM chunk_sessions WHERE session_id IN (${[...sids].join(',')}))`);
+    }
+    let procId: number | undefined;
+    if (f.exec_id) {
+      procId = this.procLookup(f.exec_id);
+      if (procId === undefined) return [];
+      where.push('id IN (SELECT chunk_id FROM chunk_procs WHERE proc_id = ?)');
+      args.push(procId);
+    }
+    let types: Set<number> | undefined;
+    if (f.types?.length) {
+      types = new Set(f.types.map(typeCode));
+      where.push(`(types & ${[...types].reduce((m, c) => m | typeBit(c), 0)}) <> 0`);
+    }
+    let verdicts: Set<number> | undefined;
+    if (f.verdicts?.length) {
+      verdicts = new Set(f.verdicts.map((v) => VERDICTS[v]));
+      if ([...verdicts].every((c) => c >= 2)) where.push('denials > 0');
+    }
+    if (f.daddr) {
+      where.push('id IN (SELECT chunk_id FROM chunk_daddrs WHERE daddr = ?)');
+      args.push(f.daddr);
+    }
     if (f.since !== undefined) {
-      where.push('ts >= ?');
+      where.push('ts_hi >= ?');
       args.push(f.since);
     }
     if (f.until !== undefined) {
-      where.push('ts <= ?');
+      where.push('ts_lo <= ?');
       args.push(f.until);
     }
-    const sql = `SELECT id, data FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY ts DESC, id DESC LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...args, limit) as Row[];
-    rows.reverse();
-    return rows.map((r) => ({ id: r.id as number, raw: r.data as Uint8Array }));
+    // The per-event records decide everything but an address and the names of types this store does not
+    // know: for those the event itself is read (with the one meaning of "matches", matchEvent).
+    const decode = !!f.daddr || !!types?.has(F.event.other);
+    const connect = F.event.connect;
+    const found: Array<{ id: number; ts: number; c: ChunkView; i: number }> = [];
+    let floor = Number.NEGATIVE_INFINITY; // the oldest time among the `limit` newest found so far
+    const sql = `SELECT id, ts_hi, meta, data FROM chunks ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY ts_hi DESC, id DESC`;
+    for (const r of this.db.prepare(sql).iterate(...args) as IterableIterator<Row>) {
+      if (found.length >= limit && (r.ts_hi as number) < floor) break;
+      const c = new ChunkView(r.id, r.meta, r.data);
+      for (let i = 0; i < c.n; i++) {
+        const ts = c.ts(i);
+        if (ts < floor) continue;
+        if (procId !== undefined && c.proc(i) !== procId) continue;
+        if (sids && !sids.has(c.session(i))) continue;
+        if (types && !types.has(c.type(i))) continue;
+        if (verdicts && !verdicts.has(c.verdict(i))) continue;
+        if (f.since !== undefined && ts < f.since) continue;
+        if (f.until !== undefined && ts > f.until) continue;
+        if (f.daddr && c.type(i) !== connect) continue;
+        if (decode) {
+          const { ev, tsMs } = decodeEventFast(c.view(i));
+          if (!matchEvent(f, ev, tsMs)) continue;
+        }
+        found.push({ id: c.eventId(i), ts, c, i });
+      }
+      if (found.length >= limit) {
+        found.sort(newestFirst);
+        found.length = limit;
+        floor = found[limit - 1]!.ts;
+      }
+    }
+    found.sort(newestFirst);
+    if (found.length > limit) found.length = limit;
+    return found.reverse();
   }
 
   private proc(r: Row): ProcessRow & { id: number; parent_id: number | null } {
@@ -489,10 +712,6 @@ export class SqliteStore implements EventStore {
     };
   }
 
-  private events(procId: number, limit: number): StoredEvent[] {
-    return (this.st.evByProc!.all(procId, limit) as Row[]).map((r) => ({ id: r.id as number, raw: r.data as Uint8Array }));
-  }
-
   /** Parent chain, nearest first, up to the session root (or the first process with no known parent). */
   private ancestorsOf(p: ReturnType<SqliteStore['proc']>): Array<ReturnType<SqliteStore['proc']>> {
     const out: Array<ReturnType<SqliteStore['proc']>> = [];
@@ -517,8 +736,9 @@ export class SqliteStore implements EventStore {
     const truncated = kids.length > maxDescendants;
     if (truncated) kids.length = maxDescendants;
     let truncatedEvents = false;
+    const chunks = new Map<number, ChunkView>();
     const node = (p: ReturnType<SqliteStore['proc']>, relation: LineageNode['relation']): LineageNode => {
-      const events = this.events(p.id, maxEventsPerProcess + 1);
+      const events = this.procEvents(p.id, maxEventsPerProcess + 1, chunks);
       if (events.length > maxEventsPerProcess) {
         events.length = maxEventsPerProcess;
         truncatedEvents = true;
@@ -582,15 +802,13 @@ export class SqliteStore implements EventStore {
     const since = q.since ?? 0;
     const until = q.until ?? Number.MAX_SAFE_INTEGER;
     const byProc = new Map<number, StoredEvent[]>();
+    const chunks = new Map<number, ChunkView>();
     let truncated = false;
     const pathMatches = (path: string): boolean => (q.path!.includes('/') ? path === q.path : path === q.path || path.endsWith('/' + q.path));
     if (q.daddr) {
-      const rows = this.db
-        .prepare(`SELECT id, proc_id, host_id, data FROM events WHERE daddr = ? AND ts >= ? AND ts <= ? ${q.dport ? 'AND dport = ?' : ''} ORDER BY ts DESC LIMIT ?`)
-        .all(...[q.daddr, since, until, ...(q.dport ? [q.dport] : []), 50_000]) as Row[];
-      for (const r of rows.reverse()) {
-        if (hostIds && !hostIds.has(r.host_id)) continue;
-        const key = (r.proc_id as number | null) ?? -1;
+      const filter: EventFilter = { daddr: q.daddr, ...(q.dport ? { dport: q.dport } : {}), ...(q.since !== undefined ? { since: q.since } : {}), ...(q.until !== undefined ? { until: q.until } : {}), ...(q.hosts?.length ? { hosts: q.hosts } : {}) };
+      for (const e of this.findEvents(filter, 50_000)) {
+        const key = e.c.proc(e.i) || -1;
         let list = byProc.get(key);
         if (!list) {
           if (byProc.size >= limit) {
@@ -599,7 +817,7 @@ export class SqliteStore implements EventStore {
           }
           byProc.set(key, (list = []));
         }
-        if (list.length < 100) list.push({ id: r.id, raw: r.data });
+        if (list.length < 100) list.push({ id: e.id, raw: e.c.raw(e.i) });
       }
     } else if (q.path) {
       const exact = q.path.includes('/');
@@ -613,7 +831,7 @@ export class SqliteStore implements EventStore {
       }
       for (const r of rows) {
         if (hostIds && !hostIds.has(r.host_id)) continue;
-        byProc.set(r.id, (this.st.evExecOf!.all(r.id) as Row[]).map((e) => ({ id: e.id as number, raw: e.data as Uint8Array })));
+        byProc.set(r.id, this.procEvents(r.id, 4, chunks, IMAGE_TYPES));
       }
     }
     const matches: ProcessMatchRow[] = [];

@@ -4,23 +4,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { startCollector } from '../../src/collector/server.js';
-import { F } from '../../src/events/proto.js';
+import { decodeEventFast } from '../../src/events/proto.js';
+import { SqliteStore } from '../../src/collector/sqlite.js';
 import { defer, makePki, quietLog, spawnFixture, tempDir } from './helpers.js';
 
 /** exec_id → copies stored, for the fixture's numbered events of `host`. */
 function storedCopies(dbPath: string, host: string): Map<number, number> {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    const rows = db
-      .prepare(`SELECT p.exec_id, count(*) AS n FROM events e JOIN processes p ON p.id = e.proc_id
-                WHERE e.type = ${F.event.exec} AND p.exec_id LIKE ? GROUP BY p.exec_id`)
-      .all(`${host}:fix:%`) as Array<{ exec_id: string; n: number }>;
-    return new Map(rows.map((r) => [Number(r.exec_id.split(':').pop()), r.n]));
-  } finally {
-    db.close();
+  const copies = new Map<number, number>();
+  for (const { raw } of SqliteStore.readEvents(dbPath)) {
+    const { ev } = decodeEventFast(raw);
+    if (ev.type !== 'exec' || !ev.exec_id.startsWith(`${host}:fix:`)) continue;
+    const n = Number(ev.exec_id.split(':').pop());
+    copies.set(n, (copies.get(n) ?? 0) + 1);
   }
+  return copies;
 }
 
 function assertExactlyOnce(copies: Map<number, number>, from: number, to: number, what: string): void {
