@@ -33,7 +33,8 @@ export class ChunkBuilder {
   readonly raws: Uint8Array[] = [];
   readonly procs = new Set<number>();
   readonly sessions = new Set<number>();
-  readonly daddrs = new Set<string>();
+  /** Destination address of connect events → their positions in the chunk. */
+  readonly daddrs = new Map<string, number[]>();
   n = 0;
   bytes = 0;
   tsLo = Number.POSITIVE_INFINITY;
@@ -41,7 +42,7 @@ export class ChunkBuilder {
   types = 0;
   /** Events with a deny or would_deny verdict (verdict code ≥ 2). */
   denials = 0;
-  private readonly meta = Buffer.alloc(CHUNK_EVENTS * META_BYTES);
+  private meta = Buffer.alloc(64 * META_BYTES);
 
   get full(): boolean {
     return this.n >= CHUNK_EVENTS;
@@ -49,6 +50,11 @@ export class ChunkBuilder {
 
   add(raw: Uint8Array, tsMs: number, type: number, verdict: number, proc: number, session: number, daddr: string | null): void {
     const o = this.n * META_BYTES;
+    if (o + META_BYTES > this.meta.length) {
+      const grown = Buffer.alloc(Math.min(CHUNK_EVENTS * META_BYTES, this.meta.length * 4));
+      this.meta.copy(grown);
+      this.meta = grown;
+    }
     this.bytes += raw.length;
     this.raws.push(raw);
     const m = this.meta;
@@ -65,7 +71,11 @@ export class ChunkBuilder {
     if (verdict >= 2) this.denials++;
     if (proc) this.procs.add(proc);
     if (session) this.sessions.add(session);
-    if (daddr) this.daddrs.add(daddr);
+    if (daddr) {
+      const at = this.daddrs.get(daddr);
+      if (at) at.push(this.n - 1);
+      else this.daddrs.set(daddr, [this.n - 1]);
+    }
   }
 
   data(): Buffer {
@@ -77,13 +87,26 @@ export class ChunkBuilder {
   }
 }
 
-/** A stored chunk, read back. */
+/** Positions in a chunk as stored beside an index entry (u16 each: CHUNK_EVENTS fits). */
+export function encodePositions(at: number[]): Buffer {
+  const b = Buffer.allocUnsafe(at.length * 2);
+  for (let i = 0; i < at.length; i++) b.writeUInt16LE(at[i]!, i * 2);
+  return b;
+}
+
+export function decodePositions(b: Buffer): number[] {
+  const at: number[] = [];
+  for (let o = 0; o + 1 < b.length; o += 2) at.push(b.readUInt16LE(o));
+  return at;
+}
+
+/** A stored chunk, read back: its records, and its events' bytes once read (`data`). */
 export class ChunkView {
   readonly n: number;
   constructor(
     readonly id: number,
     private readonly meta: Buffer,
-    private readonly data: Buffer,
+    public data?: Buffer,
   ) {
     this.n = meta.length / META_BYTES;
   }
@@ -107,6 +130,7 @@ export class ChunkView {
   }
   /** The event's bytes, without decoding: a view into the chunk. */
   view(i: number): Buffer {
+    if (!this.data) throw new Error(`chunk ${this.id}: events not read`);
     const start = i ? this.meta.readUInt32LE((i - 1) * META_BYTES + M_END) : 0;
     return this.data.subarray(start, this.meta.readUInt32LE(i * META_BYTES + M_END));
   }

@@ -19,7 +19,7 @@ import { decodeEventFast, F, VERDICTS } from '../events/proto.js';
 import { matchEvent, type EventFilter } from '../events/query.js';
 import type { BridleEvent } from '../events/types.js';
 import { WalCheckpointer } from './checkpointer.js';
-import { ChunkBuilder, ChunkView, CHUNK_EVENTS, SeqRanges, typeBit } from './chunks.js';
+import { ChunkBuilder, ChunkView, CHUNK_EVENTS, decodePositions, encodePositions, SeqRanges, typeBit } from './chunks.js';
 import type {
   EventStore,
   HostRow,
@@ -106,7 +106,7 @@ CREATE INDEX IF NOT EXISTS chunks_host ON chunks(host_id, ts_hi);
 CREATE INDEX IF NOT EXISTS chunks_denied ON chunks(ts_hi) WHERE denials > 0;
 CREATE TABLE IF NOT EXISTS chunk_procs (proc_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (proc_id, chunk_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunk_sessions (session_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (session_id, chunk_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chunk_daddrs (daddr TEXT NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (daddr, chunk_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_daddrs (daddr TEXT NOT NULL, chunk_id INTEGER NOT NULL, at BLOB NOT NULL, PRIMARY KEY (daddr, chunk_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seq_ranges (host_id INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (host_id, lo)) WITHOUT ROWID;
 `;
 
@@ -176,7 +176,7 @@ class BoundedMap<K, V> extends Map<K, V> {
 /** Columns of a processes row as newProc queues them. */
 const PROC_COLUMNS = 12;
 
-const PROC_COLS = `p.id, p.exec_id, p.pid, p.ppid, p.uid, p.path, p.argv, p.start_ts, p.session_root, p.parent_id,
+const PROC_COLS = `p.id, p.session_id, p.exec_id, p.pid, p.ppid, p.uid, p.path, p.argv, p.start_ts, p.session_root, p.parent_id,
   pp.exec_id AS parent_exec_id, h.name AS host, s.session AS session`;
 const PROC_FROM = `processes p LEFT JOIN processes pp ON pp.id = p.parent_id LEFT JOIN hosts h ON h.id = p.host_id
   LEFT JOIN sessions s ON s.id = p.session_id`;
@@ -235,6 +235,7 @@ export class SqliteStore implements EventStore {
       ),
       chunkIns: db.prepare('INSERT INTO chunks(host_id, ts_lo, ts_hi, n, types, denials, meta, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       chunkById: db.prepare('SELECT id, meta, data FROM chunks WHERE id = ?'),
+      chunkData: db.prepare('SELECT data FROM chunks WHERE id = ?'),
       procChunks: db.prepare('SELECT chunk_id FROM chunk_procs WHERE proc_id = ? ORDER BY chunk_id'),
       seqGet: db.prepare('SELECT lo, hi FROM seq_ranges WHERE host_id = ? ORDER BY lo'),
       seqDel: db.prepare('DELETE FROM seq_ranges WHERE host_id = ? AND lo = ?'),
@@ -250,7 +251,6 @@ export class SqliteStore implements EventStore {
          )
          SELECT ${PROC_COLS} FROM ${PROC_FROM} JOIN d ON p.id = d.id WHERE d.depth > 0 LIMIT ?`,
       ),
-      procSession: db.prepare('SELECT session_id FROM processes WHERE id = ?'),
       sessById: db.prepare('SELECT s.*, h.name AS host FROM sessions s JOIN hosts h ON h.id = s.host_id WHERE s.id = ?'),
       hostsAll: db.prepare('SELECT * FROM hosts ORDER BY name'),
     };
@@ -368,7 +368,11 @@ export class SqliteStore implements EventStore {
     };
     if (c.procs.size) this.insertRows('INSERT INTO chunk_procs(proc_id, chunk_id)', 2, pairs(c.procs));
     if (c.sessions.size) this.insertRows('INSERT INTO chunk_sessions(session_id, chunk_id)', 2, pairs(c.sessions));
-    if (c.daddrs.size) this.insertRows('INSERT INTO chunk_daddrs(daddr, chunk_id)', 2, pairs(c.daddrs));
+    if (c.daddrs.size) {
+      const flat: unknown[] = [];
+      for (const [daddr, at] of c.daddrs) flat.push(daddr, id, encodePositions(at));
+      this.insertRows('INSERT INTO chunk_daddrs(daddr, chunk_id, at)', 3, flat);
+    }
     return id;
   }
 
@@ -598,7 +602,13 @@ export class SqliteStore implements EventStore {
   }
 
   async queryEvents(f: EventFilter, limit: number): Promise<StoredEvent[]> {
-    return this.findEvents(f, limit).map((e) => ({ id: e.id, raw: e.c.raw(e.i) }));
+    return this.findEvents(f, limit).map((e) => ({ id: e.id, raw: this.withData(e.c).raw(e.i) }));
+  }
+
+  /** Reads a chunk's event bytes if not read yet (queries choose events from the records alone first). */
+  private withData(c: ChunkView): ChunkView {
+    if (!c.data) c.data = (this.st.chunkData!.get(c.id) as Row).data as Buffer;
+    return c;
   }
 
   /** The newest `limit` events matching `f`, oldest first, as positions in their chunks. */
@@ -611,54 +621,60 @@ export class SqliteStore implements EventStore {
     if (f.hosts?.length) {
       const hids = f.hosts.map((h) => (this.st.hostGet!.get(h) as Row | undefined)?.id as number | undefined).filter((x) => x !== undefined);
       if (!hids.length) return [];
-      where.push(`host_id IN (${hids.join(',')})`);
+      where.push(`c.host_id IN (${hids.join(',')})`);
     }
     let sids: Set<number> | undefined;
     if (f.session) {
       sids = new Set(ids('SELECT id FROM sessions WHERE session = ?', [f.session]));
       if (!sids.size) return [];
-      where.push(`id IN (SELECT chunk_id FROM chunk_sessions WHERE session_id IN (${[...sids].join(',')}))`);
+      where.push(`c.id IN (SELECT chunk_id FROM chunk_sessions WHERE session_id IN (${[...sids].join(',')}))`);
     }
     let procId: number | undefined;
     if (f.exec_id) {
       procId = this.procLookup(f.exec_id);
       if (procId === undefined) return [];
-      where.push('id IN (SELECT chunk_id FROM chunk_procs WHERE proc_id = ?)');
+      where.push('c.id IN (SELECT chunk_id FROM chunk_procs WHERE proc_id = ?)');
       args.push(procId);
     }
     let types: Set<number> | undefined;
     if (f.types?.length) {
       types = new Set(f.types.map(typeCode));
-      where.push(`(types & ${[...types].reduce((m, c) => m | typeBit(c), 0)}) <> 0`);
+      where.push(`(c.types & ${[...types].reduce((m, c) => m | typeBit(c), 0)}) <> 0`);
     }
     let verdicts: Set<number> | undefined;
     if (f.verdicts?.length) {
       verdicts = new Set(f.verdicts.map((v) => VERDICTS[v]));
-      if ([...verdicts].every((c) => c >= 2)) where.push('denials > 0');
+      if ([...verdicts].every((c) => c >= 2)) where.push('c.denials > 0');
     }
+    // With an address, the index entry also says where in the chunk its connects are.
+    const from = f.daddr ? 'chunk_daddrs d JOIN chunks c ON c.id = d.chunk_id' : 'chunks c';
     if (f.daddr) {
-      where.push('id IN (SELECT chunk_id FROM chunk_daddrs WHERE daddr = ?)');
+      where.push('d.daddr = ?');
       args.push(f.daddr);
     }
     if (f.since !== undefined) {
-      where.push('ts_hi >= ?');
+      where.push('c.ts_hi >= ?');
       args.push(f.since);
     }
     if (f.until !== undefined) {
-      where.push('ts_lo <= ?');
+      where.push('c.ts_lo <= ?');
       args.push(f.until);
     }
-    // The per-event records decide everything but an address and the names of types this store does not
-    // know: for those the event itself is read (with the one meaning of "matches", matchEvent).
-    const decode = !!f.daddr || !!types?.has(F.event.other);
+    // The per-event records and the address index decide everything but a port and the names of types
+    // this store does not know: for those the event itself is read (with the one meaning of "matches").
+    const decode = !!f.dport || !!types?.has(F.event.other);
     const connect = F.event.connect;
     const found: Array<{ id: number; ts: number; c: ChunkView; i: number }> = [];
     let floor = Number.NEGATIVE_INFINITY; // the oldest time among the `limit` newest found so far
-    const sql = `SELECT id, ts_hi, meta, data FROM chunks ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY ts_hi DESC, id DESC`;
+    // Records only (the events' bytes come after them in the row, and are read for the events chosen).
+    const sql = `SELECT c.id, c.ts_hi, c.meta${f.daddr ? ', d.at' : ''} FROM ${from} ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+      ORDER BY c.ts_hi DESC, c.id DESC`;
     for (const r of this.db.prepare(sql).iterate(...args) as IterableIterator<Row>) {
       if (found.length >= limit && (r.ts_hi as number) < floor) break;
-      const c = new ChunkView(r.id, r.meta, r.data);
-      for (let i = 0; i < c.n; i++) {
+      const c = new ChunkView(r.id, r.meta);
+      const at = r.at ? decodePositions(r.at as Buffer) : undefined;
+      for (let k = 0, end = at ? at.length : c.n; k < end; k++) {
+        const i = at ? at[k]! : k;
         const ts = c.ts(i);
         if (ts < floor) continue;
         if (procId !== undefined && c.proc(i) !== procId) continue;
@@ -669,7 +685,7 @@ export class SqliteStore implements EventStore {
         if (f.until !== undefined && ts > f.until) continue;
         if (f.daddr && c.type(i) !== connect) continue;
         if (decode) {
-          const { ev, tsMs } = decodeEventFast(c.view(i));
+          const { ev, tsMs } = decodeEventFast(this.withData(c).view(i));
           if (!matchEvent(f, ev, tsMs)) continue;
         }
         found.push({ id: c.eventId(i), ts, c, i });
@@ -685,9 +701,10 @@ export class SqliteStore implements EventStore {
     return found.reverse();
   }
 
-  private proc(r: Row): ProcessRow & { id: number; parent_id: number | null } {
+  private proc(r: Row): ProcessRow & { id: number; parent_id: number | null; session_id: number | null } {
     return {
       id: r.id,
+      session_id: r.session_id,
       parent_id: r.parent_id,
       exec_id: r.exec_id,
       parent_exec_id: r.parent_exec_id ?? '',
@@ -750,7 +767,7 @@ export class SqliteStore implements EventStore {
     };
     const processes = [...ancestors.map((p) => node(p, 'ancestor')), node(target, 'target'), ...kids.map((p) => node(p, 'descendant'))];
     const result: LineageResult = { processes, truncated: truncated || truncatedEvents };
-    const sid = (this.st.procSession!.get(target.id) as Row | undefined)?.session_id as number | null | undefined;
+    const sid = target.session_id;
     const srow = sid != null ? (this.st.sessById!.get(sid) as Row | undefined) : undefined;
     if (srow) result.session = this.sessionRow(srow);
     return result;
@@ -817,7 +834,7 @@ export class SqliteStore implements EventStore {
           }
           byProc.set(key, (list = []));
         }
-        if (list.length < 100) list.push({ id: e.id, raw: e.c.raw(e.i) });
+        if (list.length < 100) list.push({ id: e.id, raw: this.withData(e.c).raw(e.i) });
       }
     } else if (q.path) {
       const exact = q.path.includes('/');
