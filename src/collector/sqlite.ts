@@ -491,19 +491,21 @@ export class SqliteStore implements EventStore {
     if (!exists) return;
     let chunk = new ChunkBuilder();
     let chunkHost = -1;
-    for (const r of db
-      .prepare('SELECT host_id, seq, ts, type, session_id, proc_id, verdict, daddr, data FROM events ORDER BY id')
-      .iterate() as IterableIterator<Row>) {
-      if (chunk.n && (chunk.full || r.host_id !== chunkHost)) {
-        this.writeChunk(chunkHost, chunk);
-        chunk = new ChunkBuilder();
+    // Read in pages: better-sqlite3 allows no write while a statement iterates on the connection.
+    const page = db.prepare('SELECT id, host_id, seq, ts, type, session_id, proc_id, verdict, daddr, data FROM events WHERE id > ? ORDER BY id LIMIT 4096');
+    for (let after = -1, rows = page.all(after) as Row[]; rows.length; after = rows.at(-1)!.id as number, rows = page.all(after) as Row[]) {
+      for (const r of rows) {
+        if (chunk.n && (chunk.full || r.host_id !== chunkHost)) {
+          this.writeChunk(chunkHost, chunk);
+          chunk = new ChunkBuilder();
+        }
+        chunkHost = r.host_id;
+        if (r.seq !== null) {
+          const seqs = this.seqRanges(r.host_id);
+          if (!seqs.has(r.seq)) seqs.add(r.seq);
+        }
+        chunk.add(r.data, r.ts, r.type, r.verdict ?? 0, r.proc_id ?? 0, r.session_id ?? 0, r.daddr);
       }
-      chunkHost = r.host_id;
-      if (r.seq !== null) {
-        const seqs = this.seqRanges(r.host_id);
-        if (!seqs.has(r.seq)) seqs.add(r.seq);
-      }
-      chunk.add(r.data, r.ts, r.type, r.verdict ?? 0, r.proc_id ?? 0, r.session_id ?? 0, r.daddr);
     }
     if (chunk.n) this.writeChunk(chunkHost, chunk);
     for (const [hid, seqs] of this.seqs) {

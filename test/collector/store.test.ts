@@ -239,15 +239,22 @@ test('a store of schema 1 (one row per event) is migrated on open: every event, 
   };
   const VERDICT: Record<string, number> = { allow: 1, deny: 2, would_deny: 3 };
   const TYPE: Record<string, number> = { session_start: 10, session_end: 11, exec: 12, exit: 13, connect: 14, tool_call: 16 };
-  for (const { ev, tsMs, raw } of all) {
+  const put = (hid: number, { ev, tsMs, raw }: (typeof all)[number]) => {
     let sid = sess.get(ev.session);
-    if (sid === undefined) sess.set(ev.session, (sid = Number(v1.prepare('INSERT INTO sessions(host_id, session) VALUES (?, ?)').run(hostId, ev.session).lastInsertRowid)));
+    if (sid === undefined) sess.set(ev.session, (sid = Number(v1.prepare('INSERT INTO sessions(host_id, session) VALUES (?, ?)').run(hid, ev.session).lastInsertRowid)));
     const pid = ev.exec_id ? proc(ev.exec_id, sid, ev) : null;
     v1.prepare('INSERT INTO events(host_id, seq, ts, type, session_id, proc_id, verdict, daddr, dport, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
-      hostId, ev.seq, tsMs, TYPE[ev.type] ?? 99, sid, pid, ev.verdict ? VERDICT[ev.verdict] : null,
+      hid, ev.seq, tsMs, TYPE[ev.type] ?? 99, sid, pid, ev.verdict ? VERDICT[ev.verdict] : null,
       ev.type === 'connect' ? ev.daddr : null, ev.type === 'connect' ? ev.dport : null, raw,
     );
-  }
+  };
+  // A second host's events in the middle, and more rows than one chunk holds: chunks are written while
+  // the old table is still being read.
+  const otherId = Number(v1.prepare("INSERT INTO hosts(name, first_seen, last_seen) VALUES ('v1-other', 0, 0)").run().lastInsertRowid);
+  const others = items('v1-other', 4200);
+  all.slice(0, 300).forEach((it) => put(hostId, it));
+  others.forEach((it) => put(otherId, it));
+  all.slice(300).forEach((it) => put(hostId, it));
   v1.close();
 
   const store = new SqliteStore(path, { checkpointThread: false });
@@ -255,8 +262,10 @@ test('a store of schema 1 (one row per event) is migrated on open: every event, 
   assert.equal(store.db.pragma('user_version', { simple: true }), 2);
   assert.equal((store.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'events'").get() as { n: number }).n, 0, 'the old table is gone');
   const stored = [...store.allEvents()];
-  assert.equal(stored.length, 700);
-  assert.ok(stored.every((e, i) => e.raw.equals(all[i]!.raw)), 'every event, byte for byte, in its order');
+  const inOrder = [...all.slice(0, 300), ...others, ...all.slice(300)];
+  assert.equal(stored.length, inOrder.length);
+  assert.ok(stored.every((e, i) => e.raw.equals(inOrder[i]!.raw)), 'every event, byte for byte, in its order');
+  assert.equal(store.ingestNow('v1-other', others.slice(4000)).duplicates, 200);
   const again = store.ingestNow('v1-host', all.slice(600));
   assert.deepEqual([again.stored, again.duplicates], [0, 100], 'sequence numbers of migrated events are known');
   const exec = all.find((it) => it.ev.type === 'exec')!.ev;
@@ -269,5 +278,5 @@ test('a store of schema 1 (one row per event) is migrated on open: every event, 
   // New events go on after the migrated ones.
   const more = store.ingestNow('v1-host', items('v1-host', 800).slice(700));
   assert.equal(more.stored, 100);
-  assert.ok(more.fresh[0]!.id > stored.at(-1)!.id);
+  assert.ok(more.fresh[0]!.id > Math.max(...stored.map((e) => e.id)));
 });
