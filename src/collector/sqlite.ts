@@ -189,7 +189,6 @@ export class SqliteStore implements EventStore {
   private seqs = new Map<number, SeqRanges>();
   /** Process rows assigned an id in this transaction but not written yet (written in bulk). */
   private pendingProcs: unknown[] = [];
-  private pendingFrom = 0;
   private nextProcId = 0;
   private bulk = new Map<string, Database.Statement>();
   private st: Record<string, Database.Statement>;
@@ -312,7 +311,6 @@ export class SqliteStore implements EventStore {
     path: string | null, argv: string, startTs: number, root: number): number {
     if (this.nextProcId === 0) this.nextProcId = ((this.st.procMaxId!.get() as Row).id as number) + 1;
     const id = this.nextProcId++;
-    if (this.pendingProcs.length === 0) this.pendingFrom = id;
     this.pendingProcs.push(id, execId, parentId, hid, sid, pid, ppid, uid, path, argv, startTs, root);
     this.procIds.set(execId, id);
     // Bounded, so that the id cache (which may forget the oldest entries) never holds the only copy.
@@ -389,15 +387,13 @@ export class SqliteStore implements EventStore {
     let lastSession = '';
     let lastSid = 0;
     let chunk = new ChunkBuilder();
-    let chunkItems: IngestItem[] = [];
+    // fresh[chunkStart + i] is the chunk's event i: its id is known once the chunk is written.
+    let chunkStart = 0;
     const flushChunk = (): void => {
       const cid = this.writeChunk(hid, chunk);
-      for (let i = 0; i < chunkItems.length; i++) {
-        const it = chunkItems[i]!;
-        fresh.push({ ev: it.ev, tsMs: it.tsMs, raw: it.raw, id: cid * CHUNK_EVENTS + i });
-      }
+      for (let i = chunkStart; i < fresh.length; i++) fresh[i]!.id = cid * CHUNK_EVENTS + (i - chunkStart);
       chunk = new ChunkBuilder();
-      chunkItems = [];
+      chunkStart = fresh.length;
     };
     for (const item of items) {
       const ev = item.ev;
@@ -442,7 +438,7 @@ export class SqliteStore implements EventStore {
       }
       const daddr = ev.type === 'connect' && ev.daddr ? ev.daddr : null;
       chunk.add(item.raw, tsMs, typeCode(ev.type), ev.verdict ? VERDICTS[ev.verdict] : 0, procId, sid ?? 0, daddr);
-      chunkItems.push(item);
+      fresh.push({ ev, tsMs, raw: item.raw, id: 0 });
       if (chunk.full) flushChunk();
       const lost = ev.type === 'loss' ? ev.count : 0;
       lostTotal += lost;
@@ -477,7 +473,8 @@ export class SqliteStore implements EventStore {
 
   private updateImage(id: number, ev: BridleEvent, hid: number, sid: number | null, tsMs: number): void {
     const f = this.imageFields(ev as BridleEvent & { type: 'exec' | 'session_start' }, hid, sid);
-    if (this.pendingProcs.length && id >= this.pendingFrom) this.flushProcs();
+    // Its row may still be queued (pending ids are the newest; the first value queued is the first id).
+    if (this.pendingProcs.length && id >= (this.pendingProcs[0] as number)) this.flushProcs();
     this.st.procDetails!.run(f.parentId, sid, ev.pid, ev.ppid, ev.uid, f.path, f.argv, f.argv, tsMs, tsMs, f.root, id);
   }
 
