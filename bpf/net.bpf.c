@@ -181,6 +181,12 @@ static __always_inline bool net_monitor(struct bridle_tag *tag, struct bridle_ne
 	return (tag->flags & BRIDLE_TAG_MONITOR) || (cfg->flags & BRIDLE_NET_F_MONITOR);
 }
 
+/* What a decision is reported as: a deny in monitor mode is would_deny. */
+static __always_inline u32 net_verdict(u32 action, bool monitor)
+{
+	return action == BRIDLE_DENY && monitor ? BRIDLE_WOULD_DENY : action;
+}
+
 static __always_inline void count_loss(u32 i)
 {
 	u64 *n = bpf_map_lookup_elem(&net_lost, &i);
@@ -571,9 +577,7 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 		}
 	}
 
-	u32 verdict = v.action;
-	if (verdict == BRIDLE_DENY && monitor)
-		verdict = BRIDLE_WOULD_DENY;
+	u32 verdict = net_verdict(v.action, monitor);
 	if (report_it)
 		report(tag, tgid, &d, op, verdict, &v);
 	return verdict == BRIDLE_DENY ? 0 : 1;
@@ -745,8 +749,7 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 		char c = ev->path[i];
 		if (!c && !abstract)
 			break;
-		h ^= (u8)c;
-		h *= FNV_PRIME;
+		fnv(&h, c);
 		used = i + 1;
 	}
 	ev->path_len = used;
@@ -763,7 +766,7 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 		struct bridle_net_cfg *cfg = net_policy(tag);
 		if (!cfg)
 			return 1;
-		monitor = monitor || (cfg->flags & BRIDLE_NET_F_MONITOR);
+		monitor = net_monitor(tag, cfg);
 		ev->gen = cfg->gen;
 		if (unix_rule(cfg->gen, h, &r)) {
 			action = r.action ? BRIDLE_DENY : BRIDLE_ALLOW;
@@ -775,9 +778,7 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 			rule = cfg->default_rule;
 		}
 	}
-	u32 verdict = action;
-	if (verdict == BRIDLE_DENY && monitor)
-		verdict = BRIDLE_WOULD_DENY;
+	u32 verdict = net_verdict(action, monitor);
 	ev->verdict = verdict;
 	ev->rule_kind = kind;
 	ev->rule_id = rule;
@@ -943,17 +944,15 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 }
 
 /*
- * Sockets that carry traffic no connect or sendmsg hook sees: raw IP sockets (any packet to any host),
- * ICMP "ping" sockets (echo payloads to any host) and packet sockets. A session with a network policy may
- * not open them. Raw and ICMP are inet sockets: refused at creation (EPERM, io_uring included). Packet
- * sockets are not inet, so the socket() system call is watched instead and the process killed.
+ * Sockets that carry traffic no connect or sendmsg hook sees (decided_by_hooks says which do not): a
+ * session with a network policy may not open them. Inet sockets are refused at creation (EPERM, io_uring
+ * included); other families are not inet, so the socket() system call is watched instead and the process
+ * killed.
  */
 #define SOCK_DGRAM 2
-#define SOCK_RAW 3
 #define SOCK_TYPE_MASK 0xf
-#define IPPROTO_ICMP 1
-#define IPPROTO_ICMPV6 58
-#define AF_PACKET 17
+#define AF_NETLINK 16
+#define AF_ALG 38
 
 
 /*
@@ -1024,7 +1023,7 @@ int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 	 * sockets, vsock to the hypervisor, TIPC, RDS, XDP, Bluetooth, CAN and those added later, would.
 	 */
 	u64 fam = ctx->family;
-	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == 16 /* AF_NETLINK */ || fam == 38 /* AF_ALG */)
+	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == AF_NETLINK || fam == AF_ALG)
 		return 0;
 	/* not inet, so no cgroup hook sees it: the process is killed before socket() returns */
 	if (refuse_socket((u32)fam, ctx->type & SOCK_TYPE_MASK, ctx->protocol) == BRIDLE_DENY)

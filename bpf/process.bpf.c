@@ -3,8 +3,10 @@
  * Process sensor: sessions as tagged process trees, lineage keys, and exec decided in the kernel.
  *
  * Hooks: tp_btf sched_process_fork (tag inheritance, lineage), sched_process_exec (decision, events,
- * agent auto-sessions), sched_process_exit (exit events, session refcount), and the syscall tracepoints
- * for mmap (programs run through the dynamic loader) and bpf (a tagged process must not touch maps).
+ * agent auto-sessions), sched_process_exit (exit events, session refcount); the syscall tracepoints for
+ * mmap, mprotect and pkey_mprotect (executable mappings, programs run through the dynamic loader), for
+ * the exits of the open calls and tp_btf io_uring_complete (credential files, #! scripts, /proc peeks),
+ * and for bpf, ptrace and process_vm_readv (guards).
  * This kernel refuses BPF trampolines, so a denied image is killed with SIGKILL at
  * sched_process_exec: the signal is pending before the new image's first user instruction.
  */
@@ -133,7 +135,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 
 	struct decision d;
 	decide(&d, tag->policy, file, ev);
-	struct bridle_policy_cfg *pc = bpf_map_lookup_elem(&policies, &tag->policy);
+	struct bridle_policy_cfg *pc = tag_policy(tag);
 	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, BRIDLE_KEY_EXEC, ev->dev, ev->ino) : NULL;
 	if (d.verdict == BRIDLE_ALLOW && loader && (loader->action & BRIDLE_MARK_LOADER)) {
 		/* The dynamic loader run as a program: the program it maps next is decided like an exec. */
@@ -198,7 +200,7 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
  */
 static __always_inline bool denied_by_rule(struct decision *d, u32 gen, u32 kind, struct file *file, struct inode *inode)
 {
-	d->verdict = BRIDLE_ALLOW;
+	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
 	if (!consider(d, ident_rule(&exec_ident, gen, kind, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		decide_dirs(d, gen, kind, file);
 	return d->verdict == BRIDLE_DENY;
@@ -211,15 +213,14 @@ static __always_inline bool denied_by_rule(struct decision *d, u32 gen, u32 kind
  * mprotect(PROT_EXEC) of a file's mapping; a denied mapping kills the process before the call returns,
  * so none of that code runs.
  */
-static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct bridle_tag *tag, struct file *file, bool shared, u32 what)
+static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct bridle_tag *tag, struct bridle_policy_cfg *cfg,
+				    struct file *file, bool shared, u32 what)
 {
-	u32 policy = tag->policy;
-	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
 	if (!cfg)
 		return 0;
 	u32 gen = cfg->gen;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	struct decision d = {};
+	struct decision d;
 	if (BPF_CORE_READ(inode, __i_nlink) == 0) {
 		/*
 		 * A loader maps an object's segments private. A shared executable view of a memfd is how JITs
@@ -228,7 +229,7 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 		if (cfg->fileless_action != BRIDLE_DENY || shared)
 			return 0;
 		d.rule_id = cfg->fileless_rule;
-	} else if (!denied_by_rule(&d, gen, BRIDLE_KEY_EXEC, file, inode)) {
+	} else if (!(cfg->flags & BRIDLE_CFG_EXEC_DENY) || !denied_by_rule(&d, gen, BRIDLE_KEY_EXEC, file, inode)) {
 		return 0;
 	}
 	return guard_refuse(task, tgid, tag, what, d.rule_id, gen);
@@ -250,15 +251,17 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 	u32 tgid;
 	struct task_struct *task;
 	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag) /* the loader mark is only ever set on tagged processes */
+		return 0;
 	struct bridle_proc *p = bpf_map_lookup_elem(&procs, &tgid);
 	bool loader = p && (p->flags & BRIDLE_F_LOADER);
 	if (loader)
 		p->flags &= ~BRIDLE_F_LOADER;
-	struct file *file = tag ? fd_file(task, fd) : NULL;
+	struct file *file = fd_file(task, fd);
 	if (!file)
 		return 0;
 	if (!loader) /* an ordinary executable mapping: a library, LD_PRELOAD, dlopen */
-		return exec_map(task, tgid, tag, file, ctx->args[3] & MAP_SHARED, BRIDLE_GUARD_EXEC_MAP);
+		return exec_map(task, tgid, tag, tag_policy(tag), file, ctx->args[3] & MAP_SHARED, BRIDLE_GUARD_EXEC_MAP);
 
 	/* the mapped file has no name here: its dentry name, and userspace matches it against the argv */
 	struct bridle_exec_ev *ev = exec_begin(BRIDLE_F_VIA_LOADER, NULL, file);
@@ -341,7 +344,7 @@ static __always_inline u64 script_name(struct file *file)
 	for (int i = 0; i < SCRIPT_NAME_MAX; i++) {
 		if (!name[i])
 			break;
-		h = (h ^ (u8)name[i]) * FNV_PRIME;
+		fnv(&h, name[i]);
 	}
 	return h;
 }
@@ -362,8 +365,7 @@ static __always_inline int opened(long ret, bool fixed_slot)
 	struct bridle_tag *tag = current_tag(&tgid, &task);
 	if (!tag)
 		return 0;
-	u32 policy = tag->policy;
-	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
+	struct bridle_policy_cfg *cfg = tag_policy(tag);
 	bool cred = cfg && (cfg->flags & BRIDLE_CFG_CRED_FILES);
 	u32 gen = cfg ? cfg->gen : 0;
 	if (fixed_slot)
@@ -376,15 +378,16 @@ static __always_inline int opened(long ret, bool fixed_slot)
 	u32 peek = proc_peek(file, inode, tgid, tag, &target);
 	if (peek)
 		return guard_refuse(task, tgid, tag, peek, target, 0);
+	/* A credential file first: a file of the awaited script's name is still a file the session may not read. */
+	struct decision d;
+	if (cred && denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
+		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
 	u64 *want = bpf_map_lookup_elem(&script_wait, &tgid);
 	if (want && script_name(file) == *want) {
 		bpf_map_delete_elem(&script_wait, &tgid);
-		return exec_map(task, tgid, tag, file, false, BRIDLE_GUARD_SCRIPT);
+		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	}
-	struct decision d;
-	if (!cred || !denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
-		return 0;
-	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
+	return 0;
 }
 
 struct vma_seen {
@@ -412,7 +415,7 @@ static __always_inline int exec_protect(u64 addr, u64 prot)
 		return 0;
 	struct vma_seen seen = {};
 	bpf_find_vma(task, addr, vma_file, &seen, 0);
-	return seen.file ? exec_map(task, tgid, tag, seen.file, seen.shared, BRIDLE_GUARD_EXEC_MAP) : 0; /* anonymous memory (a JIT) is not a file's code */
+	return seen.file ? exec_map(task, tgid, tag, tag_policy(tag), seen.file, seen.shared, BRIDLE_GUARD_EXEC_MAP) : 0; /* anonymous memory (a JIT) is not a file's code */
 }
 
 SEC("tracepoint/syscalls/sys_enter_mprotect")

@@ -140,11 +140,13 @@ struct bridle_policy_cfg {
 	u32 fileless_action;
 	u32 fileless_rule;
 	u32 default_rule;
-	u32 flags; /* BRIDLE_TAG_MONITOR, BRIDLE_CFG_CRED_FILES */
+	u32 flags; /* BRIDLE_TAG_MONITOR, BRIDLE_CFG_CRED_FILES, BRIDLE_CFG_EXEC_DENY */
 };
 
-/* bridle_policy_cfg.flags beyond BRIDLE_TAG_MONITOR: the policy has credentials.files.deny rules. */
+/* bridle_policy_cfg.flags beyond BRIDLE_TAG_MONITOR: the policy has credentials.files.deny rules; */
 #define BRIDLE_CFG_CRED_FILES (1u << 1)
+/* it has exec deny rules by path or directory (what executable mappings and scripts are checked against). */
+#define BRIDLE_CFG_EXEC_DENY (1u << 2)
 
 /* Agents that start sessions by themselves (key: FNV-1a 64 of the exe basename, or ident). */
 struct bridle_agent {

@@ -141,12 +141,6 @@ static __always_inline void session_ref(u64 session, s64 delta, u32 policy, u32 
 	}
 }
 
-static __always_inline void fnv(u64 *h, u8 c)
-{
-	*h ^= c;
-	*h *= FNV_PRIME;
-}
-
 static __always_inline struct bridle_rule *ident_rule(void *map, u32 policy, u32 kind, u64 dev, u64 ino)
 {
 	struct bridle_ident_key k = { .policy = policy, .kind = kind, .dev = dev, .ino = ino };
@@ -256,8 +250,7 @@ static long argv_step(u32 i, struct argv_walk *w)
 		if (c == '/')
 			w->h = FNV_OFF; /* argv[0] is compared by basename */
 		else if (c != 0) {
-			w->h ^= c;
-			w->h *= FNV_PRIME;
+			fnv(&w->h, c);
 			return 0;
 		}
 		if (c == '/')
@@ -271,10 +264,8 @@ static long argv_step(u32 i, struct argv_walk *w)
 		if (w->denied)
 			return 1;
 	}
-	w->h ^= c;
-	w->h *= FNV_PRIME;
-	w->hf ^= c;
-	w->hf *= FNV_PRIME;
+	fnv(&w->h, c);
+	fnv(&w->hf, c);
 	return 0;
 }
 
@@ -288,13 +279,19 @@ static __always_inline bool decide_argv(struct decision *d, u32 policy, struct b
 	for (u32 i = 0; i < BRIDLE_DNAME_MAX; i++) {
 		if (i >= ev->dname_len)
 			break;
-		w.hf ^= (u8)ev->dname[i];
-		w.hf *= FNV_PRIME;
+		fnv(&w.hf, ev->dname[i]);
 	}
 	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
 	if (w.denied || w.allowed)
 		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
 	return false;
+}
+
+/* The policy a session is under (NULL while none is installed). */
+static __always_inline struct bridle_policy_cfg *tag_policy(struct bridle_tag *tag)
+{
+	u32 policy = tag->policy;
+	return bpf_map_lookup_elem(&policies, &policy);
 }
 
 static __always_inline void decide(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev)
@@ -372,7 +369,7 @@ static long basename_step(u32 i, struct name_walk *w)
 		w->h = FNV_OFF;
 		w->n = 0;
 	} else if (w->n < w->max) {
-		w->h = (w->h ^ c) * FNV_PRIME;
+		fnv(&w->h, c);
 		w->n++;
 	}
 	return 0;
@@ -394,8 +391,7 @@ static long word_step(u32 i, struct word_walk *w)
 		return 1;
 	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
 	if (c != 0) {
-		w->wh ^= c;
-		w->wh *= FNV_PRIME;
+		fnv(&w->wh, c);
 		return 0;
 	}
 	if (w->word > 0) {

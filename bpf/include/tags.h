@@ -12,6 +12,13 @@
 #define FNV_OFF 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
+/* One FNV-1a 64 step: every name hash in the programs (and fnv1a in src/policy) is made of these. */
+static __always_inline void fnv(u64 *h, u8 c)
+{
+	*h ^= c;
+	*h *= FNV_PRIME;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

@@ -21,6 +21,8 @@ export const FLAG = {
 export const TAG_MONITOR = 1;
 /** bridle_policy_cfg.flags: the policy has credentials.files.deny rules. */
 export const CFG_CRED_FILES = 1 << 1;
+/** bridle_policy_cfg.flags: the policy has exec deny rules by path or directory. */
+export const CFG_EXEC_DENY = 1 << 2;
 /** bridle_ident_key.kind */
 export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
 /** enum bridle_guard values whose target is the deciding rule's id (credential file, executable mapping, #! script). */

@@ -3,7 +3,7 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { CFG_CRED_FILES, KEY_KIND, LAYOUT, MARK_LOADER, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
+import { CFG_CRED_FILES, CFG_EXEC_DENY, KEY_KIND, LAYOUT, MARK_LOADER, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
 import type { Action, ExecRule, Policy } from './types.js';
 
 export interface Entry {
@@ -112,6 +112,8 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
     const cur = m.get(k);
     if (!cur || (cur.action !== VERDICT.DENY && action === VERDICT.DENY)) m.set(k, { ...cur, key, action, ruleId });
   };
+  // Exec deny rules by identity or directory (executable mappings and #! scripts are checked against them).
+  let execDeny = false;
   // deny rules first so that, within one action, the first rule in the file is the one reported
   for (const r of [...policy.exec.deny, ...policy.exec.allow]) {
     const ruleId = rules.length;
@@ -120,6 +122,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
     if (r.kind === 'path') {
       const { dev, ino } = identity(r.path);
       put(ident, identKey(gen, dev, ino), action, ruleId);
+      execDeny ||= action === VERDICT.DENY;
     } else if (r.kind === 'dir') {
       let id: { dev: bigint; ino: bigint };
       try {
@@ -128,6 +131,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
         continue; // a dir that does not exist contains nothing to decide yet
       }
       put(dirs, identKey(gen, id.dev, id.ino), action, ruleId);
+      execDeny ||= action === VERDICT.DENY;
     } else {
       const f = LAYOUT.bridle_argv_key.fields;
       const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
@@ -220,7 +224,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       filelessAction: actionCode(policy.exec.fileless),
       filelessRule: 1,
       defaultRule: 0,
-      flags: (policy.mode === 'monitor' ? TAG_MONITOR : 0) | (credRules ? CFG_CRED_FILES : 0),
+      flags: (policy.mode === 'monitor' ? TAG_MONITOR : 0) | (credRules ? CFG_CRED_FILES : 0) | (execDeny ? CFG_EXEC_DENY : 0),
     },
     agents: { names, idents, list },
     credMissing,

@@ -18,6 +18,10 @@ function secrets(dir: string): void {
   writeFileSync(join(dir, 'other.txt'), 'fine\n');
   symlinkSync(join(dir, 'token.txt'), join(dir, 'link'));
   linkSync(join(dir, 'secrets', 'key'), join(dir, 'hard'));
+  // A script of the credential file's name: what its interpreter runs then opens the real file, which the
+  // wait for the script must not take for the script.
+  mkdirSync(join(dir, 'bin'));
+  writeFileSync(join(dir, 'bin', 'token.txt'), `#!/usr/bin/env -S sh -c "exec cat ${join(dir, 'token.txt')}"\n`, { mode: 0o755 });
 }
 
 const policy = (dir: string, mode = 'enforce') => `version: 1
@@ -39,9 +43,11 @@ const probes = (d: string) =>
     ['relative', `cd ${d}/secrets && cat ./key`],
     ['procroot', `cat /proc/self/root${d}/token.txt`],
     ['listdir', `ls ${d}/secrets`],
-    ['python', `python3 -c "import sys; open(sys.argv[1]).read()" ${d}/token.txt`],
+    ['python', `python3 -c "import sys; print(open(sys.argv[1]).read())" ${d}/token.txt`],
+    ['scriptname', `${d}/bin/token.txt`],
   ]
-    .map(([name, cmd]) => `sh -c '${cmd}' >/dev/null 2>&1; echo "${name}=$?"`)
+    // status, and how many bytes of the file reached the output (none, when killed before it was read)
+    .map(([name, cmd]) => `out=$(sh -c '${cmd}' 2>/dev/null); echo "${name}=$? $(printf %s "$out" | wc -c)"`)
     .join('\n');
 
 test('a session that opens a denied credential file, by any name, is killed before it can read it', async (t) => {
@@ -51,12 +57,13 @@ test('a session that opens a denied credential file, by any name, is killed befo
   const r = await h.run(['sh', '-c', probes(dir)]);
   assert.equal(r.status, 0);
   const got = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('=') as [string, string]));
+  const killed = `${KILLED} 0`;
   assert.deepEqual(got, {
-    dir: `${KILLED}`, file: `${KILLED}`, other: '0', symlink: `${KILLED}`, hardlink: `${KILLED}`, relative: `${KILLED}`,
-    procroot: `${KILLED}`, listdir: `${KILLED}`, python: `${KILLED}`,
+    dir: killed, file: killed, other: '0 4', symlink: killed, hardlink: killed, relative: killed,
+    procroot: killed, listdir: killed, python: killed, scriptname: killed,
   });
   const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'credential_file');
-  assert.equal(v.length, 8, 'one violation per refused open');
+  assert.equal(v.length, 9, 'one violation per refused open');
   assert.ok(v.every((e) => e.verdict === 'deny'));
   const rules = new Set(v.map((e) => e.rule));
   assert.deepEqual([...rules].sort(), ['credentials.files.deny[0]', 'credentials.files.deny[1]']);
