@@ -7,9 +7,7 @@
 // ring buffer's size; past it, the kernel counts the loss).
 import type { EventSink } from '../events/types.js';
 import { RingBuffer, type BpfMap } from '../kernel/binding.js';
-import { deadInstances, loadState, openPinned, reapOrphans, type ReapReport } from '../kernel/failclosed.js';
-import { decode } from '../kernel/layout.js';
-import { decodeNet } from '../kernel/net.js';
+import { deadInstances, loadState, openPinned, removeOrphans, surveyOrphans, type ReapReport } from '../kernel/failclosed.js';
 import { Engine } from './engine.js';
 
 interface Reading {
@@ -39,14 +37,7 @@ export class Adopter {
       for (const s of this.sinks) engine.addSink(s);
       try {
         const rb = new RingBuffer(map, (batch) => {
-          for (const buf of batch) {
-            const r = decode(buf);
-            if (r) engine.handle(r);
-            else {
-              const n = decodeNet(buf);
-              if (n) engine.handleNet(n);
-            }
-          }
+          for (const buf of batch) engine.handleRaw(buf);
         });
         this.reading.set(instance, { map, rb });
       } catch (err) {
@@ -62,12 +53,13 @@ export class Adopter {
 
   /**
    * Starts reading every dead supervisor's ring buffer not read yet (adopt), delivers what the ring
-   * buffers of finished orphans hold, then removes their pins (reapOrphans). Returns what reapOrphans did.
+   * buffers of finished orphans hold, then removes their pins. Returns what was removed and kept.
    */
   async sweep(): Promise<ReapReport> {
     this.adopt();
-    for (const instance of reapOrphans({ dryRun: true }).removed) await this.release(instance);
-    const report = reapOrphans();
+    const report = surveyOrphans();
+    for (const instance of report.removed) await this.release(instance);
+    removeOrphans(report);
     // another bridle may have reaped one we read: deliver the rest, then let it go
     const gone = new Set(deadInstances());
     for (const instance of [...this.reading.keys()]) if (!gone.has(instance)) await this.release(instance);

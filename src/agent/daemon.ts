@@ -12,6 +12,7 @@ import { HOST } from './ids.js';
 import { sessionName } from './ids.js';
 import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
 import { Adopter } from './adopt.js';
+import { BPFFS, bridlePinDir } from '../kernel/bpffs.js';
 
 export interface AgentOptions {
   policyFile: string;
@@ -53,6 +54,7 @@ export class Agent {
       sup.engine.keepTrees = false; // a daemon runs for weeks: no per-session trees
       for (const s of o.sinks) sup.engine.addSink(s);
       sup.setPolicy(policy, DEFAULT_POLICY_ID);
+      for (const w of sup.warnings) o.log(`warning: ${w}`);
       a.emitPolicy('loaded', policy);
       a.server = await serveControl(o.socket, a.handler());
       // sessions cannot even connect to it (the socket also refuses tagged peers by SO_PEERCRED)
@@ -178,8 +180,9 @@ export class Agent {
     await this.server?.close();
     await this.reports?.close();
     await this.adopter.close();
+    const pins = this.sup.pins;
     const left = await this.sup.close();
-    if (left > 0) this.o.log(`${left} session process(es) still running stay governed in the kernel until they exit (pins under /sys/fs/bpf/bridle)`);
+    if (left > 0) this.o.log(`${left} session process(es) still running stay governed in the kernel until they exit (pins under ${pins ? bridlePinDir(pins) : BPFFS})`);
     for (const s of this.o.sinks) await s.close?.();
   }
 }

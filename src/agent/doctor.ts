@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { reapOrphans } from '../kernel/failclosed.js';
+import { surveyOrphans } from '../kernel/failclosed.js';
+import { bridlePinDir } from '../kernel/bpffs.js';
 
 export interface Check {
   name: string;
@@ -52,15 +53,15 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
   const bpffs = mounts().some((m) => m.type === 'bpf' && m.dir === '/sys/fs/bpf');
   add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (bridle mounts it when it starts: its pins keep sessions governed if bridle dies)', fix: 'mount -t bpf bpf /sys/fs/bpf' });
   if (bpffs && isRoot) {
-    const orphans = reapOrphans({ dryRun: true });
-    const kept = orphans.kept.map((o) => `bridle ${o.pid} (${o.live} process(es))`).join(', ');
+    const orphans = surveyOrphans();
+    const kept = orphans.kept.map((o) => `bridle ${o.pid} (${o.live} process(es), pins in ${bridlePinDir(o.instance)})`).join(', ');
     add({
       name: 'orphaned-sessions',
       ok: orphans.kept.length === 0,
       detail: kept
         ? `sessions of dead supervisors still governed by their pinned programs: ${kept}`
         : `no sessions of a dead bridle${orphans.removed.length ? ` (${orphans.removed.length} finished pin set(s) are removed when bridle next starts)` : ''}`,
-      fix: 'they are removed once those processes exit and bridle starts again; to end them now, kill the processes (see the pids in their tag table: bpftool map dump pinned /sys/fs/bpf/bridle/<instance>/tags)',
+      fix: 'they are removed once those processes exit and bridle starts again; to end them now, kill the processes (their pids are the keys of the tag table: bpftool map dump pinned <pins>/tags)',
     });
   }
   const cg = cgroup2Path();

@@ -4,11 +4,11 @@ import { readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { BridleEvent, EventSink, ExecEvent, ExitEvent, Verdict, ViolationEvent } from '../events/types.js';
-import { FLAG, GUARDS, RULE_GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
+import { decode, FLAG, GUARDS, RULE_GUARDS, NET_OP, RULE_KIND, VERDICT, type RawExec, type RawRecord } from '../kernel/layout.js';
 import type { CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
-import type { RawNetRecord } from '../kernel/net.js';
+import { decodeNet, type RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
 import type { PinnedState } from '../kernel/failclosed.js';
 import { connectEvent, rawSocketDetail, rawSocketRule } from './netevents.js';
@@ -245,6 +245,14 @@ export class Engine {
         return;
       }
     }
+  }
+
+  /** One record of a ring buffer both sensors share: the process sensor's, or else the network sensor's. */
+  handleRaw(buf: Buffer): void {
+    const r = decode(buf);
+    if (r) return this.handle(r);
+    const n = decodeNet(buf);
+    if (n) this.handleNet(n);
   }
 
   // --- network (issue 3): net sensor records → connect events, linked to the process by exec_id ---

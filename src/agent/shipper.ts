@@ -217,12 +217,19 @@ class SpoolShipper implements Shipper {
     const prefix = batchRequestPrefix(first, last, bodyLength);
     const start = HEADROOM - prefix.length;
     prefix.copy(w.buf, start);
-    const payload = w.buf.subarray(start, w.pos);
+    let payload = w.buf.subarray(start, w.pos);
     this.pendingCount = 0;
-    // A payload the spool keeps in memory (to send) takes the buffer along; the next batch gets a new one,
-    // sized after this one. Otherwise the spool only writes it to disk, now, and the buffer is reused.
-    if (this.spool.keeps(payload.length)) this.batch = batchWriter(Math.min(LIMITS.maxBatchBytes, Math.max(64 * 1024, HEADROOM + bodyLength + (bodyLength >> 2))));
-    else w.pos = HEADROOM;
+    // A payload the spool keeps in memory (to send) takes the buffer along when it fills most of it; the
+    // next batch gets a new one, sized after this one. A small one is copied instead: the spool counts
+    // payload bytes against its memory bound, and a few hundred bytes must not hold a 64 KiB buffer. A
+    // payload the spool does not keep is only written to disk, now, and the buffer is reused.
+    const kept = this.spool.keeps(payload.length);
+    if (kept && payload.length >= w.buf.length >> 1) {
+      this.batch = batchWriter(Math.min(LIMITS.maxBatchBytes, Math.max(64 * 1024, HEADROOM + bodyLength + (bodyLength >> 2))));
+    } else {
+      if (kept) payload = Buffer.from(payload);
+      w.pos = HEADROOM;
+    }
     const real = count - report.length;
     let spooled = false;
     try {

@@ -32,11 +32,12 @@ export class Supervisor {
   static open(tuning: { ringBytes?: number; maxPendingBytes?: number; orphans?: ReapReport } = {}): Supervisor {
     let sup: Supervisor | undefined;
     let orphans = tuning.orphans;
+    let reapError: string | undefined;
     if (!orphans) {
       try {
-        orphans = reapOrphans();
-      } catch {
-        orphans = undefined; // no bpffs yet: nothing pinned
+        orphans = reapOrphans(); // (no bpffs yet: nothing pinned, nothing reaped)
+      } catch (err) {
+        reapError = `dead supervisors' pins not reaped: ${(err as Error).message}`;
       }
     }
     const { orphans: _reaped, ...sensorTuning } = tuning;
@@ -47,6 +48,7 @@ export class Supervisor {
       onWarning: (w) => sup?.warnings.push(w),
     });
     sup = new Supervisor(sensor);
+    if (reapError) sup.warnings.push(reapError);
     sup.engine.backend = sensor.backend;
     try {
       sup.net = NetGuard.open(sensor, sup.engine, sup.warnings);

@@ -10,7 +10,7 @@
 // A supervisor that closes while processes of its sessions still run (a command that left a daemon
 // behind, an agent stopped for an upgrade) keeps its pins the same way: stopping bridle frees no session.
 // Otherwise close removes the pins first (the links then go with the fds). Any supervisor that starts, and
-// `bridle agent` once a minute, calls reapOrphans():
+// `bridle agent` once a minute, reaps orphans (surveyOrphans, then removeOrphans):
 // - a dead supervisor's pins are removed once no process it tagged is alive;
 // - until then they are kept, but its agent tables are emptied, so a dead supervisor starts no new
 //   sessions (those now belong to the live one).
@@ -171,22 +171,21 @@ function emptyMap(m: BpfMap): void {
   for (const k of m.keys()) m.delete(k);
 }
 
+const AUTO_START_MAPS = ['agent_names', 'agent_idents'] as const;
+
 /** Empties the auto-start tables, so that pinned programs left behind start no new sessions. */
 export function stopAutoStart(maps: LoadedObject): void {
   for (const name of AUTO_START_MAPS) emptyMap(maps.map(name));
 }
 
-const AUTO_START_MAPS = ['agent_names', 'agent_idents'] as const;
-
 /**
- * Removes the pins of dead supervisors whose sessions are over; see the top of this file. With
- * `dryRun`, only says what it would do (doctor).
+ * What reapOrphans would do, changing nothing: dead supervisors whose sessions are over (`removed`) and
+ * those whose tagged processes are still alive (`kept`).
  */
-export function reapOrphans(opts: { dryRun?: boolean } = {}): ReapReport {
+export function surveyOrphans(): ReapReport {
   const report: ReapReport = { removed: [], kept: [] };
   // only supervisors' directories (tests pin under other names), and only those of dead supervisors
   for (const instance of deadInstances()) {
-    const pid = Number(INSTANCE.exec(instance)![1]);
     let live = 0; // no tag table: nothing can be governed by it
     const tags = openPinned(instance, 'tags');
     if (tags) {
@@ -196,12 +195,17 @@ export function reapOrphans(opts: { dryRun?: boolean } = {}): ReapReport {
         tags.close();
       }
     }
-    if (live === 0) {
-      if (!opts.dryRun) unpinSupervisor(instance);
-      report.removed.push(instance);
-      continue;
-    }
-    for (const name of opts.dryRun ? [] : AUTO_START_MAPS) {
+    if (live === 0) report.removed.push(instance);
+    else report.kept.push({ instance, pid: Number(INSTANCE.exec(instance)![1]), live });
+  }
+  return report;
+}
+
+/** Does what a survey found: removes the pins of finished orphans, and stops the others starting sessions. */
+export function removeOrphans(report: ReapReport): void {
+  for (const instance of report.removed) unpinSupervisor(instance);
+  for (const { instance } of report.kept) {
+    for (const name of AUTO_START_MAPS) {
       const map = openPinned(instance, name);
       if (!map) continue; // not pinned: nothing to stop
       try {
@@ -210,7 +214,12 @@ export function reapOrphans(opts: { dryRun?: boolean } = {}): ReapReport {
         map.close();
       }
     }
-    report.kept.push({ instance, pid, live });
   }
+}
+
+/** Removes the pins of dead supervisors whose sessions are over; see the top of this file. */
+export function reapOrphans(): ReapReport {
+  const report = surveyOrphans();
+  removeOrphans(report);
   return report;
 }

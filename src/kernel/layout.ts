@@ -25,8 +25,6 @@ export const CFG_CRED_FILES = 1 << 1;
 export const CFG_EXEC_DENY = 1 << 2;
 /** bridle_ident_key.kind */
 export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
-/** enum bridle_guard values whose target is the deciding rule's id (credential file, executable mapping, #! script). */
-export const RULE_GUARDS: ReadonlySet<number> = new Set([5, 10, 11]);
 export const MARK_LOADER = 0x100;
 export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
 
@@ -94,20 +92,22 @@ export interface RawExit { type: 'exit'; ktime: bigint; session: bigint; key: bi
 export interface RawSessionEnd { type: 'session_end'; ktime: bigint; session: bigint; pid: number }
 export interface RawGuard { type: 'guard'; ktime: bigint; session: bigint; key: bigint; pid: number; what: number; verdict: number; target: number; gen: number }
 
-/** enum bridle_guard → (name, why it is refused). */
-export const GUARDS: Record<number, [string, string]> = {
+/** enum bridle_guard → (name, why it is refused[, 'rule': its target is the deciding rule's id, not a pid]). */
+export const GUARDS: Record<number, [string, string, 'rule'?]> = {
   1: ['bpf_syscall', 'a session process called bpf(2); sessions may not touch BPF maps or programs'],
   2: ['ptrace', 'a session process tried to ptrace a process outside its session (it could run code there untagged)'],
   3: ['process_vm_writev', 'a session process tried to write into the memory of a process outside its session'],
   4: ['pidfd_getfd', "a session process tried to take another process's file descriptors"],
-  5: ['credential_file', 'a session process opened a file its policy keeps from it (credentials.files.deny)'],
+  5: ['credential_file', 'a session process opened a file its policy keeps from it (credentials.files.deny)', 'rule'],
   7: ['process_vm_readv', 'a session process tried to read the memory of a process outside its session'],
   8: ['proc_environ', 'a session process opened the environment (/proc/<pid>/environ) of a process outside its session'],
   9: ['proc_mem', 'a session process opened the memory (/proc/<pid>/mem) of a process outside its session'],
-  10: ['exec_mapping', 'a session process mapped code an exec rule denies (a library, LD_PRELOAD, dlopen, a fileless object)'],
-  11: ['script', 'a session process ran a #! script an exec rule denies (its interpreter is allowed; the script is not)'],
+  10: ['exec_mapping', 'a session process mapped code an exec rule denies (a library, LD_PRELOAD, dlopen, a fileless object)', 'rule'],
+  11: ['script', 'a session process ran a #! script an exec rule denies (its interpreter is allowed; the script is not)', 'rule'],
   6: ['uring_fixed_open', 'a session process opened a file into an io_uring fixed slot, which bridle cannot check against credentials.files.deny'],
 };
+/** Guards whose target is the deciding rule's id (credential file, executable mapping, #! script). */
+export const RULE_GUARDS: ReadonlySet<number> = new Set(Object.keys(GUARDS).map(Number).filter((k) => GUARDS[k]![2] === 'rule'));
 export type RawRecord = RawExec | RawExit | RawSessionEnd | RawGuard;
 
 function cstr(b: Buffer, off: number, len: number): string {

@@ -5,7 +5,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import { parseDocument, type Node } from 'yaml';
+import { isScalar, parseDocument, type Node } from 'yaml';
 import { parseMcpSection } from './mcp.js';
 import type { Action, AgentRule, ExecRule, NetProto, NetRule, Policy, PortRange, Source } from './types.js';
 import { LineCounter, PolicyError, YamlCtx } from './yamlctx.js';
@@ -154,17 +154,27 @@ export function parsePolicy(text: string, file = '<policy>'): Policy {
     return out;
   };
   const unixM = ctx.mapping(netM.get('unix'), 'network.unix', ['allow', 'deny']) ?? new Map();
-  const unixList = (k: 'allow' | 'deny') =>
-    ctx.stringList(unixM.get(k), `network.unix.${k}`).map((p) => {
+  const unixList = (k: 'allow' | 'deny'): string[] => {
+    const out: string[] = [];
+    const node = unixM.get(k);
+    // one name alone, or a list of them
+    const items = node != null && isScalar(node) ? [node] : ctx.seq(node, `network.unix.${k}`);
+    items.forEach((item, i) => {
+      const where = `network.unix.${k}[${i}]`;
+      const p = ctx.string(item, where);
+      if (p === undefined) return;
       // @name: an abstract socket (no file)
       if (p.startsWith('@')) {
-        if (p.length < 2 || Buffer.byteLength(p) > 108) ctx.error(unixM.get(k), `network.unix.${k}: '${p}' is not an abstract socket name (@ and 1 to 107 bytes)`);
-        return p;
+        if (p.length < 2 || Buffer.byteLength(p) > 108) ctx.error(item, `${where}: '${p}' is not an abstract socket name (@ and 1 to 107 bytes)`);
+        else out.push(p);
+        return;
       }
       const abs = expandHome(p);
-      if (!isAbsolute(abs)) ctx.error(unixM.get(k), `network.unix.${k}: '${p}' must be an absolute path`);
-      return abs;
+      if (!isAbsolute(abs)) ctx.error(item, `${where}: '${p}' must be an absolute path`);
+      else out.push(abs);
     });
+    return out;
+  };
   const dnsM = ctx.mapping(netM.get('dns'), 'network.dns', ['upstream', 'min_ttl']) ?? new Map();
   const upstream = ctx.string(dnsM.get('upstream'), 'network.dns.upstream', { optional: true });
   // how long (s) an answered address stays allowed at least, whatever TTL the answer gave
