@@ -6,8 +6,7 @@ import { linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../../src/agent/run.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ViolationEvent } from '../../src/events/types.js';
-import { harness, tempDir } from '../helpers/kernel.js';
+import { ccHelper, harness, tempDir, violations } from '../helpers/kernel.js';
 
 const KILLED = 137;
 
@@ -62,7 +61,7 @@ test('a session that opens a denied credential file, by any name, is killed befo
     dir: killed, file: killed, other: '0 4', symlink: killed, hardlink: killed, relative: killed,
     procroot: killed, listdir: killed, python: killed, scriptname: killed,
   });
-  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'credential_file');
+  const v = violations(r.events, 'credential_file');
   assert.equal(v.length, 9, 'one violation per refused open');
   assert.ok(v.every((e) => e.verdict === 'deny'));
   const rules = new Set(v.map((e) => e.rule));
@@ -83,7 +82,7 @@ test('monitor mode reports a credential file open as would_deny and lets it happ
   const r = await h.run(['sh', '-c', `cat ${dir}/token.txt`]);
   assert.equal(r.status, 0);
   assert.equal(r.stdout, 'ghp_secret\n');
-  const v = r.events.find((e): e is ViolationEvent => e.type === 'violation' && e.what === 'credential_file');
+  const v = violations(r.events, 'credential_file')[0];
   assert.equal(v?.verdict, 'would_deny');
   assert.equal(v?.rule, 'credentials.files.deny[1]');
 });
@@ -91,9 +90,8 @@ test('monitor mode reports a credential file open as would_deny and lets it happ
 test('io_uring opens of a denied credential file are decided too; fixed-slot opens are refused to such sessions', async (t) => {
   const dir = tempDir(t);
   secrets(dir);
-  const helper = join(dir, 'uring_open');
-  const cc = spawnSync('cc', ['-O2', '-o', helper, join(import.meta.dirname, 'fixtures', 'uring_open.c')], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  const helper = ccHelper(t, join(import.meta.dirname, 'fixtures', 'uring_open.c'));
+  assert.ok(helper, 'cc builds the io_uring fixture');
   // untagged: both work
   assert.equal(spawnSync(helper, [join(dir, 'token.txt')], { encoding: 'utf8' }).stdout, 'ghp_secret\n');
   assert.equal(spawnSync(helper, [join(dir, 'token.txt'), 'fixed'], { encoding: 'utf8' }).stdout, 'fixed\n');
@@ -104,7 +102,7 @@ test('io_uring opens of a denied credential file are decided too; fixed-slot ope
     `${helper} ${dir}/other.txt fixed >/dev/null; echo "fixed=$?"`,
   ].join('\n')]);
   assert.equal(r.stdout, `fine\nother=0\ndenied=${KILLED}\nfixed=${KILLED}\n`);
-  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation');
+  const v = violations(r.events);
   assert.deepEqual(v.map((e) => [e.what, e.rule]), [
     ['credential_file', 'credentials.files.deny[1]'],
     ['uring_fixed_open', 'builtin.no_uring_fixed_open'],

@@ -6,9 +6,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { PROBE } from '../net/helpers.js';
-import { BIN, tempDir } from '../helpers/kernel.js';
+import { BIN, endThenReap, tempDir } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
-import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
 
 /** The environment for bridle child processes, without the test runner's own variables. */
 function cleanEnv(): NodeJS.ProcessEnv {
@@ -132,12 +131,7 @@ test('kill -9 the agent: its session stays governed, and the next agent reads wh
 wget --version >/dev/null 2>&1; echo "wget=$?" > ${dir}/out; exec sleep 60`;
   const run = spawn(BIN, ['run', '--policy', policy, '--', '/bin/sh', '-c', script], { stdio: 'ignore', env: a.env });
   let session = 0;
-  t.after(async () => {
-    if (run.exitCode === null) run.kill('SIGKILL');
-    if (session && startTicks(session) !== undefined) process.kill(session, 'SIGKILL');
-    await waitFor(() => !session || startTicks(session) === undefined, 5000);
-    await waitFor(() => reapOrphans().kept.every((o) => o.pid !== a.agent.pid), 3000);
-  });
+  t.after(() => endThenReap([run], session, a.agent.pid));
   assert.ok(await waitFor(() => existsSync(join(dir, 'pid')), 10_000), 'the session started');
   session = Number(readFileSync(join(dir, 'pid'), 'utf8'));
   a.agent.kill('SIGKILL');

@@ -4,8 +4,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, linkSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { harness, tempDir, writeExecutable } from '../helpers/kernel.js';
-import type { ExecEvent, ViolationEvent } from '../../src/events/types.js';
+import { harness, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
+import type { ExecEvent } from '../../src/events/types.js';
 import { waitFor } from '../../src/agent/run.js';
 
 const KILLED = 128 + 9;
@@ -190,7 +190,7 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
   assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
   for (const m of ['direct', 'link', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
   assert.ok(existsSync(join(marks, 'fine')));
-  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'script');
+  const v = violations(r.events, 'script');
   assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]']);
   // the exec event still names both: the script, and the interpreter it was decided on
   assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
@@ -300,7 +300,7 @@ exec: { default: allow }
       `${py('import os; pid=os.fork(); (os._exit(0) if pid==0 else None); libc.ptrace(16, pid, 0, 0); os.waitpid(pid,0)')} >/dev/null; echo "own=$?"`,
   ]);
   assert.equal(r.stdout, `ptrace=${KILLED}\nvmwrite=${KILLED}\nown=0\n`);
-  const v = r.events.filter((e) => e.type === 'violation').map((e) => e.rule);
+  const v = violations(r.events).map((e) => e.rule);
   assert.deepEqual(v, ['builtin.no_ptrace', 'builtin.no_process_vm_writev']);
   assert.equal(victim.exitCode, null, 'the outside process is untouched');
 });
@@ -314,12 +314,14 @@ exec: { default: allow }
   const victim = spawn('sleep', ['30'], { stdio: 'ignore', env: { ...process.env, BRIDLE_TEST_SECRET: 'hunter2' } });
   t.after(() => void victim.kill('SIGKILL'));
   const v = victim.pid!;
+  const got = tempDir(t);
   const r = await h.run([
     'sh',
     '-c',
     [
-      `cat /proc/${v}/environ >/dev/null; echo "environ=$?"`,
-      `cat /proc/${v}/task/${v}/environ >/dev/null; echo "task_environ=$?"`,
+      // what the reads got, if anything, goes to a file the test reads afterwards
+      `cat /proc/${v}/environ >${got}/environ; echo "environ=$?"`,
+      `cat /proc/${v}/task/${v}/environ >${got}/task_environ; echo "task_environ=$?"`,
       `dd if=/proc/${v}/mem bs=1 count=1 >/dev/null 2>&1; echo "mem=$?"`,
       `python3 -c "import ctypes; ctypes.CDLL(None).process_vm_readv(${v}, 0, 0, 0, 0, 0)"; echo "vmread=$?"`,
       // its own environment, and a child's in the same session, are its own business
@@ -328,7 +330,8 @@ exec: { default: allow }
     ].join('\n'),
   ]);
   assert.equal(r.stdout, `environ=${KILLED}\ntask_environ=${KILLED}\nmem=${KILLED}\nvmread=${KILLED}\nself=0\nchild=0\n`);
-  const rules = r.events.filter((e) => e.type === 'violation').map((e) => e.rule);
+  for (const f of ['environ', 'task_environ']) assert.equal(readFileSync(join(got, f), 'latin1'), '', `${f}: not one byte was read`);
+  const rules = violations(r.events).map((e) => e.rule);
   assert.deepEqual(rules, ['builtin.no_proc_environ', 'builtin.no_proc_environ', 'builtin.no_proc_mem', 'builtin.no_process_vm_readv']);
   // untagged, the same read works (the secret is there to be kept)
   assert.match(readFileSync(`/proc/${v}/environ`, 'latin1'), /BRIDLE_TEST_SECRET=hunter2/);
@@ -402,7 +405,7 @@ test('code mapped from a denied place never runs: LD_PRELOAD, dlopen, mprotect(P
   assert.equal(r.stdout, `preload=${KILLED}\nallowed=0\ndlopen=${KILLED}\nmprotect=${KILLED}\nmemfd=${KILLED}\njit=0\n`, r.stderr);
   assert.ok(existsSync(mark('allowed')), 'a library from an allowed place runs');
   for (const m of ['preload', 'dlopen', 'memfd']) assert.ok(!existsSync(mark(m)), `no code of the denied library ran (${m})`);
-  const v = r.events.filter((e): e is ViolationEvent => e.type === 'violation' && e.what === 'exec_mapping');
+  const v = violations(r.events, 'exec_mapping');
   assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.fileless']);
   assert.ok(v.every((e) => e.verdict === 'deny'));
   // untagged, the same preload runs

@@ -1,7 +1,7 @@
 // Fail closed: a session that kills its supervisor (here, root killing `bridle run`) stays governed by the
 // pinned programs; a dead supervisor's pins are reaped only once nothing it tagged is alive.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,10 +9,10 @@ import { waitFor } from '../../src/agent/run.js';
 import { Supervisor } from '../../src/agent/supervisor.js';
 import { openPinnedMap } from '../../src/kernel/binding.js';
 import { BPFFS } from '../../src/kernel/bpffs.js';
-import { reapOrphans, startTicks, STATE_DIR } from '../../src/kernel/failclosed.js';
+import { reapOrphans, STATE_DIR } from '../../src/kernel/failclosed.js';
 import { Adopter } from '../../src/agent/adopt.js';
 import type { BridleEvent, ConnectEvent, ExecEvent } from '../../src/events/types.js';
-import { BIN, loadedProgramIds, tempDir } from '../helpers/kernel.js';
+import { alive, BIN, endThenReap, loadedProgramIds, tempDir } from '../helpers/kernel.js';
 import { tcpServer } from '../net/helpers.js';
 
 const pinDirOf = (pid: number): string | undefined => {
@@ -23,16 +23,6 @@ const pinDirOf = (pid: number): string | undefined => {
   }
 };
 
-const alive = (pid: number): boolean => startTicks(pid) !== undefined;
-
-/** Cleanup even when a test fails: bridle and the session process (by pid), then the pins they left. */
-async function endThenReap(bridle: ChildProcess, session: number): Promise<void> {
-  if (bridle.exitCode === null && bridle.signalCode === null) bridle.kill('SIGKILL');
-  if (session && alive(session)) process.kill(session, 'SIGKILL');
-  await waitFor(() => !session || !alive(session), 5000);
-  // children of the session process (a `sleep` of its loop) may take a moment more to go
-  await waitFor(() => reapOrphans().kept.every((o) => o.pid !== bridle.pid), 3000);
-}
 
 test('a supervisor pins its links while it runs and removes the pins when it closes', async () => {
   const sup = Supervisor.open();
@@ -79,7 +69,7 @@ wget --version >/dev/null 2>&1; echo "wget=$?" >> ${out}
 echo done >> ${out}; exec sleep 60`;
   const bridle = spawn(BIN, ['run', '--policy', policy, '--', '/bin/bash', '-c', script], { stdio: 'ignore' });
   let session = 0;
-  t.after(() => endThenReap(bridle, session));
+  t.after(() => endThenReap([bridle], session, bridle.pid));
   const died = new Promise<NodeJS.Signals | null>((res) => bridle.on('exit', (_c, s) => res(s)));
   assert.equal(await died, 'SIGKILL', 'the session killed bridle');
   assert.ok(await waitFor(() => existsSync(out) && readFileSync(out, 'utf8').includes('done'), 10_000), 'the session ran its script');
@@ -158,9 +148,11 @@ exec:
   let stderr = '';
   bridle.stderr!.on('data', (d) => (stderr += d));
   let leftover = 0;
-  t.after(() => endThenReap(bridle, leftover));
+  t.after(() => endThenReap([bridle], leftover, bridle.pid));
   const code = await new Promise<number | null>((res) => bridle.on('exit', (c) => res(c)));
   assert.equal(code, 0, stderr);
+  // the background shell may not have written its pid yet when bridle run returns
+  assert.ok(await waitFor(() => existsSync(join(dir, 'pid')), 5000), 'the background process started');
   leftover = Number(readFileSync(join(dir, 'pid'), 'utf8'));
   assert.ok(alive(leftover), 'the background process outlived bridle run');
   assert.match(stderr, /bridle: \d+ process\(es\) of the session are still running/);

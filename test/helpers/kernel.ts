@@ -1,14 +1,15 @@
 // Shared test plumbing for real-kernel tests: a Supervisor per test with its events collected, and a
 // check that nothing of bridle's stays loaded afterwards.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { BridleEvent, ExecEvent } from '../../src/events/types.js';
+import type { BridleEvent, ExecEvent, ViolationEvent } from '../../src/events/types.js';
 import { Supervisor } from '../../src/agent/supervisor.js';
 import { waitFor } from '../../src/agent/run.js';
 import { parsePolicy } from '../../src/policy/load.js';
+import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
 
 export const BIN = join(import.meta.dirname, '..', '..', 'bin', 'bridle');
 
@@ -25,6 +26,11 @@ export function programIdsOf(sup: Supervisor): number[] {
     .map((name) => sup.sensor.obj.program(name).fd)
     .filter((fd) => fd >= 0)
     .map((fd) => Number(/prog_id:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? -1));
+}
+
+/** The violation events among `events` (of one kind, `what`, when given). */
+export function violations(events: BridleEvent[], what?: string): ViolationEvent[] {
+  return events.filter((e): e is ViolationEvent => e.type === 'violation' && (what === undefined || e.what === what));
 }
 
 export function tempDir(t: TestContext, prefix = 'bridle-test-'): string {
@@ -86,4 +92,26 @@ export function harness(t: TestContext, policyYaml: string): Harness {
 export function writeExecutable(path: string, text: string): string {
   writeFileSync(path, text, { mode: 0o755 });
   return path;
+}
+
+/** Is `pid` a live process? */
+export const alive = (pid: number): boolean => startTicks(pid) !== undefined;
+
+/**
+ * Cleanup of a test whose supervisor may leave pins behind, even when it fails: ends `procs` and the
+ * session process (by pid), waits for it to go, then for the pins of supervisor `supervisorPid` to be reaped.
+ */
+export async function endThenReap(procs: ChildProcess[], session: number, supervisorPid: number | undefined): Promise<void> {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  if (session && alive(session)) process.kill(session, 'SIGKILL');
+  await waitFor(() => !session || !alive(session), 5000);
+  // children of the session process (a `sleep` of its loop) may take a moment more to go
+  await waitFor(() => reapOrphans().kept.every((o) => o.pid !== supervisorPid), 3000);
+}
+
+/** A C fixture built with cc into the test's temp dir; undefined without a C compiler. */
+export function ccHelper(t: TestContext, source: string): string | undefined {
+  const out = join(tempDir(t, 'bridle-cc-'), source.replace(/^.*\//, '').replace(/\.c$/, ''));
+  const cc = spawnSync('cc', ['-O2', '-o', out, source], { stdio: 'pipe' });
+  return cc.status === 0 && existsSync(out) ? out : undefined;
 }

@@ -4,13 +4,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import dnsPacket from 'dns-packet';
 import type { BridleEvent, ConnectEvent, DnsEvent, ExecEvent } from '../../src/events/types.js';
-import { harness, tempDir, type Harness } from '../helpers/kernel.js';
+import { ccHelper, harness, type Harness } from '../helpers/kernel.js';
 
 export const PROBE = join(import.meta.dirname, 'fixtures', 'probe.py');
 
@@ -167,10 +167,7 @@ export async function netnsPeer(t: TestContext, port = 8080): Promise<{ hostAddr
 
 /** cc-built io_uring connect helper in the test's temp dir, or undefined without a C compiler. */
 export function uringHelper(t: TestContext): string | undefined {
-  const dir = tempDir(t, 'bridle-net-');
-  const out = join(dir, 'uring_connect');
-  const cc = spawnSync('cc', ['-O2', '-o', out, join(import.meta.dirname, 'fixtures', 'uring_connect.c')], { stdio: 'pipe' });
-  return cc.status === 0 && existsSync(out) ? out : undefined;
+  return ccHelper(t, join(import.meta.dirname, 'fixtures', 'uring_connect.c'));
 }
 
 /** Our programs attached at a cgroup (bpftool's view), by name. */

@@ -131,6 +131,19 @@ credentials:
     "p.yaml:6:9: credentials.files.deny[0]: '~' would deny whole home directories; name what in them (~/.ssh, ~/.aws)",
     "p.yaml:7:9: credentials.files.deny[1]: '.aws/credentials' must be an absolute path or start with ~/",
   ]);
+  // network.unix entries are located one by one too
+  assert.deepEqual(problems(`version: 1
+name: u
+network:
+  unix:
+    deny:
+      - /run/docker.sock
+      - run/x.sock
+      - "@"
+`), [
+    "p.yaml:7:9: network.unix.deny[1]: 'run/x.sock' must be an absolute path",
+    "p.yaml:8:9: network.unix.deny[2]: '@' is not an abstract socket name (@ and 1 to 107 bytes)",
+  ]);
   const dir = mkdtempSync(join(tmpdir(), 'bridle-passwd-'));
   try {
     const passwd = join(dir, 'passwd');
