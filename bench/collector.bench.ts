@@ -452,13 +452,22 @@ function summary(results: Record<string, any>[], lineage: Record<string, any> | 
       if (full) rows.push(['  storing / not storing, events/s', (full.events_per_s / r.events_per_s).toFixed(2), '', '']);
       continue;
     }
-    const what = r.mode === 'max-rate' ? 'end to end, as fast as possible' : `end to end, ${num(r.target_rate)} ev/s offered`;
-    rows.push([`${what}: events/s stored`, num(r.events_per_s), '≥ 100,000', check(r.events_per_s >= 100_000)]);
-    if (r.mode !== 'max-rate') rows.push(['  events/s offered by the producer', num(r.offered_per_s), '', '']);
+    if (r.mode === 'max-rate') {
+      rows.push(['end to end, as fast as possible: events/s stored', num(r.events_per_s), '≥ 100,000', check(r.events_per_s >= 100_000)]);
+    } else {
+      // Offered at the target rate, stored can at best equal offered: sustained means the collector keeps
+      // pace (stored ≈ offered, the end-of-run flush included) and the backlog stays under a second of events
+      // instead of growing through the run.
+      const target = r.target_rate as number;
+      rows.push([`end to end, ${num(target)} ev/s offered: events/s stored`, num(r.events_per_s), '', '']);
+      rows.push(['  events/s offered by the producer', num(r.offered_per_s), `≥ ${num(target * 0.99)}`, check(r.offered_per_s >= target * 0.99)]);
+      rows.push(['  stored / offered (keeps pace)', (r.events_per_s / r.offered_per_s).toFixed(3), '≥ 0.98', check(r.events_per_s >= r.offered_per_s * 0.98)]);
+    }
     rows.push(['  lost (emitted − stored)', num(r.lost), '0', check(r.lost === 0)]);
     rows.push(['  stored twice', num(r.duplicates), '0', check(r.duplicates === 0)]);
     rows.push(['  shipper peak RSS', `${r.shipper_peak_rss_mb} MB`, '< 150 MB', check(r.shipper_peak_rss_mb < 150)]);
-    rows.push(['  most events spooled, not yet acknowledged', num(r.max_unacked_events), '', '']);
+    rows.push(['  most events spooled, not yet acknowledged', num(r.max_unacked_events), r.mode === 'max-rate' ? '' : `< ${num(r.target_rate)} (1 s)`,
+      r.mode === 'max-rate' ? '' : check(r.max_unacked_events < r.target_rate)]);
     rows.push(['  collector CPU per event (all its threads)', `${r.collector_cpu_us_per_event} µs`, '', '']);
   }
   if (lineage) {

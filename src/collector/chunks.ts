@@ -31,6 +31,7 @@ export const typeBit = (code: number): number => (code > 0 && code < 31 ? 1 << c
 /** Collects the events of one chunk as they are ingested. */
 export class ChunkBuilder {
   readonly raws: Uint8Array[] = [];
+  /** Processes to index under this chunk: those below `newProcsFrom` (newer ones name it as their first chunk). */
   readonly procs = new Set<number>();
   readonly sessions = new Set<number>();
   /** Destination address of connect events → their positions in the chunk. */
@@ -43,6 +44,8 @@ export class ChunkBuilder {
   /** Events with a deny or would_deny verdict (verdict code ≥ 2). */
   denials = 0;
   private meta = Buffer.alloc(64 * META_BYTES);
+
+  constructor(private readonly newProcsFrom = Number.POSITIVE_INFINITY) {}
 
   get full(): boolean {
     return this.n >= CHUNK_EVENTS;
@@ -69,7 +72,7 @@ export class ChunkBuilder {
     if (tsMs > this.tsHi) this.tsHi = tsMs;
     this.types |= typeBit(type);
     if (verdict >= 2) this.denials++;
-    if (proc) this.procs.add(proc);
+    if (proc && proc < this.newProcsFrom) this.procs.add(proc);
     if (session) this.sessions.add(session);
     if (daddr) {
       const at = this.daddrs.get(daddr);

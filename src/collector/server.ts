@@ -269,7 +269,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         if (raw.length > limits.maxEventBytes) why = `event of ${raw.length} bytes is over the limit of ${limits.maxEventBytes}`;
         else {
           try {
-            const { ev, tsMs } = decodeEventFast(raw);
+            const { ev, tsMs } = decodeEventFast(raw, false); // the store and the hub read tsMs, not ev.ts
             if (ev.host !== host) why = `event for host '${ev.host}' on a stream of host '${host}'`;
             else items.push({ ev, tsMs, raw });
           } catch (err) {

@@ -35,8 +35,11 @@ import type {
   StoredEvent,
 } from './store.js';
 
-/** 1: one row per event (table `events`, migrated on open); 2: chunks. */
-const SCHEMA_VERSION = 2;
+/**
+ * 1: one row per event (table `events`, migrated on open); 2: chunks; 3: a process row names the chunk its
+ * first events are in (`first_chunk`), and `chunk_procs` lists only its other chunks.
+ */
+const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS hosts (
@@ -86,7 +89,8 @@ CREATE TABLE IF NOT EXISTS processes (
   path TEXT,
   argv TEXT NOT NULL DEFAULT '[]',
   start_ts INTEGER NOT NULL DEFAULT 0,
-  session_root INTEGER NOT NULL DEFAULT 0
+  session_root INTEGER NOT NULL DEFAULT 0,
+  first_chunk INTEGER
 );
 CREATE INDEX IF NOT EXISTS processes_parent ON processes(parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS processes_path ON processes(path, start_ts) WHERE path IS NOT NULL;
@@ -104,6 +108,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(ts_hi);
 CREATE INDEX IF NOT EXISTS chunks_host ON chunks(host_id, ts_hi);
 CREATE INDEX IF NOT EXISTS chunks_denied ON chunks(ts_hi) WHERE denials > 0;
+-- Chunks holding events of a process other than its first_chunk (most processes have none: their events
+-- come in one batch), so that a process costs one index entry, not two.
 CREATE TABLE IF NOT EXISTS chunk_procs (proc_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (proc_id, chunk_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunk_sessions (session_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, PRIMARY KEY (session_id, chunk_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunk_daddrs (daddr TEXT NOT NULL, chunk_id INTEGER NOT NULL, at BLOB NOT NULL, PRIMARY KEY (daddr, chunk_id)) WITHOUT ROWID;
@@ -174,7 +180,7 @@ class BoundedMap<K, V> extends Map<K, V> {
 }
 
 /** Columns of a processes row as newProc queues them. */
-const PROC_COLUMNS = 12;
+const PROC_COLUMNS = 13;
 
 const PROC_COLS = `p.id, p.session_id, p.exec_id, p.pid, p.ppid, p.uid, p.path, p.argv, p.start_ts, p.session_root, p.parent_id,
   pp.exec_id AS parent_exec_id, h.name AS host, s.session AS session`;
@@ -190,6 +196,8 @@ export class SqliteStore implements EventStore {
   /** Process rows assigned an id in this transaction but not written yet (written in bulk). */
   private pendingProcs: unknown[] = [];
   private nextProcId = 0;
+  /** Chunk ids are assigned here too: the chunk being built is `nextChunkId` (new processes name it). */
+  private nextChunkId = 0;
   private bulk = new Map<string, Database.Statement>();
   private st: Record<string, Database.Statement>;
   private ingestTx: (host: string, items: IngestItem[]) => IngestResult;
@@ -209,6 +217,8 @@ export class SqliteStore implements EventStore {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) throw new Error(`${path}: store schema version ${version} is newer than this bridle (${SCHEMA_VERSION})`);
     db.exec(SCHEMA);
+    // Schema 3 added processes.first_chunk (stores of schema 1 and 2 index every process in chunk_procs).
+    if (!(db.pragma('table_info(processes)') as Row[]).some((c) => c.name === 'first_chunk')) db.exec('ALTER TABLE processes ADD COLUMN first_chunk INTEGER');
 
     this.st = {
       hostGet: db.prepare('SELECT id FROM hosts WHERE name = ?'),
@@ -232,10 +242,14 @@ export class SqliteStore implements EventStore {
            start_ts = CASE WHEN start_ts = 0 OR ? < start_ts THEN ? ELSE start_ts END, session_root = max(session_root, ?)
          WHERE id = ?`,
       ),
-      chunkIns: db.prepare('INSERT INTO chunks(host_id, ts_lo, ts_hi, n, types, denials, meta, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      chunkIns: db.prepare('INSERT INTO chunks(id, host_id, ts_lo, ts_hi, n, types, denials, meta, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      chunkMaxId: db.prepare('SELECT coalesce(max(id), 0) AS id FROM chunks'),
       chunkById: db.prepare('SELECT id, meta, data FROM chunks WHERE id = ?'),
       chunkData: db.prepare('SELECT data FROM chunks WHERE id = ?'),
-      procChunks: db.prepare('SELECT chunk_id FROM chunk_procs WHERE proc_id = ? ORDER BY chunk_id'),
+      procChunks: db.prepare(
+        `SELECT first_chunk AS chunk_id FROM processes WHERE id = ? AND first_chunk IS NOT NULL
+         UNION SELECT chunk_id FROM chunk_procs WHERE proc_id = ? ORDER BY chunk_id`,
+      ),
       seqGet: db.prepare('SELECT lo, hi FROM seq_ranges WHERE host_id = ? ORDER BY lo'),
       seqDel: db.prepare('DELETE FROM seq_ranges WHERE host_id = ? AND lo = ?'),
       seqPut: db.prepare('INSERT OR REPLACE INTO seq_ranges(host_id, lo, hi) VALUES (?, ?, ?)'),
@@ -309,18 +323,35 @@ export class SqliteStore implements EventStore {
   /** Assigns the next process row id and queues the row (written by flushProcs, in bulk). */
   private newProc(execId: string, parentId: number | null, hid: number, sid: number | null, pid: number, ppid: number, uid: number,
     path: string | null, argv: string, startTs: number, root: number): number {
-    if (this.nextProcId === 0) this.nextProcId = ((this.st.procMaxId!.get() as Row).id as number) + 1;
-    const id = this.nextProcId++;
-    this.pendingProcs.push(id, execId, parentId, hid, sid, pid, ppid, uid, path, argv, startTs, root);
+    const id = this.procIdNext();
+    this.nextProcId++;
+    this.pendingProcs.push(id, execId, parentId, hid, sid, pid, ppid, uid, path, argv, startTs, root, this.chunkIdNext());
     this.procIds.set(execId, id);
     // Bounded, so that the id cache (which may forget the oldest entries) never holds the only copy.
     if (this.pendingProcs.length >= 1024 * PROC_COLUMNS) this.flushProcs();
     return id;
   }
 
+  /** The id the next new process gets. */
+  private procIdNext(): number {
+    if (this.nextProcId === 0) this.nextProcId = ((this.st.procMaxId!.get() as Row).id as number) + 1;
+    return this.nextProcId;
+  }
+
+  /** The id of the chunk being built (the next written). */
+  private chunkIdNext(): number {
+    if (this.nextChunkId === 0) this.nextChunkId = ((this.st.chunkMaxId!.get() as Row).id as number) + 1;
+    return this.nextChunkId;
+  }
+
+  /** A chunk for new events: processes from `procIdNext()` on have it as their first_chunk, so it does not list them. */
+  private newChunk(): ChunkBuilder {
+    return new ChunkBuilder(this.procIdNext());
+  }
+
   private flushProcs(): void {
     if (!this.pendingProcs.length) return;
-    this.insertRows('INSERT INTO processes(id, exec_id, parent_id, host_id, session_id, pid, ppid, uid, path, argv, start_ts, session_root)', PROC_COLUMNS, this.pendingProcs);
+    this.insertRows('INSERT INTO processes(id, exec_id, parent_id, host_id, session_id, pid, ppid, uid, path, argv, start_ts, session_root, first_chunk)', PROC_COLUMNS, this.pendingProcs);
     this.pendingProcs = [];
   }
 
@@ -358,7 +389,9 @@ export class SqliteStore implements EventStore {
 
   /** Writes a chunk and what indexes it; returns its row id. */
   private writeChunk(hid: number, c: ChunkBuilder): number {
-    const id = Number(this.st.chunkIns!.run(hid, c.tsLo, c.tsHi, c.n, c.types, c.denials, c.metaBytes(), c.data()).lastInsertRowid);
+    const id = this.chunkIdNext();
+    this.st.chunkIns!.run(id, hid, c.tsLo, c.tsHi, c.n, c.types, c.denials, c.metaBytes(), c.data());
+    this.nextChunkId++;
     const pairs = (set: Set<unknown>): unknown[] => {
       const flat: unknown[] = [];
       for (const k of set) flat.push(k, id);
@@ -386,13 +419,13 @@ export class SqliteStore implements EventStore {
     const sessions = new Map<number, SessionAcc>();
     let lastSession = '';
     let lastSid = 0;
-    let chunk = new ChunkBuilder();
+    let chunk = this.newChunk();
     // fresh[chunkStart + i] is the chunk's event i: its id is known once the chunk is written.
     let chunkStart = 0;
     const flushChunk = (): void => {
       const cid = this.writeChunk(hid, chunk);
       for (let i = chunkStart; i < fresh.length; i++) fresh[i]!.id = cid * CHUNK_EVENTS + (i - chunkStart);
-      chunk = new ChunkBuilder();
+      chunk = this.newChunk();
       chunkStart = fresh.length;
     };
     for (const item of items) {
@@ -544,6 +577,7 @@ export class SqliteStore implements EventStore {
     this.seqs.clear();
     this.pendingProcs = [];
     this.nextProcId = 0;
+    this.nextChunkId = 0;
   }
 
   async addRejected(host: string, n: number): Promise<void> {
@@ -588,7 +622,7 @@ export class SqliteStore implements EventStore {
   /** Events of one process in id order (only of `types` when given), at most `limit`. */
   private procEvents(procId: number, limit: number, cache: Map<number, ChunkView>, types?: ReadonlySet<number>): StoredEvent[] {
     const out: StoredEvent[] = [];
-    const chunkIds = (this.st.procChunks!.all(procId) as Row[]).map((r) => r.chunk_id as number);
+    const chunkIds = (this.st.procChunks!.all(procId, procId) as Row[]).map((r) => r.chunk_id as number);
     for (const cid of chunkIds) {
       const c = this.chunk(cid, cache);
       for (let i = 0; i < c.n; i++) {
@@ -632,8 +666,8 @@ export class SqliteStore implements EventStore {
     if (f.exec_id) {
       procId = this.procLookup(f.exec_id);
       if (procId === undefined) return [];
-      where.push('c.id IN (SELECT chunk_id FROM chunk_procs WHERE proc_id = ?)');
-      args.push(procId);
+      where.push('c.id IN (SELECT first_chunk FROM processes WHERE id = ? UNION SELECT chunk_id FROM chunk_procs WHERE proc_id = ?)');
+      args.push(procId, procId);
     }
     let types: Set<number> | undefined;
     if (f.types?.length) {

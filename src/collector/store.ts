@@ -12,6 +12,7 @@ import type { BridleEvent, Verdict } from '../events/types.js';
 import type { EventFilter } from '../events/query.js';
 
 export interface IngestItem {
+  /** The decoded event; its `ts` may be empty (the collector decodes without formatting it): use tsMs. */
   ev: BridleEvent;
   /** Epoch ms of ev.ts. */
   tsMs: number;

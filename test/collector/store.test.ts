@@ -259,7 +259,7 @@ test('a store of schema 1 (one row per event) is migrated on open: every event, 
 
   const store = new SqliteStore(path, { checkpointThread: false });
   defer(t, () => store.close());
-  assert.equal(store.db.pragma('user_version', { simple: true }), 2);
+  assert.equal(store.db.pragma('user_version', { simple: true }), 3);
   assert.equal((store.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'events'").get() as { n: number }).n, 0, 'the old table is gone');
   const stored = [...store.allEvents()];
   const inOrder = [...all.slice(0, 300), ...others, ...all.slice(300)];
@@ -279,4 +279,47 @@ test('a store of schema 1 (one row per event) is migrated on open: every event, 
   const more = store.ingestNow('v1-host', items('v1-host', 800).slice(700));
   assert.equal(more.stored, 100);
   assert.ok(more.fresh[0]!.id > Math.max(...stored.map((e) => e.id)));
+  // A migrated process (indexed the schema-2 way, without a first chunk) with a new event: both are found.
+  const h = new SyntheticHost('v1-host');
+  const late = { ...h.exit({ execId: exec.exec_id, pid: exec.pid, session: exec.session, parentExecId: exec.parent_exec_id, ppid: exec.ppid }, 3), seq: 900 } as BridleEvent;
+  store.ingestNow('v1-host', [{ ev: late, tsMs: isoToMs(late.ts), raw: encodeEvent(late) }]);
+  const after = (await store.lineage(exec.exec_id, 100))!.processes.find((p) => p.relation === 'target')!;
+  assert.equal(after.events.length, target.events.length + 1, 'the migrated events and the new one');
+  assert.equal((await store.queryEvents({ exec_id: exec.exec_id }, 100)).length, target.events.length + 1);
+});
+
+test('a process whose events span batches is found in every chunk, and one known first by its child', async (t) => {
+  const store = new SqliteStore(join(tempDir(t), 'collector.db'), { checkpointThread: false });
+  defer(t, () => store.close());
+  const h = new SyntheticHost('span-host');
+  let seq = 0;
+  const put = (evs: BridleEvent[]) =>
+    store.ingestNow('span-host', evs.map((ev) => ({ ev: { ...ev, seq: ++seq } as BridleEvent, tsMs: isoToMs(ev.ts), raw: encodeEvent({ ...ev, seq } as BridleEvent) })));
+  const { root, events } = h.startSession('span');
+  const parent = h.spawn(root, '/usr/bin/make', ['make']);
+  put([...events, parent.event]);
+  // A child whose events come first; its parent's own exec event only in a later batch (a stub until then).
+  const uncle = h.spawn(root, '/bin/sh', ['sh']);
+  const cousin = h.spawn(uncle.proc, '/usr/bin/cc', ['cc']);
+  put([cousin.event, h.connect(parent.proc, '127.0.0.9', 80)]);
+  put([h.connect(parent.proc, '127.0.0.10', 80), uncle.event]);
+  put([h.exit(cousin.proc, 0), h.exit(uncle.proc, 0), h.exit(parent.proc, 0)]);
+  const types = async (execId: string) => {
+    const lin = (await store.lineage(execId, 100))!;
+    return lin.processes.find((p) => p.relation === 'target')!.events.map((e) => decodeEventFast(e.raw).ev.type);
+  };
+  assert.deepEqual(await types(parent.event.exec_id), ['exec', 'connect', 'connect', 'exit'], 'events in four batches');
+  assert.deepEqual(await types(uncle.event.exec_id), ['exec', 'exit'], 'a stub first, its exec later');
+  assert.deepEqual(await types(cousin.event.exec_id), ['exec', 'exit']);
+  assert.equal((await store.queryEvents({ exec_id: parent.event.exec_id }, 100)).length, 4);
+  const lin = (await store.lineage(cousin.event.exec_id, 100))!;
+  assert.ok(lin.processes.some((p) => p.relation === 'ancestor' && p.exec_id === uncle.event.exec_id), 'the stub parent is its ancestor');
+  // Processes whose events all come in one batch need no chunk_procs entry (their first chunk holds them).
+  const listed = () => (store.db.prepare('SELECT count(*) AS n FROM chunk_procs').get() as { n: number }).n;
+  const before = listed();
+  const s2 = h.startSession('short');
+  const kids = [1, 2, 3].map((i) => h.spawn(s2.root, '/bin/true', ['true', String(i)]));
+  put([...s2.events, ...kids.flatMap((k) => [k.event, h.exit(k.proc, 0)]), h.endSession(s2.root)]);
+  assert.equal(listed(), before);
+  assert.deepEqual(await types(kids[2]!.event.exec_id), ['exec', 'exit']);
 });
