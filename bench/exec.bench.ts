@@ -5,7 +5,7 @@
 // untagged, tagged without and with credentials.files.deny rules; and a system call that does nothing,
 // untagged, which shows what the syscall tracepoints cost every process on the host.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnHeld } from '../src/agent/spawn.js';
@@ -103,6 +103,74 @@ async function openBench(): Promise<void> {
   row('tagged, 3 credential rules', 'cred');
   row('getppid(), no sensor', 'nullNone', 'nullNone');
   row('getppid(), sensor loaded, untagged', 'nullUntagged', 'nullNone');
+  await bpfTimePerIteration(`open+close (no sensor: ${median(res.none!).toFixed(0)} ns)`, OPENS, [policyWith(10), credPolicy], [
+    ['untagged', () => timeOpens(helper)],
+    ['tagged, no credential rules', (sup) => timeOpens(helper, sup, 1)],
+    ['tagged, 3 credential rules', (sup) => timeOpens(helper, sup, 2)],
+  ]);
+}
+
+// ---- time spent in bridle's BPF programs, counted by the kernel (noise on the machine does not add to it) ----
+
+const STATS = '/proc/sys/kernel/bpf_stats_enabled';
+
+/** Run time (ns) and runs of the BPF programs this process holds, from /proc/self/fdinfo (each program once). */
+function bpfRunTime(): { ns: number; runs: number } {
+  const seen = new Set<string>();
+  let ns = 0;
+  let runs = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let info: string;
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) !== 'anon_inode:bpf-prog') continue;
+      info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // closed meanwhile
+    }
+    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+    const id = String(field('prog_id'));
+    if (seen.has(id)) continue;
+    seen.add(id);
+    ns += field('run_time_ns');
+    runs += field('run_cnt');
+  }
+  return { ns, runs };
+}
+
+/**
+ * With the kernel counting BPF run time (kernel.bpf_stats_enabled, restored afterwards; counting itself
+ * costs a little, so the timed rounds above run without it): how long bridle's programs ran per loop
+ * iteration, untagged and tagged. This is the part of each ratio that bridle's kernel side adds.
+ */
+async function bpfTimePerIteration(what: string, per: number, policies: Policy[], jobs: Array<[string, (sup: Supervisor) => Promise<unknown>]>): Promise<void> {
+  // Restored however this process ends (a signal, or a closed stdout that throws EPIPE).
+  const before = readFileSync(STATS, 'utf8').trim();
+  const restore = (): void => writeFileSync(STATS, before);
+  const onSignal = (sig: NodeJS.Signals): void => {
+    restore();
+    process.kill(process.pid, sig);
+  };
+  process.once('exit', restore);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const sup = Supervisor.open();
+  try {
+    writeFileSync(STATS, '1');
+    policies.forEach((p, i) => sup.setPolicy(p, i + 1));
+    for (const [name, job] of jobs) {
+      const t0 = bpfRunTime();
+      await job(sup);
+      const t1 = bpfRunTime();
+      if (t1.runs === t0.runs) throw new Error(`no BPF program run counted (${STATS} not honoured?)`);
+      console.log(`  BPF run time per ${what}, ${name.padEnd(22)} ${((t1.ns - t0.ns) / per / 1000).toFixed(2).padStart(6)} µs  (${((t1.runs - t0.runs) / per).toFixed(1)} program runs)`);
+    }
+  } finally {
+    restore();
+    process.off('exit', restore);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await sup.close();
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -140,6 +208,11 @@ async function main() {
   row('tagged, 10 rules', 'tagged10', '(target ≤ 1.03)');
   row('tagged, 100,000 rules', 'tagged100k', '(target ≤ 1.03)');
   console.log(`  100,000 rules vs 10 rules: ratio ${(median(res.tagged100k!) / median(res.tagged10!)).toFixed(3)} median, ${(best(res.tagged100k!) / best(res.tagged10!)).toFixed(3)} best run (target ≤ 1.00 ± noise)`);
+  await bpfTimePerIteration(`fork+exec (no sensor: ${(1000 * base / N).toFixed(0)} µs)`, N, [policyWith(10), policyWith(100_000)], [
+    ['untagged', () => timeUntagged()],
+    ['tagged, 10 rules', (sup) => timeTagged(sup, 1)],
+    ['tagged, 100,000 rules', (sup) => timeTagged(sup, 2)],
+  ]);
   await openBench();
 }
 

@@ -323,6 +323,8 @@ const CONFIGS = [
   // system call takes the traced path), and cgroup programs that decide nothing (the hook itself).
   ['tracepoints', 'process sensor only', '(part: syscall tracepoints)'],
   ['emptyHook', 'empty cgroup programs', '(part: the cgroup hook)'],
+  // Not part of bridle: the per-packet egress hook alone, the other place a datagram could be decided.
+  ['emptyEgress', 'empty cgroup_skb egress', '(alternative hook)'],
   ['untagged', 'sensor loaded, untagged', '(target ≤ 1.01)'],
   ['tagged10', 'tagged, 10 rules', '(target ≤ 1.03)'],
   ['tagged100k', 'tagged, 100,000 rules', '(target ≤ 1.03)'],
@@ -388,6 +390,14 @@ async function main() {
         await both('emptyHook', (loop) => runUntagged(bin, loop, ports[loop]));
       } finally {
         hook.close();
+      }
+      const egress = BpfObject.open(hookObj);
+      try {
+        egress.load();
+        egress.program('bench_egress').attachCgroup(cgroup);
+        await both('emptyEgress', (loop) => runUntagged(bin, loop, ports[loop]));
+      } finally {
+        egress.close();
       }
       const sup = Supervisor.open();
       try {
