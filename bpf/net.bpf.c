@@ -6,6 +6,8 @@
  * others): connect4/6 (TCP connect, TCP fast open, connected UDP, io_uring connect: all pass through
  * the protocol's pre_connect), sendmsg4/6 (unconnected UDP datagrams), recvmsg4/6 (DNS replies get the
  * server address the caller asked back), and connect_unix where the kernel and loader offer it.
+ * sock_create refuses inet sockets no hook above decides (raw, ICMP, UDP-Lite, ...); sockets of other
+ * families (packet, vsock, ...) are caught where they are asked for, socket(2) or an io_uring request.
  *
  * They run in the caller's context, so the session is found the way the process sensor finds it: the
  * shared `tags` map by tgid, checked against the task's start time. Untagged callers cost one hash miss.
@@ -19,6 +21,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "bridle_net.h"
 #include "tags.h"
 
@@ -1014,19 +1017,41 @@ struct sys_enter_socket_args {
 	s64 protocol;
 };
 
+/*
+ * Families that carry no traffic past the hooks: unix (its own rules), inet (sock_create decides),
+ * netlink (the kernel itself: interfaces, routes), alg (the kernel's crypto). Any other, packet sockets,
+ * vsock to the hypervisor, TIPC, RDS, XDP, Bluetooth, CAN and those added later, would: a session with a
+ * network policy that asks for one is killed (no cgroup hook sees them, so nothing can refuse them).
+ */
+static __always_inline void guard_family(u64 fam, u32 type, u32 proto)
+{
+	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == AF_NETLINK || fam == AF_ALG)
+		return;
+	if (refuse_socket((u32)fam, type & SOCK_TYPE_MASK, proto) == BRIDLE_DENY)
+		bpf_send_signal(9);
+}
+
 SEC("tracepoint/syscalls/sys_enter_socket")
 int bridle_packet_guard(struct sys_enter_socket_args *ctx)
 {
-	/*
-	 * Families that carry no traffic past the hooks: unix (its own rules), inet (sock_create decides),
-	 * netlink (the kernel itself: interfaces, routes), alg (the kernel's crypto). Any other, packet
-	 * sockets, vsock to the hypervisor, TIPC, RDS, XDP, Bluetooth, CAN and those added later, would.
-	 */
-	u64 fam = ctx->family;
-	if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == AF_NETLINK || fam == AF_ALG)
+	/* killed before socket() returns: the process never holds the socket */
+	guard_family(ctx->family, ctx->type, ctx->protocol);
+	return 0;
+}
+
+/*
+ * io_uring creates sockets without socket(2) (IORING_OP_SOCKET, Linux 5.19+). Decided when the request is
+ * submitted, after its arguments were read and before it runs: the submitter (or its SQPOLL thread, a
+ * thread of the same process) is killed, so no later request of its own can use the socket. Requests
+ * linked behind it in the same submission run before the kill lands (see the note on issue 3).
+ */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(bridle_uring_socket_guard, struct io_kiocb *req)
+{
+	if (!bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_SOCKET) ||
+	    BPF_CORE_READ(req, opcode) != bpf_core_enum_value(enum io_uring_op, IORING_OP_SOCKET))
 		return 0;
-	/* not inet, so no cgroup hook sees it: the process is killed before socket() returns */
-	if (refuse_socket((u32)fam, ctx->type & SOCK_TYPE_MASK, ctx->protocol) == BRIDLE_DENY)
-		bpf_send_signal(9);
+	struct io_socket *s = (void *)&req->cmd;
+	guard_family(BPF_CORE_READ(s, domain), BPF_CORE_READ(s, type), BPF_CORE_READ(s, protocol));
 	return 0;
 }

@@ -30,8 +30,11 @@ export const UNIX_PROGRAMS = [
   ['bridle_connect_unix', ATTACH.CGROUP_UNIX_CONNECT],
   ['bridle_sendmsg_unix', ATTACH.CGROUP_UNIX_SENDMSG],
 ] as const;
-/** Syscall tracepoints: unix identity checks, and packet sockets (not inet, so no cgroup hook sees them). */
-export const NET_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit', 'bridle_packet_guard'] as const;
+/**
+ * Tracepoints: unix identity checks, and sockets of families no cgroup hook sees (packet, vsock, ...),
+ * created by socket(2) or by io_uring.
+ */
+export const NET_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit', 'bridle_packet_guard', 'bridle_uring_socket_guard'] as const;
 
 /** Does this kernel have the cgroup unix socket hooks (connect_unix, sendmsg_unix)? */
 export function unixHooksAvailable(): boolean {

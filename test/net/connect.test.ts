@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { waitFor } from '../../src/agent/run.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { tempDir, violations } from '../helpers/kernel.js';
+import { ccHelper, tempDir, violations } from '../helpers/kernel.js';
 import { connects, execs, netHarness, netnsPeer, probe, PROBE, tcpServer, udpEcho, uringHelper } from './helpers.js';
 
 /** Connects from this (untagged) process; resolves 'ok' or the error code. */
@@ -314,8 +314,21 @@ network:
   assert.equal(p.stdout, '');
   assert.equal(violations(p.events, 'packet_socket').length, 1);
 
+  // the same through io_uring (IORING_OP_SOCKET, no socket(2) call): killed when the request is submitted
+  const usock = ccHelper(t, join(import.meta.dirname, 'fixtures', 'uring_socket.c'));
+  assert.ok(usock, 'cc builds the io_uring socket helper');
+  const [AF_INET, AF_PACKET, SOCK_RAW, ICMP, ETH_P_ALL_BE] = ['2', '17', '3', '1', '768'];
+  const u = await h.run([usock, AF_PACKET, SOCK_RAW, ETH_P_ALL_BE]);
+  assert.equal(u.status, 137);
+  assert.equal(u.stdout, '');
+  assert.equal(violations(u.events, 'packet_socket').length, 1);
+  // inet sockets from io_uring pass sock_create like socket(2) ones: a raw one is refused, the process lives
+  const ur = await h.run([usock, AF_INET, SOCK_RAW, ICMP]);
+  assert.deepEqual([ur.status, ur.stdout], [0, `${spawnSync('python3', ['-c', 'import os; print(os.strerror(1))'], { encoding: 'utf8' }).stdout}`]);
+
   // untagged: untouched
   assert.equal(spawnSync('python3', [PROBE, 'sock', 'raw', 'sock', 'packet'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
+  assert.equal(spawnSync(usock, [AF_PACKET, SOCK_RAW, ETH_P_ALL_BE], { encoding: 'utf8' }).stdout, 'ok\n');
 });
 
 test('only sockets the connect and send hooks decide: UDP-Lite (whose connect no hook sees) and vsock are refused, MPTCP is decided like TCP', async (t) => {
