@@ -350,13 +350,36 @@ static __always_inline u64 script_name(struct file *file)
 }
 
 /*
+ * FNV-1a of the last part of the path the current system call was given (its argument `arg`, in user
+ * memory), as basename_step hashes the path given to execve; 0 when there is none. For the #! script wait:
+ * an interpreter opens the name it was handed, and behind a symlink that name is not the file's own.
+ */
+static __always_inline u64 given_basename(int arg)
+{
+	if (arg < 0)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	const char *upath = (const char *)(arg == 0 ? PT_REGS_PARM1_CORE_SYSCALL(regs) : PT_REGS_PARM2_CORE_SYSCALL(regs));
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || !upath)
+		return 0;
+	long n = bpf_probe_read_user_str(ev->filename, sizeof(ev->filename), upath);
+	if (n <= 1)
+		return 0;
+	struct name_walk nw = { .h = FNV_OFF, .len = n - 1, .max = SCRIPT_NAME_MAX };
+	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
+	return nw.h;
+}
+
+/*
  * A new descriptor of a session process: /proc peeks at other processes, the #! script its interpreter
- * waits to read, and credentials.files.deny. A credential file the policy keeps from the session (by
+ * waits to read (by the file's name, or by the name it was opened under), and credentials.files.deny. A credential file the policy keeps from the session (by
  * identity, so hard links, symlinks, relative and /proc/<pid>/root paths are the same file; or anything
  * beneath a denied directory) kills the process before open() returns: it never holds the descriptor in
- * user space. ret: what the open returned; fixed_slot: an io_uring open into a fixed file slot instead.
+ * user space. ret: what the open returned; fixed_slot: an io_uring open into a fixed file slot instead;
+ * path_arg: which argument of the system call is the path (-1: none, or not a system call).
  */
-static __always_inline int opened(long ret, bool fixed_slot)
+static __always_inline int opened(long ret, bool fixed_slot, int path_arg)
 {
 	if (ret < 0)
 		return 0;
@@ -383,7 +406,7 @@ static __always_inline int opened(long ret, bool fixed_slot)
 	if (cred && denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
 		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
 	u64 *want = bpf_map_lookup_elem(&script_wait, &tgid);
-	if (want && script_name(file) == *want) {
+	if (want && (script_name(file) == *want || given_basename(path_arg) == *want)) {
 		bpf_map_delete_elem(&script_wait, &tgid);
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	}
@@ -431,18 +454,18 @@ int bridle_pkey_mprotect(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* One program per system call that returns a new descriptor for a named file (credentials, /proc peeks). */
-#define OPENED_EXIT(name, syscall)                                    \
+#define OPENED_EXIT(name, syscall, path_arg)                          \
 	SEC("tracepoint/syscalls/sys_exit_" #syscall)                    \
 	int name(struct trace_event_raw_sys_exit *ctx)                   \
 	{                                                                \
-		return opened(ctx->ret, false);                          \
+		return opened(ctx->ret, false, path_arg);                \
 	}
 
-OPENED_EXIT(bridle_opened_openat, openat)
-OPENED_EXIT(bridle_opened_openat2, openat2)
-OPENED_EXIT(bridle_opened_open, open)
-OPENED_EXIT(bridle_opened_creat, creat)
-OPENED_EXIT(bridle_opened_by_handle, open_by_handle_at)
+OPENED_EXIT(bridle_opened_openat, openat, 1)
+OPENED_EXIT(bridle_opened_openat2, openat2, 1)
+OPENED_EXIT(bridle_opened_open, open, 0)
+OPENED_EXIT(bridle_opened_creat, creat, 0)
+OPENED_EXIT(bridle_opened_by_handle, open_by_handle_at, -1)
 
 /*
  * io_uring opens bypass the system calls above. Their completion runs in a thread of the process that
@@ -462,7 +485,7 @@ int BPF_PROG(bridle_opened_uring, struct io_ring_ctx *ring, void *req, struct io
 	if (!open && !install)
 		return 0;
 	struct io_open *o = (void *)&r->cmd;
-	return opened(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0);
+	return opened(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0, -1);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bpf")

@@ -171,27 +171,30 @@ exec:
   assert.equal(push?.rule, 'exec.deny[1]');
 });
 
-test('a #! script a deny rule names does not run, though its interpreter is allowed (direct, relative, a same-named link, #!/usr/bin/env)', async (t) => {
+test('a #! script a deny rule names does not run, though its interpreter is allowed (direct, relative, links of the same and of another name, #!/usr/bin/env)', async (t) => {
   const denied = tempDir(t, 'bridle-denied-');
   const elsewhere = tempDir(t, 'bridle-ok-');
   const marks = tempDir(t, 'bridle-marks-');
   const script = writeExecutable(join(denied, 'fetch.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   symlinkSync(script, join(elsewhere, 'fetch.sh'));
+  // the interpreter opens the link's name, and finds a file of another name
+  symlinkSync(script, join(elsewhere, 'innocent'));
   const fine = writeExecutable(join(elsewhere, 'fine.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   const viaEnv = writeExecutable(join(denied, 'env.sh'), `#!/usr/bin/env sh\ntouch ${marks}/$1\n`);
   const h = harness(t, denying(`{ dir: ${denied} }`));
   const r = await h.run(['sh', '-c', [
     `${script} direct; echo "direct=$?"`,
     `${join(elsewhere, 'fetch.sh')} link; echo "link=$?"`,
+    `${join(elsewhere, 'innocent')} renamed; echo "renamed=$?"`,
     `cd ${denied} && ./fetch.sh relative; echo "relative=$?"`,
     `${viaEnv} env; echo "env=$?"`,
     `${fine} fine; echo "fine=$?"`,
   ].join('\n')]);
-  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
-  for (const m of ['direct', 'link', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
+  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrenamed=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
+  for (const m of ['direct', 'link', 'renamed', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
   assert.ok(existsSync(join(marks, 'fine')));
   const v = violations(r.events, 'script');
-  assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]']);
+  assert.deepEqual(v.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]']);
   // the exec event still names both: the script, and the interpreter it was decided on
   assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
 });
