@@ -5,7 +5,9 @@
  * Hooks: cgroup sock_addr programs at the cgroup v2 root (multi-attach links, so they coexist with
  * others): connect4/6 (TCP connect, TCP fast open, connected UDP, io_uring connect: all pass through
  * the protocol's pre_connect), sendmsg4/6 (unconnected UDP datagrams), recvmsg4/6 (DNS replies get the
- * server address the caller asked back), and connect_unix where the kernel and loader offer it.
+ * server address the caller asked back), and connect_unix where the kernel and loader offer it. A unix
+ * socket reached under another name than the one a rule denies is caught after the connect, by identity
+ * (sys_exit_connect, and io_uring_complete for io_uring's connects).
  * sock_create refuses inet sockets no hook above decides (raw, ICMP, UDP-Lite, ...); sockets of other
  * families (packet, vsock, ...) are caught where they are asked for, socket(2) or an io_uring request.
  *
@@ -860,29 +862,12 @@ static __always_inline bool ino_rule(u32 gen, u64 dev, u64 ino, struct bridle_ru
 	return true;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int bridle_unix_exit(struct sys_exit_args *ctx)
+/*
+ * After a session process's unix connect succeeded (on file `f`): a socket that unix: rules deny by
+ * identity kills the process, whatever name reached it (a symlink, a hard link, /proc/<pid>/root/...).
+ */
+static __always_inline int unix_connected(struct file *f, u32 tgid)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	s64 *fdp = bpf_map_lookup_elem(&unix_pending, &id);
-	if (!fdp)
-		return 0;
-	s64 fd = *fdp;
-	bpf_map_delete_elem(&unix_pending, &id);
-	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
-		return 0;
-	u32 tgid = id >> 32;
-	if (fd < 0)
-		return 0;
-
-	struct task_struct *t = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return 0;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
 	struct socket *sock = BPF_CORE_READ(f, private_data);
@@ -944,6 +929,56 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	ev->gen = cfg->gen;
 	unix_submit(ev, tag, tgid);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int bridle_unix_exit(struct sys_exit_args *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	s64 *fdp = bpf_map_lookup_elem(&unix_pending, &id);
+	if (!fdp)
+		return 0;
+	s64 fd = *fdp;
+	bpf_map_delete_elem(&unix_pending, &id);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	u32 tgid = id >> 32;
+	if (fd < 0)
+		return 0;
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	return unix_connected(f, tgid);
+}
+
+/*
+ * io_uring connects (IORING_OP_CONNECT) make no connect(2) call: their completion, which runs in a thread
+ * of the submitting process, gets the same check by identity.
+ */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(bridle_uring_unix_connect, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+{
+	struct io_kiocb *r = req;
+	if (BPF_CORE_READ(r, opcode) != bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
+		return 0;
+	s32 res = BPF_CORE_READ(cqe, res);
+	if (res != 0 && res != -EINPROGRESS)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return 0;
+	struct bridle_net_cfg *cfg = net_policy(tag);
+	if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO))
+		return 0;
+	struct file *f = BPF_CORE_READ(r, file);
+	return f ? unix_connected(f, tgid) : 0;
 }
 
 /*

@@ -31,10 +31,10 @@ export const UNIX_PROGRAMS = [
   ['bridle_sendmsg_unix', ATTACH.CGROUP_UNIX_SENDMSG],
 ] as const;
 /**
- * Tracepoints: unix identity checks, and sockets of families no cgroup hook sees (packet, vsock, ...),
- * created by socket(2) or by io_uring.
+ * Tracepoints: unix identity checks after a connect (connect(2), and io_uring's), and sockets of families
+ * no cgroup hook sees (packet, vsock, ...), asked for through socket(2) or io_uring.
  */
-export const NET_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit', 'bridle_packet_guard', 'bridle_uring_socket_guard'] as const;
+export const NET_TRACEPOINTS = ['bridle_unix_enter', 'bridle_unix_exit', 'bridle_packet_guard', 'bridle_uring_socket_guard', 'bridle_uring_unix_connect'] as const;
 
 /** Does this kernel have the cgroup unix socket hooks (connect_unix, sendmsg_unix)? */
 export function unixHooksAvailable(): boolean {

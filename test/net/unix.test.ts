@@ -3,12 +3,13 @@
 // relative path. By name the kernel refuses at connect (EPERM); by identity the process that reached it
 // is killed before it returns from connect(). Untagged processes are untouched.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { linkSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from 'node:net';
 import { tempDir } from '../helpers/kernel.js';
-import { connects, netHarness, probe, PROBE, unixServer } from './helpers.js';
+import { connects, netHarness, probe, PROBE, unixServer, uringHelper } from './helpers.js';
 
 function untaggedUnix(path: string): Promise<string> {
   return new Promise((res) => {
@@ -61,9 +62,19 @@ network:
     assert.equal(k?.rule, 'network.unix.deny[0]', `${what}: reported with the rule`);
   }
 
+  // the same alias through io_uring (no connect(2) call): killed on the completion
+  const uring = uringHelper(t);
+  assert.ok(uring, 'cc builds the io_uring connect helper');
+  const u = await h.run([uring, alias]);
+  assert.equal(u.status, 137, `io_uring: the process is killed (got ${u.status}: ${u.stdout})`);
+  assert.equal(u.stdout, '');
+  assert.equal(connects(u.events).find((e) => e.family === 'unix' && e.verdict === 'deny')?.rule, 'network.unix.deny[0]');
+  assert.equal((await h.run([uring, fine])).stdout, 'ok\n', 'io_uring: another socket is reached');
+
   // untagged: untouched
   assert.equal(await untaggedUnix(denied), 'ok');
   assert.equal(await untaggedUnix(alias), 'ok');
+  assert.equal(spawnSync(uring, [alias], { encoding: 'utf8' }).stdout, 'ok\n');
 });
 
 test('unix: an allow list refuses every other socket, abstract names included', async (t) => {
