@@ -836,15 +836,20 @@ struct sys_exit_args {
 #define S_IFSOCK 0140000
 #define AF_UNIX 1
 
+/* Does the caller's session have unix rules to check by identity after a connect? */
+static __always_inline bool unix_ino_rules(u32 tgid)
+{
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
+		return false;
+	struct bridle_net_cfg *cfg = net_policy(tag);
+	return cfg && (cfg->flags & BRIDLE_NET_F_UNIX_INO);
+}
+
 SEC("tracepoint/syscalls/sys_enter_connect")
 int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct bridle_tag *tag = caller_tag(tgid);
-	if (!tag)
-		return 0;
-	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO))
+	if (!unix_ino_rules(bpf_get_current_pid_tgid() >> 32))
 		return 0; /* no unix deny rules: nothing to check afterwards */
 	u64 id = bpf_get_current_pid_tgid();
 	s64 fd = ctx->fd;
@@ -971,11 +976,7 @@ int BPF_PROG(bridle_uring_unix_connect, struct io_ring_ctx *ring, void *req, str
 	if (res != 0 && res != -EINPROGRESS)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct bridle_tag *tag = caller_tag(tgid);
-	if (!tag)
-		return 0;
-	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO))
+	if (!unix_ino_rules(tgid))
 		return 0;
 	struct file *f = BPF_CORE_READ(r, file);
 	return f ? unix_connected(f, tgid) : 0;
