@@ -20,15 +20,22 @@ char LICENSE[] SEC("license") = "GPL";
 
 /*
  * #! scripts: the exec is decided on the interpreter (bprm->file), and the script's own file is gone by
- * then. The interpreter reads the script by opening it; its first open of a file with the script's name
- * is the script, which is then decided by the exec deny rules (and exec.fileless) before it is read.
- * Key: tgid; value: FNV-1a of the first 63 bytes of the script's base name.
+ * then. The interpreter reads the script by opening it: a file it opens under the path execve was given
+ * is the script, and ends the wait; any file it opens under the script's name (the file's own name, or
+ * the last part of the path it was opened under) may be, and is decided too, without ending the wait (so
+ * a script named like a file opened before it, its C library, is still caught). Each is decided by the
+ * exec deny rules (and exec.fileless) before it is read. Key: tgid.
  */
+struct script_wait_v {
+	u64 name; /* FNV-1a of the first 63 bytes of the script's base name */
+	u64 path; /* FNV-1a of the path given to execve (its first BRIDLE_NAME_MAX - 1 bytes) */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, u32);
-	__type(value, u64);
+	__type(value, struct script_wait_v);
 } script_wait SEC(".maps");
 
 #define SCRIPT_NAME_MAX 63
@@ -128,9 +135,10 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		long n = bpf_probe_read_kernel_str(ev->interp, sizeof(ev->interp), interp);
 		ev->interp_len = n > 0 ? n - 1 : 0;
 		ev->flags |= BRIDLE_F_SCRIPT;
-		struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
+		struct name_walk nw = { .h = FNV_OFF, .full = FNV_OFF, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
 		bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
-		bpf_map_update_elem(&script_wait, &tgid, &nw.h, BPF_ANY);
+		struct script_wait_v w = { .name = nw.h, .path = nw.full };
+		bpf_map_update_elem(&script_wait, &tgid, &w, BPF_ANY);
 	}
 
 	struct decision d;
@@ -350,25 +358,29 @@ static __always_inline u64 script_name(struct file *file)
 }
 
 /*
- * FNV-1a of the last part of the path the current system call was given (its argument `arg`, in user
- * memory), as basename_step hashes the path given to execve; 0 when there is none. For the #! script wait:
- * an interpreter opens the name it was handed, and behind a symlink that name is not the file's own.
+ * The path the current system call was given (its argument `arg`, in user memory), hashed as the path
+ * given to execve is: whole and its last part. False when there is none. For the #! script wait: an
+ * interpreter opens the path it was handed, and behind a symlink its last part is not the file's name.
  */
-static __always_inline u64 given_basename(int arg)
+static __always_inline bool given_path(int arg, struct name_walk *nw)
 {
 	if (arg < 0)
-		return 0;
+		return false;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	const char *upath = (const char *)(arg == 0 ? PT_REGS_PARM1_CORE_SYSCALL(regs) : PT_REGS_PARM2_CORE_SYSCALL(regs));
 	struct bridle_exec_ev *ev = scratch_ev();
 	if (!ev || !upath)
-		return 0;
+		return false;
 	long n = bpf_probe_read_user_str(ev->filename, sizeof(ev->filename), upath);
 	if (n <= 1)
-		return 0;
-	struct name_walk nw = { .h = FNV_OFF, .len = n - 1, .max = SCRIPT_NAME_MAX };
-	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
-	return nw.h;
+		return false;
+	nw->h = FNV_OFF;
+	nw->full = FNV_OFF;
+	nw->len = n - 1;
+	nw->n = 0;
+	nw->max = SCRIPT_NAME_MAX;
+	bpf_loop(BRIDLE_NAME_MAX, basename_step, nw, 0);
+	return true;
 }
 
 /*
@@ -405,11 +417,19 @@ static __always_inline int opened(long ret, bool fixed_slot, int path_arg)
 	struct decision d;
 	if (cred && denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
 		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
-	u64 *want = bpf_map_lookup_elem(&script_wait, &tgid);
-	if (want && (script_name(file) == *want || given_basename(path_arg) == *want)) {
+	struct script_wait_v *w = bpf_map_lookup_elem(&script_wait, &tgid);
+	if (!w)
+		return 0;
+	u64 name = w->name, path = w->path;
+	struct name_walk given = {};
+	bool have = given_path(path_arg, &given);
+	if (have && given.full == path) {
+		/* the path execve was given: the script itself */
 		bpf_map_delete_elem(&script_wait, &tgid);
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	}
+	if (script_name(file) == name || (have && given.h == name))
+		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	return 0;
 }
 

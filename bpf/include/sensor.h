@@ -353,7 +353,8 @@ static __always_inline void fill_args(struct bridle_exec_ev *ev, struct task_str
 
 /* FNV-1a of the last component of ev->filename, of at most `max` bytes of it. */
 struct name_walk {
-	u64 h;
+	u64 h;    /* the last component (its first `max` bytes) */
+	u64 full; /* the whole path */
 	u32 len;
 	u32 n; /* bytes of the current component hashed */
 	u32 max;
@@ -365,6 +366,7 @@ static long basename_step(u32 i, struct name_walk *w)
 	if (!ev || i >= w->len)
 		return 1;
 	u8 c = ev->filename[i & (BRIDLE_NAME_MAX - 1)];
+	fnv(&w->full, c);
 	if (c == '/') {
 		w->h = FNV_OFF;
 		w->n = 0;

@@ -181,6 +181,8 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
   symlinkSync(script, join(elsewhere, 'innocent'));
   const fine = writeExecutable(join(elsewhere, 'fine.sh'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   const viaEnv = writeExecutable(join(denied, 'env.sh'), `#!/usr/bin/env sh\ntouch ${marks}/$1\n`);
+  // named like a file the interpreter opens before it (its C library, opened by the dynamic loader)
+  const decoy = writeExecutable(join(denied, 'libc.so.6'), `#!/bin/sh\ntouch ${marks}/$1\n`);
   const h = harness(t, denying(`{ dir: ${denied} }`));
   const r = await h.run(['sh', '-c', [
     `${script} direct; echo "direct=$?"`,
@@ -188,15 +190,16 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
     `${join(elsewhere, 'innocent')} renamed; echo "renamed=$?"`,
     // a path longer than the sensor reads of it (256 bytes): its last part is cut off where it is read
     `${denied}/${'./'.repeat(150)}fetch.sh long; echo "long=$?"`,
+    `${decoy} decoy; echo "decoy=$?"`,
     `cd ${denied} && ./fetch.sh relative; echo "relative=$?"`,
     `${viaEnv} env; echo "env=$?"`,
     `${fine} fine; echo "fine=$?"`,
   ].join('\n')]);
-  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrenamed=${KILLED}\nlong=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
-  for (const m of ['direct', 'link', 'renamed', 'long', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
+  assert.equal(r.stdout, `direct=${KILLED}\nlink=${KILLED}\nrenamed=${KILLED}\nlong=${KILLED}\ndecoy=${KILLED}\nrelative=${KILLED}\nenv=${KILLED}\nfine=0\n`, r.stderr);
+  for (const m of ['direct', 'link', 'renamed', 'long', 'decoy', 'relative', 'env']) assert.ok(!existsSync(join(marks, m)), `the script did not run (${m})`);
   assert.ok(existsSync(join(marks, 'fine')));
   const v = violations(r.events, 'script');
-  assert.deepEqual(v.map((e) => e.rule), new Array(6).fill('exec.deny[0]'));
+  assert.deepEqual(v.map((e) => e.rule), new Array(7).fill('exec.deny[0]'));
   // the exec event still names both: the script, and the interpreter it was decided on
   assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
 });
