@@ -2,7 +2,7 @@
 // ListHosts / FindProcesses (incident responders). One process, an embedded SQLite store by default.
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
-import { decodeEventFast, num, tsFromPb, tsToPb, VERDICT_NAMES } from '../events/proto.js';
+import { decodeForStore, num, tsFromPb, tsToPb, VERDICT_NAMES } from '../events/proto.js';
 import type { EventFilter } from '../events/query.js';
 import type { Verdict } from '../events/types.js';
 import { Hub, type Subscriber } from './hub.js';
@@ -269,7 +269,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         if (raw.length > limits.maxEventBytes) why = `event of ${raw.length} bytes is over the limit of ${limits.maxEventBytes}`;
         else {
           try {
-            const { ev, tsMs } = decodeEventFast(raw, false); // the store and the hub read tsMs, not ev.ts
+            const { ev, tsMs } = decodeForStore(raw);
             if (ev.host !== host) why = `event for host '${ev.host}' on a stream of host '${host}'`;
             else items.push({ ev, tsMs, raw });
           } catch (err) {

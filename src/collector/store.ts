@@ -12,7 +12,10 @@ import type { BridleEvent, Verdict } from '../events/types.js';
 import type { EventFilter } from '../events/query.js';
 
 export interface IngestItem {
-  /** The decoded event; its `ts` may be empty (the collector decodes without formatting it): use tsMs. */
+  /**
+   * The decoded event. From the collector it is decodeForStore's: only what a store indexes is set (no
+   * `ts`: use tsMs); everything else is in `raw`.
+   */
   ev: BridleEvent;
   /** Epoch ms of ev.ts. */
   tsMs: number;

@@ -2,10 +2,11 @@
 // from proto/bridle/v1/events.proto: the field numbers agree, and every event type reads back the same
 // whichever encoder wrote it and whichever decoder reads it. Strings cover the encoder's short-ASCII path
 // and its edges: empty, 127 and 128 characters, non-ASCII at the start and at the end, astral characters.
+// The collector's lean decoding (decodeForStore) accepts and refuses the same bytes and agrees on what it keeps.
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import type protobuf from 'protobufjs';
-import { decodeEventFast, decodeEventReflect, encodeEvent, encodeEventReflect, EventMsg, F } from '../../src/events/proto.js';
+import { decodeEventFast, decodeEventReflect, decodeForStore, encodeEvent, encodeEventReflect, EventMsg, F } from '../../src/events/proto.js';
 import type { BridleEvent } from '../../src/events/types.js';
 
 test('field numbers of the fast codec are those of events.proto', () => {
@@ -72,4 +73,116 @@ test('every event type reads back the same through both encoders and both decode
     }
   });
   assert.equal(n, STRINGS.length * 10);
+});
+
+/** What decodeForStore keeps, per type (besides the header without rule); what stores and live filters read. */
+const KEPT: Record<string, string[]> = {
+  session_start: ['origin', 'agent', 'backend', 'mode', 'path', 'argv'],
+  session_end: ['exit_code', 'signal'],
+  exec: ['path', 'argv'],
+  exit: ['exit_code', 'signal'],
+  connect: ['daddr', 'dport'],
+  loss: ['count'],
+};
+const HEADER = ['type', 'host', 'session', 'exec_id', 'parent_exec_id', 'pid', 'ppid', 'uid', 'seq', 'verdict', 'policy'];
+
+test('the lean decoding keeps what stores and live filters read, equal to the full decoding', () => {
+  STRINGS.forEach((s, i) => {
+    for (const ev of samples(s, i)) {
+      const bytes = encodeEvent(ev);
+      const full = decodeEventFast(bytes);
+      const lean = decodeForStore(bytes);
+      assert.equal(lean.tsMs, full.tsMs);
+      const l = lean.ev as unknown as Record<string, unknown>;
+      const f = full.ev as unknown as Record<string, unknown>;
+      for (const k of [...HEADER, ...(KEPT[ev.type] ?? [])]) assert.deepEqual(l[k], f[k], `${ev.type}.${k}`);
+      for (const k of Object.keys(l)) assert.ok(k === 'ts' || HEADER.includes(k) || KEPT[ev.type]?.includes(k), `${ev.type}: ${k} is kept but not listed`);
+      assert.equal(l.rule, undefined);
+    }
+  });
+});
+
+test('the lean decoding refuses exactly what the full decoding refuses (every truncation, byte changes)', () => {
+  const outcome = (decodeFn: (b: Uint8Array) => unknown, b: Buffer): string => {
+    try {
+      decodeFn(b);
+      return 'ok';
+    } catch (err) {
+      return `refused: ${(err as Error).message}`;
+    }
+  };
+  let cases = 0;
+  let refused = 0;
+  for (const ev of [...samples('café', 1), ...samples('', 2)]) {
+    const bytes = Buffer.from(encodeEvent(ev));
+    const variants: Buffer[] = [];
+    for (let n = 0; n < bytes.length; n++) variants.push(bytes.subarray(0, n));
+    for (let i = 0; i < bytes.length; i++) {
+      for (const v of [0x00, 0x02, 0x05, 0x7f, 0xff]) {
+        const b = Buffer.from(bytes);
+        b[i] = v;
+        variants.push(b);
+      }
+    }
+    for (const b of variants) {
+      const full = outcome(decodeEventFast, b);
+      assert.equal(outcome(decodeForStore, b), full, `${ev.type}: ${b.toString('hex')}`);
+      cases++;
+      if (full !== 'ok') refused++;
+    }
+  }
+  assert.ok(refused > cases / 10, `the variants include refused ones (${refused} of ${cases})`);
+});
+
+test('fields this build does not know (from a newer agent) are passed over, at every level', () => {
+  const varint = (n: number): number[] => {
+    const out: number[] = [];
+    while (n > 127) {
+      out.push((n & 0x7f) | 0x80);
+      n = Math.floor(n / 128);
+    }
+    out.push(n);
+    return out;
+  };
+  // one unknown field of each wire type: varint, fixed64, length-delimited (two lengths), fixed32
+  const unknown = Buffer.from([
+    ...varint((40 << 3) | 0), ...varint(300),
+    ...varint((41 << 3) | 1), 1, 2, 3, 4, 5, 6, 7, 8,
+    ...varint((42 << 3) | 2), 3, 0x61, 0x62, 0x63,
+    ...varint((43 << 3) | 2), ...varint(200), ...new Array(200).fill(0x7a),
+    ...varint((44 << 3) | 5), 1, 2, 3, 4,
+  ]);
+  /** The top-level fields of an encoded event: [field number, payload]. */
+  const fields = (b: Buffer): Array<[number, Buffer]> => {
+    const out: Array<[number, Buffer]> = [];
+    let p = 0;
+    const rd = (): number => {
+      let v = 0;
+      for (let mul = 1; ; mul *= 128) {
+        const x = b[p++]!;
+        v += (x & 0x7f) * mul;
+        if (x < 0x80) return v;
+      }
+    };
+    while (p < b.length) {
+      const tag = rd();
+      assert.equal(tag & 7, 2, 'top-level fields of an event are messages');
+      const n = rd();
+      out.push([tag >>> 3, b.subarray(p, p + n)]);
+      p += n;
+    }
+    return out;
+  };
+  const wrap = (field: number, payload: Buffer): Buffer => Buffer.concat([Buffer.from([...varint((field << 3) | 2), ...varint(payload.length)]), payload]);
+  for (const ev of samples('café', 3)) {
+    const plain = Buffer.from(encodeEvent(ev));
+    const grown = Buffer.concat([
+      unknown,
+      ...fields(plain).map(([f, payload]) => wrap(f, Buffer.concat([unknown, payload, unknown]))),
+      unknown,
+    ]);
+    assert.deepEqual(decodeEventFast(grown), decodeEventFast(plain), `${ev.type}: full decoding`);
+    assert.deepEqual(decodeForStore(grown), decodeForStore(plain), `${ev.type}: lean decoding`);
+    assert.deepEqual(decodeEventReflect(grown), decodeEventReflect(plain), `${ev.type}: protobufjs`);
+  }
 });
