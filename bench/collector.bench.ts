@@ -14,17 +14,18 @@
 // (offered events/s), --no-e2e, --no-lineage. BENCH_PROF=DIR writes CPU profiles of the children.
 // Targets (ISSUE 4): 100,000 events/s sustained, zero loss, shipper RSS < 150 MB, lineage p99 < 20 ms.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import pino from 'pino';
 import type { BridleEvent } from '../src/events/types.js';
+import { REPO_ROOT } from '../src/root.js';
 import type { EventStore, IngestItem, IngestResult } from '../src/collector/store.js';
 
 const HERE = fileURLToPath(import.meta.url);
-const REPO = fileURLToPath(new URL('../', import.meta.url));
+const REPO = REPO_ROOT;
 const args = process.argv.slice(2);
 const arg = (name: string, dflt?: string): string | undefined => {
   const i = args.indexOf(`--${name}`);
@@ -183,10 +184,33 @@ interface Child {
   wait(pred: (v: any) => boolean, timeoutMs?: number): Promise<any>;
 }
 
+/**
+ * How the measured processes run: as bin/bridle runs the agent and the collector, the compiled JavaScript
+ * of dist/ when it is up to date (`npm run bench` builds it first), else the sources through tsx (said, as
+ * the transpiler adds its own memory to the shipper's RSS).
+ */
+const COMPILED = join(REPO, 'dist', 'bench', 'collector.bench.js');
+function compiledFresh(): boolean {
+  const stamp = join(REPO, 'dist', '.stamp');
+  if (!existsSync(stamp) || !existsSync(COMPILED)) return false;
+  const built = statSync(stamp).mtimeMs;
+  const newer = (dir: string): boolean =>
+    readdirSync(dir, { withFileTypes: true }).some((d) =>
+      d.isDirectory() ? newer(join(dir, d.name)) : d.name.endsWith('.ts') && statSync(join(dir, d.name)).mtimeMs > built,
+    );
+  return !newer(join(REPO, 'src')) && !newer(join(REPO, 'bench'));
+}
+let runCompiled: boolean | undefined;
+
 function child(role: string, extra: string[]): Child {
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}/${role}`] : [];
+  if (runCompiled === undefined) {
+    runCompiled = compiledFresh();
+    if (!runCompiled) console.error('note: dist/ is missing or older than the sources (scripts/build-ts.sh): children run through tsx, whose memory counts in the RSS');
+  }
+  const script = runCompiled ? [COMPILED] : ['--import', join(REPO, 'node_modules/tsx/dist/esm/index.mjs'), HERE];
   // the node flags bin/bridle runs the agent and the collector with
-  const proc = spawn(process.execPath, [...prof, `--max-semi-space-size=${role === 'collector' ? 32 : 4}`, '--import', join(REPO, 'node_modules/tsx/dist/esm/index.mjs'), HERE, '--role', role, ...extra], {
+  const proc = spawn(process.execPath, [...prof, `--max-semi-space-size=${role === 'collector' ? 32 : 4}`, ...script, '--role', role, ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines: any[] = [];

@@ -7,7 +7,8 @@
 // to src/events/types.ts without mapping it here is a compile error (`npm run typecheck`), instead of a
 // field silently dropped on the way to the collector.
 import protobuf from 'protobufjs';
-import { fileURLToPath } from 'node:url';
+import { join, sep } from 'node:path';
+import { REPO_ROOT } from '../root.js';
 import type {
   BridleEvent,
   ConnectEvent,
@@ -26,7 +27,7 @@ import type {
 } from './types.js';
 
 /** Directory holding `bridle/v1/*.proto`. */
-export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
+export const PROTO_DIR = join(REPO_ROOT, 'proto') + sep;
 export const PROTO_FILES = ['bridle/v1/events.proto', 'bridle/v1/collector.proto', 'bridle/v1/agent.proto'];
 
 /** All bridle protobuf types, loaded once from PROTO_DIR. */

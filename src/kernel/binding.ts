@@ -14,8 +14,8 @@
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { existsSync, rmSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { REPO_ROOT } from '../root.js';
 
 import { ensureTracefs } from './bpffs.js';
 
@@ -159,10 +159,9 @@ export class BpfError extends Error {
 // ---------------------------------------------------------------------------------------------------
 // Loading the addon
 
-const here = dirname(fileURLToPath(import.meta.url));
 /** Where scripts/build-native.sh puts the addon; BRIDLE_NATIVE overrides. */
 export const nativePath: string =
-  process.env.BRIDLE_NATIVE ?? resolve(here, '../../native/build/Release/bridle_native.node');
+  process.env.BRIDLE_NATIVE ?? resolve(REPO_ROOT, 'native/build/Release/bridle_native.node');
 
 let addon: RawAddon | undefined;
 

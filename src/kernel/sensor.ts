@@ -2,14 +2,14 @@
 // its maps and hands decoded ring-buffer records to one callback. Everything it holds is released by
 // close(), which is idempotent; a process that dies without close() loses its links with its fds.
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../root.js';
 import { LoadedObject } from './loaded.js';
 import { BpfObject, RingBuffer, type BpfMap } from './binding.js';
 import { decode, decodeSeeds, HOOKS, LAYOUT, type RawRecord, type SeedRecord } from './layout.js';
 import { cfgValue, type CompiledExec } from '../policy/compile.js';
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const ROOT = REPO_ROOT;
 export const PROCESS_OBJ = join(ROOT, 'bpf', 'build', 'process.bpf.o');
 export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
 
