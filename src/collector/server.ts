@@ -103,6 +103,12 @@ function sessionToWire(s: SessionRow) {
 
 /** Batches already queued on an ingest stream are stored in one transaction, up to this many events. */
 const GROUP_EVENTS = 10_000;
+/**
+ * A stream commits at most this often while its groups are small (a steady agent sends a batch every
+ * 20 ms): each index page a commit touches is written to the WAL, and checkpointed, once per commit, so
+ * fewer commits cost less per event. Acknowledgements and live subscribers wait at most this long more.
+ */
+const COMMIT_EVERY_MS = 50;
 
 /** HTTP/2 receive window (per stream and per connection) of the collector. */
 const FLOW_WINDOW = 32 * 1024 * 1024;
@@ -189,6 +195,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     const queue: Buffer[] = [];
     let busy = false;
     let inputDone = false;
+    let lastCommit = 0;
     let finished = false;
 
     const finish = (status?: Partial<grpc.StatusObject>): void => {
@@ -319,22 +326,32 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           const group: Pending[] = [];
           let events = 0;
           let reply: object | undefined;
-          while (queue.length && !finished && events < GROUP_EVENTS) {
-            const buf = queue.shift()!;
-            if (queue.length < 4) call.resume();
-            const p = await prepare(buf);
-            if (!p) continue;
-            if ('reply' in p) {
-              reply = p.reply;
-              break;
+          for (;;) {
+            while (queue.length && !finished && events < GROUP_EVENTS) {
+              const buf = queue.shift()!;
+              if (queue.length < 4) call.resume();
+              const p = await prepare(buf);
+              if (!p) continue;
+              if ('reply' in p) {
+                reply = p.reply;
+                break;
+              }
+              group.push(p);
+              events += p.items.length;
+              // grpc-js hands over one message per turn of the event loop: let the next ones that have
+              // arrived meanwhile in before storing (one turn; nothing waits when nothing is there).
+              if (!queue.length && events < GROUP_EVENTS && !inputDone) await new Promise((r) => setImmediate(r));
             }
-            group.push(p);
-            events += p.items.length;
-            // grpc-js hands over one message per turn of the event loop: let the next ones that have
-            // arrived meanwhile in before storing (one turn; nothing waits when nothing is there).
-            if (!queue.length && events < GROUP_EVENTS && !inputDone) await new Promise((r) => setImmediate(r));
+            // Small groups wait for the commit interval (more batches join them), unless the stream is ending.
+            const wait = lastCommit + COMMIT_EVERY_MS - Date.now();
+            if (reply || finished || inputDone || !group.length || events >= GROUP_EVENTS || wait <= 0) break;
+            await new Promise((r) => setTimeout(r, wait));
+            if (!queue.length) break;
           }
-          if (group.length && !finished) await commit(group);
+          if (group.length && !finished) {
+            await commit(group);
+            lastCommit = Date.now();
+          }
           if (reply) send(reply);
         }
       } catch (err) {
