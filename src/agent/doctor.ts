@@ -1,8 +1,9 @@
 // What this kernel offers bridle, measured by trying it, and the exact fix for anything missing.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { release } from 'node:os';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { surveyOrphans } from '../kernel/failclosed.js';
 import { bridlePinDir } from '../kernel/bpffs.js';
 
@@ -41,6 +42,74 @@ function landlockAbi(): number {
   const v = maj * 1000 + min;
   const table: [number, number][] = [[6015, 7], [6012, 6], [6010, 5], [6007, 4], [6002, 3], [5019, 2], [5013, 1]];
   return table.find(([k]) => v >= k)?.[1] ?? 0;
+}
+
+/** Exit status of the i386 probe program (anything else: it did not run as i386 code). */
+const I386_STATUS = 42;
+
+/** A minimal i386 ELF executable that exits I386_STATUS through `int $0x80`: does this kernel run 32-bit code? */
+function i386Probe(): Buffer {
+  const b = Buffer.alloc(96);
+  b.write('\x7fELF', 0, 'latin1');
+  b[4] = 1; // 32-bit
+  b[5] = 1; // little-endian
+  b[6] = 1; // ELF version
+  b.writeUInt16LE(2, 16); // ET_EXEC
+  b.writeUInt16LE(3, 18); // EM_386
+  b.writeUInt32LE(1, 20);
+  b.writeUInt32LE(0x08048000 + 84, 24); // entry: the code after the headers
+  b.writeUInt32LE(52, 28); // program headers right after this header
+  b.writeUInt16LE(52, 40);
+  b.writeUInt16LE(32, 42);
+  b.writeUInt16LE(1, 44);
+  // one PT_LOAD of the whole file, read + execute
+  for (const [off, v] of [[52, 1], [56, 0], [60, 0x08048000], [64, 0x08048000], [68, 96], [72, 96], [76, 5], [80, 0x1000]] as const) b.writeUInt32LE(v, off);
+  Buffer.from([0xb8, 1, 0, 0, 0, 0xbb, I386_STATUS, 0, 0, 0, 0xcd, 0x80]).copy(b, 84); // mov $1,%eax; mov $42,%ebx; int $0x80
+  return b;
+}
+
+/**
+ * 32-bit system calls (IA-32 emulation: int $0x80, also from 64-bit processes; the x32 ABI) pass none of
+ * the syscall tracepoints bridle's guards use: x86 leaves compat calls out of syscall trace events.
+ * Whether this kernel takes them: an i386 program is run (refused with ENOEXEC when emulation is off,
+ * which spawn's execvp then hands to /bin/sh: so only its own exit status says it ran), and the kernel's
+ * configuration is read for x32.
+ */
+function compatSyscalls(): Check {
+  let ia32: boolean | undefined;
+  let why = '';
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-doctor-'));
+  try {
+    const exe = join(dir, 'i386-probe');
+    writeFileSync(exe, i386Probe());
+    chmodSync(exe, 0o755);
+    const r = spawnSync(exe, [], { timeout: 5000, stdio: 'ignore' });
+    if (r.status === I386_STATUS) ia32 = true;
+    else if (r.signal) why = `killed by ${r.signal}`;
+    else ia32 = false;
+  } catch (err) {
+    why = (err as Error).message;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  let config = '';
+  try {
+    config = existsSync('/proc/config.gz') ? gunzipSync(readFileSync('/proc/config.gz')).toString('latin1') : readFileSync(`/boot/config-${release()}`, 'latin1');
+  } catch {
+    // no configuration to read: x32 unknown
+  }
+  const x32 = /^CONFIG_X86_X32_ABI=y$/m.test(config);
+  const parts = [
+    ia32 === undefined ? `IA-32 emulation unknown (an i386 program: ${why})` : ia32 ? 'IA-32 emulation on (an i386 program runs)' : 'IA-32 emulation off (an i386 program does not run)',
+    config ? (x32 ? 'x32 ABI built in' : 'no x32 ABI') : 'x32 ABI unknown (no kernel configuration to read)',
+  ];
+  const exposed = ia32 === true || x32;
+  return {
+    name: 'compat-syscalls',
+    ok: ia32 === false && !x32,
+    detail: `${parts.join('; ')}${exposed ? ': a session process can make 32-bit system calls, which pass none of the syscall tracepoints (credential files, mmap of denied code, ptrace, bpf(), socket families, unix identity, #! scripts)' : ''}`,
+    fix: 'boot with ia32_emulation=off (Linux 6.7+), or use a kernel without CONFIG_IA32_EMULATION and CONFIG_X86_X32_ABI',
+  };
 }
 
 export async function runDoctor(root: string): Promise<DoctorReport> {
@@ -118,6 +187,7 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
         : 'no cgroup/connect_unix hook: network.unix rules are enforced only after a connect completes, by killing the process (SIGKILL)',
       fix: 'Linux 6.7 or later has the cgroup unix socket hooks',
     });
+    add(compatSyscalls());
     backend = lsm.ok ? 'bpf-lsm' : tp.ok ? 'sigkill' : 'none';
   }
   const canRun = checks.every((c) => c.ok || !c.required) && backend !== 'none';

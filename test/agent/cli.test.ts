@@ -17,9 +17,13 @@ const env = () => {
 test('doctor reports kernel features, the backend, and fixes', () => {
   const r = spawnSync(BIN, ['doctor', '--json'], { encoding: 'utf8', env: env() });
   assert.equal(r.status, 0, r.stderr);
-  const rep = JSON.parse(r.stdout) as { backend: string; checks: { name: string; ok: boolean; fix?: string }[] };
+  const rep = JSON.parse(r.stdout) as { backend: string; checks: { name: string; ok: boolean; detail: string; fix?: string }[] };
   const names = rep.checks.map((c) => c.name);
-  for (const n of ['root', 'btf', 'bpffs', 'cgroup2', 'tracepoints', 'ringbuf', 'trampolines', 'bpf-lsm', 'landlock']) assert.ok(names.includes(n), n);
+  for (const n of ['root', 'btf', 'bpffs', 'cgroup2', 'tracepoints', 'ringbuf', 'trampolines', 'bpf-lsm', 'landlock', 'compat-syscalls']) assert.ok(names.includes(n), n);
+  // 32-bit system calls pass no syscall tracepoint: doctor runs an i386 program to know whether they exist
+  const compat = rep.checks.find((c) => c.name === 'compat-syscalls')!;
+  assert.match(compat.detail, /IA-32 emulation (on|off) \(an i386 program (runs|does not run)\)/);
+  assert.equal(compat.ok, /emulation off/.test(compat.detail) && /no x32 ABI/.test(compat.detail));
   const lsm = rep.checks.find((c) => c.name === 'bpf-lsm')!;
   // the backend follows from what actually loaded
   assert.equal(rep.backend, lsm.ok ? 'bpf-lsm' : 'sigkill');

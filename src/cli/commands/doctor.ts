@@ -5,7 +5,8 @@ const help = `usage: bridle doctor [--json]
 
 Checks what this kernel offers bridle by trying it: kernel BTF, bpffs, the cgroup v2 mount, the
 tracepoints the sensor uses, BPF ring buffers, BPF trampolines, BPF-LSM (active and loadable), the
-unix-socket connect hook, and the Landlock ABI. Prints the enforcement backend bridle will use:
+unix-socket connect hook, the Landlock ABI, and whether 32-bit system calls exist (they pass no syscall
+tracepoint, so a session could use them to get past bridle's guards). Prints the enforcement backend:
   bpf-lsm   exec denied with EPERM in bprm_check_security (where the kernel allows LSM programs)
   sigkill   exec decided at sched_process_exec; a denied image is killed before its first instruction
 For anything missing it prints the exact fix. Exits 1 when bridle cannot run here.
