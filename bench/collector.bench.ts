@@ -194,10 +194,10 @@ function compiledFresh(): boolean {
   const stamp = join(REPO, 'dist', '.stamp');
   if (!existsSync(stamp) || !existsSync(COMPILED)) return false;
   const built = statSync(stamp).mtimeMs;
+  // as bin/bridle decides: any file or directory (a delete or rename changes it) newer than the stamp
   const newer = (dir: string): boolean =>
-    readdirSync(dir, { withFileTypes: true }).some((d) =>
-      d.isDirectory() ? newer(join(dir, d.name)) : d.name.endsWith('.ts') && statSync(join(dir, d.name)).mtimeMs > built,
-    );
+    statSync(dir).mtimeMs > built ||
+    readdirSync(dir, { withFileTypes: true }).some((d) => (d.isDirectory() ? newer(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs > built));
   return !newer(join(REPO, 'src')) && !newer(join(REPO, 'bench'));
 }
 let runCompiled: boolean | undefined;

@@ -5,11 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=dist/.stamp
-if [ -f "$stamp" ] && [ "$stamp" -nt tsconfig.build.json ] && [ "$stamp" -nt tsconfig.json ] &&
-  [ -z "$(find src bench -name '*.ts' -newer "$stamp" -print -quit)" ]; then
+# Up to date when nothing in src/ or bench/ (files, or directories: deletes and renames) or the tsconfigs
+# changed since the stamp.
+if [ -f "$stamp" ] && [ -z "$(find src bench tsconfig.json tsconfig.build.json -newer "$stamp" -print -quit)" ]; then
   exit 0
 fi
 echo "==> typescript: compiling src/ and bench/ to dist/"
+# The stamp is taken before compiling: a source saved during the compile is newer than it, so not skipped.
+start=$(mktemp)
+trap 'rm -f "$start"' EXIT
 rm -rf dist
 npx tsc -p tsconfig.build.json
-touch "$stamp"
+mv "$start" "$stamp"

@@ -343,14 +343,14 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
               if (!queue.length && events < GROUP_EVENTS && !inputDone) await new Promise((r) => setImmediate(r));
             }
             // Small groups wait for the commit interval (more batches join them), unless the stream is ending.
-            const wait = lastCommit + COMMIT_EVERY_MS - Date.now();
+            const wait = lastCommit + COMMIT_EVERY_MS - performance.now();
             if (reply || finished || inputDone || !group.length || events >= GROUP_EVENTS || wait <= 0) break;
             await new Promise((r) => setTimeout(r, wait));
             if (!queue.length) break;
           }
           if (group.length && !finished) {
             await commit(group);
-            lastCommit = Date.now();
+            lastCommit = performance.now();
           }
           if (reply) send(reply);
         }

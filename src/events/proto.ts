@@ -973,6 +973,8 @@ function decode(bytes: Uint8Array, lean: boolean): DecodedEvent {
     } else r.skip(tag & 7);
   }
   if (!kind) throw new WireError('event has no body');
+  // A time JavaScript cannot represent (±8.64e15 ms) would be stored and then break every full decoding.
+  if (!(Math.abs(ms) <= 8.64e15)) throw new WireError('timestamp out of range');
   // Events of a type this build does not know are read whole: their JSON body is checked.
   const leanBody = lean && kind !== 'other';
   Object.assign(ev, bodyDefaults(kind, leanBody));

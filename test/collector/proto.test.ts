@@ -186,3 +186,26 @@ test('fields this build does not know (from a newer agent) are passed over, at e
     assert.deepEqual(decodeEventReflect(grown), decodeEventReflect(plain), `${ev.type}: protobufjs`);
   }
 });
+
+test('an event time JavaScript cannot represent is refused by both decodings (it would break every later read)', () => {
+  const varint = (n: number): number[] => {
+    const out: number[] = [];
+    while (n > 127) {
+      out.push((n % 128) | 0x80);
+      n = Math.floor(n / 128);
+    }
+    out.push(n);
+    return out;
+  };
+  const event = (seconds: number): Buffer => {
+    const ts = [0x08, ...varint(seconds)];
+    const header = [0x0a, ts.length, ...ts, 0x12, 1, 0x68];
+    return Buffer.from([0x0a, header.length, ...header, 0x6a, 0]); // header (ts, host "h"), an empty exit body
+  };
+  assert.equal(decodeEventFast(event(1_700_000_000)).ev.type, 'exit', 'the hand-made event is well formed');
+  assert.equal(decodeForStore(event(1_700_000_000)).tsMs, 1_700_000_000_000);
+  for (const seconds of [8.64e12 + 1, 2 ** 52]) {
+    assert.throws(() => decodeEventFast(event(seconds)), /timestamp out of range/);
+    assert.throws(() => decodeForStore(event(seconds)), /timestamp out of range/);
+  }
+});
