@@ -508,6 +508,41 @@ int BPF_PROG(bridle_opened_uring, struct io_ring_ctx *ring, void *req, struct io
 	return opened(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0, -1);
 }
 
+/*
+ * The checks above run on completions that are posted to the ring. Two ways around them, closed here:
+ * - IOSQE_CQE_SKIP_SUCCESS: a request that succeeds posts nothing. A session process may not ask that of
+ *   an open, a fixed-file install or a connect (the network sensor checks unix connects on completion):
+ *   it is killed when it submits one, before the request runs.
+ * - A full completion ring: the completion goes to the overflow list, past io_uring_complete. Its result
+ *   is checked as a new descriptor would be, the same way (what is not a descriptor of a named file is
+ *   passed over).
+ */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(bridle_uring_submit, struct io_kiocb *req)
+{
+	u8 op = BPF_CORE_READ(req, opcode);
+	bool watched = op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) ||
+		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2) ||
+		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT) ||
+		       (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL) &&
+			op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL));
+	if (!watched || !(BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP))
+		return 0;
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag)
+		return 0;
+	struct bridle_policy_cfg *cfg = tag_policy(tag);
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_UNSEEN, 0, cfg ? cfg->gen : 0);
+}
+
+SEC("tp_btf/io_uring_cqe_overflow")
+int BPF_PROG(bridle_uring_overflow, void *ring, u64 user_data, s32 res, u32 cflags, void *ocqe)
+{
+	return opened(res, false, -1);
+}
+
 SEC("tracepoint/syscalls/sys_enter_bpf")
 int bridle_bpf_guard(struct trace_event_raw_sys_enter *ctx)
 {

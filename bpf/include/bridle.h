@@ -219,6 +219,7 @@ enum bridle_guard {
 	BRIDLE_GUARD_PROC_MEM = 9,    /* opened /proc/<pid>/mem of a process outside the session */
 	BRIDLE_GUARD_EXEC_MAP = 10,   /* mapped a file's code a deny rule (or exec.fileless) names (target: rule id) */
 	BRIDLE_GUARD_SCRIPT = 11,     /* the interpreter of a #! script opened the script, which a deny rule names (target: rule id) */
+	BRIDLE_GUARD_URING_UNSEEN = 12, /* an io_uring open or connect asked to post no completion: the checks run on completions */
 };
 
 struct bridle_guard_ev {

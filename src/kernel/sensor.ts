@@ -17,7 +17,11 @@ export type Backend = 'bpf-lsm' | 'sigkill';
 
 /** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
 /** Every way to get a new descriptor for a named file: credentials.files.deny, and /proc peeks at other processes. */
-const OPENED_PROGRAMS = ['bridle_opened_openat', 'bridle_opened_openat2', 'bridle_opened_open', 'bridle_opened_creat', 'bridle_opened_by_handle', 'bridle_opened_uring'];
+const OPENED_PROGRAMS = [
+  'bridle_opened_openat', 'bridle_opened_openat2', 'bridle_opened_open', 'bridle_opened_creat', 'bridle_opened_by_handle', 'bridle_opened_uring',
+  // io_uring completions the hook above does not see: skipped (refused at submission) and overflowed
+  'bridle_uring_submit', 'bridle_uring_overflow',
+];
 const PROGRAMS = [
   'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
   ...OPENED_PROGRAMS,

@@ -87,7 +87,7 @@ test('monitor mode reports a credential file open as would_deny and lets it happ
   assert.equal(v?.rule, 'credentials.files.deny[1]');
 });
 
-test('io_uring opens of a denied credential file are decided too; fixed-slot opens are refused to such sessions', async (t) => {
+test('io_uring opens of a denied credential file are decided too (also with no completion posted, or one that overflows); fixed-slot opens are refused to such sessions', async (t) => {
   const dir = tempDir(t);
   secrets(dir);
   const helper = ccHelper(t, join(import.meta.dirname, 'fixtures', 'uring_open.c'));
@@ -95,17 +95,28 @@ test('io_uring opens of a denied credential file are decided too; fixed-slot ope
   // untagged: both work
   assert.equal(spawnSync(helper, [join(dir, 'token.txt')], { encoding: 'utf8' }).stdout, 'ghp_secret\n');
   assert.equal(spawnSync(helper, [join(dir, 'token.txt'), 'fixed'], { encoding: 'utf8' }).stdout, 'fixed\n');
+  for (const mode of ['skip', 'overflow']) assert.equal(spawnSync(helper, [join(dir, 'token.txt'), mode], { encoding: 'utf8' }).stdout, 'ghp_secret\n', mode);
   const h = harness(t, policy(dir));
   const r = await h.run(['sh', '-c', [
     `${helper} ${dir}/other.txt; echo "other=$?"`,
     `${helper} ${dir}/token.txt >/dev/null; echo "denied=$?"`,
     `${helper} ${dir}/other.txt fixed >/dev/null; echo "fixed=$?"`,
+    // no completion posted: refused when submitted, whatever the file (the check runs on completions)
+    `${helper} ${dir}/token.txt skip; echo "skip=$?"`,
+    `${helper} ${dir}/other.txt skip >/dev/null; echo "skip-other=$?"`,
+    // a completion that overflows the ring is checked all the same
+    `${helper} ${dir}/token.txt overflow; echo "overflow=$?"`,
+    `${helper} ${dir}/other.txt overflow; echo "overflow-other=$?"`,
   ].join('\n')]);
-  assert.equal(r.stdout, `fine\nother=0\ndenied=${KILLED}\nfixed=${KILLED}\n`);
+  assert.equal(r.stdout, `fine\nother=0\ndenied=${KILLED}\nfixed=${KILLED}\nskip=${KILLED}\nskip-other=${KILLED}\noverflow=${KILLED}\nfine\noverflow-other=0\n`);
+  assert.doesNotMatch(r.stdout, /ghp_secret/, 'not one byte of the secret');
   const v = violations(r.events);
   assert.deepEqual(v.map((e) => [e.what, e.rule]), [
     ['credential_file', 'credentials.files.deny[1]'],
     ['uring_fixed_open', 'builtin.no_uring_fixed_open'],
+    ['uring_unseen', 'builtin.no_uring_unseen'],
+    ['uring_unseen', 'builtin.no_uring_unseen'],
+    ['credential_file', 'credentials.files.deny[1]'],
   ]);
 });
 
