@@ -528,13 +528,7 @@ int BPF_PROG(bridle_uring_submit, struct io_kiocb *req)
 			op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL));
 	if (!watched || !(BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP))
 		return 0;
-	u32 tgid;
-	struct task_struct *task;
-	struct bridle_tag *tag = current_tag(&tgid, &task);
-	if (!tag)
-		return 0;
-	struct bridle_policy_cfg *cfg = tag_policy(tag);
-	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_UNSEEN, 0, cfg ? cfg->gen : 0);
+	return guard(BRIDLE_GUARD_URING_UNSEEN, 0);
 }
 
 SEC("tp_btf/io_uring_cqe_overflow")
