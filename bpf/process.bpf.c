@@ -28,7 +28,7 @@ char LICENSE[] SEC("license") = "GPL";
  */
 struct script_wait_v {
 	u64 name; /* FNV-1a of the first 63 bytes of the script's base name */
-	u64 path; /* FNV-1a of the path given to execve (its first BRIDLE_NAME_MAX - 1 bytes) */
+	u64 path; /* FNV-1a of the path given to execve (its first BRIDLE_NAME_MAX - 1 bytes), keyed by path_key */
 };
 
 struct {
@@ -135,7 +135,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		long n = bpf_probe_read_kernel_str(ev->interp, sizeof(ev->interp), interp);
 		ev->interp_len = n > 0 ? n - 1 : 0;
 		ev->flags |= BRIDLE_F_SCRIPT;
-		struct name_walk nw = { .h = FNV_OFF, .full = FNV_OFF, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
+		struct name_walk nw = { .h = FNV_OFF, .full = FNV_OFF ^ path_key, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
 		bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 		struct script_wait_v w = { .name = nw.h, .path = nw.full };
 		bpf_map_update_elem(&script_wait, &tgid, &w, BPF_ANY);
@@ -375,7 +375,7 @@ static __always_inline bool given_path(int arg, struct name_walk *nw)
 	if (n <= 1)
 		return false;
 	nw->h = FNV_OFF;
-	nw->full = FNV_OFF;
+	nw->full = FNV_OFF ^ path_key;
 	nw->len = n - 1;
 	nw->n = 0;
 	nw->max = SCRIPT_NAME_MAX;

@@ -18,6 +18,11 @@
 
 /* Set by the loader before load: size of the process table etc. live in map definitions. */
 const volatile u64 session_base = 1ULL << 62; /* kernel-made session ids start here */
+/*
+ * Set by the loader to a random value: the key of the whole-path hash that ends a #! script wait, so a
+ * session cannot search offline for a path whose hash equals the script's.
+ */
+const volatile u64 path_key = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,6 +1,7 @@
 // The process sensor: loads bpf/build/process.bpf.o, attaches its hooks, writes policies and tags into
 // its maps and hands decoded ring-buffer records to one callback. Everything it holds is released by
 // close(), which is idempotent; a process that dies without close() loses its links with its fds.
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../root.js';
@@ -74,6 +75,8 @@ export class Sensor extends LoadedObject {
     const s = new Sensor(obj, opts);
     try {
       if (opts.ringBytes) obj.setMaxEntries('events', opts.ringBytes);
+      // the key of the path hash that ends a #! script wait (bpf/include/sensor.h): unknown to sessions
+      obj.setGlobal('path_key', randomBytes(8));
       obj.load();
       for (const name of PROGRAMS) {
         try {
