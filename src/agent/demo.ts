@@ -1,7 +1,7 @@
 // The demo: an embedded collector (mutual TLS on loopback, SQLite in a temp dir), the scripted agent run
 // as a session under the example policy with every event shipped to that collector, then the questions
 // an incident responder would ask, answered from the collector's store.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -26,10 +26,20 @@ export async function runDemo(root: string, o: { events?: string; keep?: boolean
   out(`==> collector listening on ${collector.address} (mutual TLS); the session's events ship there as they happen\n`);
 
   const denied: ExecEvent[] = [];
+  // The demo policy denies running anything from /tmp: a checkout there would see its own agent script
+  // refused, so the script then runs from a copy elsewhere.
+  let agent = join(root, 'examples', 'demo-agent.sh');
+  let agentDir: string | undefined;
+  if (/^\/tmp(\/|$)/.test(realpathSync(agent)) && existsSync('/var/tmp')) {
+    agentDir = mkdtempSync('/var/tmp/bridle-demo-agent-');
+    copyFileSync(agent, join(agentDir, 'demo-agent.sh'));
+    agent = join(agentDir, 'demo-agent.sh');
+    out(`==> this checkout is under /tmp, which the demo policy keeps from running: the agent runs from ${agent}`);
+  }
   try {
     const status = await runCommand({
       policyFile: join(root, 'examples', 'demo-policy.yaml'),
-      argv: [join(root, 'examples', 'demo-agent.sh')],
+      argv: [agent],
       ...(o.events ? { events: o.events } : {}),
       summary: true,
       live: true,
@@ -60,5 +70,6 @@ export async function runDemo(root: string, o: { events?: string; keep?: boolean
     await shipper.close();
     await collector.close();
     if (!o.keep) rmSync(dir, { recursive: true, force: true });
+    if (agentDir) rmSync(agentDir, { recursive: true, force: true });
   }
 }
