@@ -388,10 +388,10 @@ static __always_inline bool given_path(int arg, struct name_walk *nw)
  * waits to read (by the file's name, or by the name it was opened under), and credentials.files.deny. A credential file the policy keeps from the session (by
  * identity, so hard links, symlinks, relative and /proc/<pid>/root paths are the same file; or anything
  * beneath a denied directory) kills the process before open() returns: it never holds the descriptor in
- * user space. ret: what the open returned; fixed_slot: an io_uring open into a fixed file slot instead;
- * path_arg: which argument of the system call is the path (-1: none, or not a system call).
+ * user space. ret: what the open returned (a descriptor); path_arg: which argument of the system call is
+ * the path (-1: none, or not a system call).
  */
-static __always_inline int opened(long ret, bool fixed_slot, int path_arg)
+static __always_inline int opened(long ret, int path_arg)
 {
 	if (ret < 0)
 		return 0;
@@ -403,8 +403,6 @@ static __always_inline int opened(long ret, bool fixed_slot, int path_arg)
 	struct bridle_policy_cfg *cfg = tag_policy(tag);
 	bool cred = cfg && (cfg->flags & BRIDLE_CFG_CRED_FILES);
 	u32 gen = cfg ? cfg->gen : 0;
-	if (fixed_slot)
-		return cred ? guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_FIXED_OPEN, 0, gen) : 0;
 	struct file *file = fd_file(task, ret);
 	if (!file)
 		return 0;
@@ -478,7 +476,7 @@ int bridle_pkey_mprotect(struct trace_event_raw_sys_enter *ctx)
 	SEC("tracepoint/syscalls/sys_exit_" #syscall)                    \
 	int name(struct trace_event_raw_sys_exit *ctx)                   \
 	{                                                                \
-		return opened(ctx->ret, false, path_arg);                \
+		return opened(ctx->ret, path_arg);                       \
 	}
 
 OPENED_EXIT(bridle_opened_openat, openat, 1)
@@ -487,54 +485,78 @@ OPENED_EXIT(bridle_opened_open, open, 0)
 OPENED_EXIT(bridle_opened_creat, creat, 0)
 OPENED_EXIT(bridle_opened_by_handle, open_by_handle_at, -1)
 
+#define URING_OPEN 1    /* IORING_OP_OPENAT, IORING_OP_OPENAT2 */
+#define URING_INSTALL 2 /* IORING_OP_FIXED_FD_INSTALL: a fixed file into the descriptor table */
+
+/* Which io_uring requests make a new descriptor (0: none). */
+static __always_inline int uring_open_kind(u8 op)
+{
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) ||
+	    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2))
+		return URING_OPEN;
+	if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL) &&
+	    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL))
+		return URING_INSTALL;
+	return 0;
+}
+
 /*
  * io_uring opens bypass the system calls above. Their completion runs in a thread of the process that
  * submitted them (the submitter, its io-wq workers or its SQPOLL thread share its file table), so an
- * open into the descriptor table is decided like open(2). An open into a fixed file slot has no
- * descriptor to look at; sessions with credential rules may not make one (fail closed).
+ * open into the descriptor table is decided like open(2). An open into a fixed file slot returns no
+ * descriptor: it is decided when submitted (bridle_uring_submit).
  */
 SEC("tp_btf/io_uring_complete")
 int BPF_PROG(bridle_opened_uring, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
 {
 	struct io_kiocb *r = req;
-	u8 op = BPF_CORE_READ(r, opcode);
-	bool open = op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) ||
-		    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2);
-	bool install = bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL) &&
-		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL);
-	if (!open && !install)
-		return 0;
+	int kind = uring_open_kind(BPF_CORE_READ(r, opcode));
 	struct io_open *o = (void *)&r->cmd;
-	return opened(BPF_CORE_READ(cqe, res), open && BPF_CORE_READ(o, file_slot) != 0, -1);
+	if (!kind || (kind == URING_OPEN && BPF_CORE_READ(o, file_slot)))
+		return 0;
+	return opened(BPF_CORE_READ(cqe, res), -1);
 }
 
 /*
- * The checks above run on completions that are posted to the ring. Two ways around them, closed here:
- * - IOSQE_CQE_SKIP_SUCCESS: a request that succeeds posts nothing. A session process may not ask that of
- *   an open, a fixed-file install or a connect (the network sensor checks unix connects on completion):
- *   it is killed when it submits one, before the request runs.
- * - A full completion ring: the completion goes to the overflow list, past io_uring_complete. Its result
- *   is checked as a new descriptor would be, the same way (what is not a descriptor of a named file is
- *   passed over).
+ * Decided when an io_uring request is submitted, before it runs:
+ * - IOSQE_CQE_SKIP_SUCCESS: a request that succeeds posts no completion, and the checks above run on
+ *   completions. A session process may not ask that of an open, a fixed-file install or a connect (the
+ *   network sensor checks unix connects on completion).
+ * - An open into a fixed file slot has no descriptor to check: sessions with credential rules may not
+ *   make one (fail closed).
  */
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(bridle_uring_submit, struct io_kiocb *req)
 {
 	u8 op = BPF_CORE_READ(req, opcode);
-	bool watched = op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) ||
-		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2) ||
-		       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT) ||
-		       (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL) &&
-			op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FIXED_FD_INSTALL));
-	if (!watched || !(BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP))
+	int kind = uring_open_kind(op);
+	if (!kind && op != bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
 		return 0;
-	return guard(BRIDLE_GUARD_URING_UNSEEN, 0);
+	if (BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP)
+		return guard(BRIDLE_GUARD_URING_UNSEEN, 0);
+	struct io_open *o = (void *)&req->cmd;
+	if (kind != URING_OPEN || !BPF_CORE_READ(o, file_slot))
+		return 0;
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag)
+		return 0;
+	struct bridle_policy_cfg *cfg = tag_policy(tag);
+	if (!cfg || !(cfg->flags & BRIDLE_CFG_CRED_FILES))
+		return 0;
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_URING_FIXED_OPEN, 0, cfg->gen);
 }
 
+/*
+ * A full completion ring parks a completion on the overflow list, past io_uring_complete: its result is
+ * checked as a new descriptor would be (a result that is no descriptor of a named file is passed over;
+ * the overflow does not say which request it was, so a unix connect that overflows is not checked).
+ */
 SEC("tp_btf/io_uring_cqe_overflow")
 int BPF_PROG(bridle_uring_overflow, void *ring, u64 user_data, s32 res, u32 cflags, void *ocqe)
 {
-	return opened(res, false, -1);
+	return opened(res, -1);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bpf")
