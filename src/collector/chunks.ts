@@ -6,7 +6,8 @@
 // storing at 100,000 events/s is about 3 µs an event (bench/collector.bench.ts). A chunk row holds the
 // events' protobuf bytes back to back (`data`) and a fixed-size record per event (`meta`) with what the
 // queries filter on, so a query reads a chunk and picks its events without decoding the others. Indexes
-// point at chunks, one entry per distinct process, session or destination address in a chunk.
+// point at chunks, one entry per distinct session or destination address in a chunk, and per process with
+// events beyond the chunk its process row names as its first (sqlite.ts).
 //
 // Event ids are chunk id × CHUNK_EVENTS + position: unique, and increasing in insertion order.
 

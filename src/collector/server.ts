@@ -105,8 +105,8 @@ function sessionToWire(s: SessionRow) {
 const GROUP_EVENTS = 10_000;
 /**
  * A stream commits at most this often while its groups are small (a steady agent sends a batch every
- * 20 ms): each index page a commit touches is written to the WAL, and checkpointed, once per commit, so
- * fewer commits cost less per event. Acknowledgements and live subscribers wait at most this long more.
+ * 20 ms): each index page a commit touches is written to the WAL once per commit, so fewer commits cost
+ * less per event. Acknowledgements and live subscribers wait at most this long more.
  */
 const COMMIT_EVERY_MS = 50;
 

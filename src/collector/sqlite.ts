@@ -15,7 +15,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decodeEventFast, F, VERDICTS } from '../events/proto.js';
+import { decodeForStore, F, VERDICTS } from '../events/proto.js';
 import { matchEvent, type EventFilter } from '../events/query.js';
 import type { BridleEvent } from '../events/types.js';
 import { WalCheckpointer } from './checkpointer.js';
@@ -695,7 +695,7 @@ export class SqliteStore implements EventStore {
     }
     // The per-event records and the address index decide everything but a port and the names of types
     // this store does not know: for those the event itself is read (with the one meaning of "matches").
-    const decode = !!f.dport || !!types?.has(F.event.other);
+    const decode = (!!f.daddr && !!f.dport) || !!types?.has(F.event.other); // matchEvent reads a port only with an address
     const connect = F.event.connect;
     const found: Array<{ id: number; ts: number; c: ChunkView; i: number }> = [];
     let floor = Number.NEGATIVE_INFINITY; // the oldest time among the `limit` newest found so far
@@ -718,7 +718,7 @@ export class SqliteStore implements EventStore {
         if (f.until !== undefined && ts > f.until) continue;
         if (f.daddr && c.type(i) !== connect) continue;
         if (decode) {
-          const { ev, tsMs } = decodeEventFast(this.withData(c).view(i));
+          const { ev, tsMs } = decodeForStore(this.withData(c).view(i)); // what matchEvent reads
           if (!matchEvent(f, ev, tsMs)) continue;
         }
         found.push({ id: c.eventId(i), ts, c, i });

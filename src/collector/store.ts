@@ -17,7 +17,7 @@ export interface IngestItem {
    * `ts`: use tsMs); everything else is in `raw`.
    */
   ev: BridleEvent;
-  /** Epoch ms of ev.ts. */
+  /** Epoch ms of the event's time (ev.ts may be empty: see ev). */
   tsMs: number;
   /** The event's protobuf encoding (bridle.v1.Event). */
   raw: Uint8Array;

@@ -682,6 +682,9 @@ function expectWire(tag: number, wire: number): void {
   if ((tag & 7) !== wire) throw new WireError(`field ${tag >>> 3}: wire type ${tag & 7}, expected ${wire}`);
 }
 
+/** Lean decoding: where the header's policy is (read only for session_start, once the body's type is known). */
+const leanPolicy = { start: -1, end: -1 };
+
 function readHeader(r: WireReader, end: number, ev: Record<string, unknown>, lean: boolean): number {
   let ms = 0;
   while (r.pos < end) {
@@ -742,8 +745,19 @@ function readHeader(r: WireReader, end: number, ev: Record<string, unknown>, lea
         }
         break;
       case F.header.policy:
-        expectWire(tag, 2);
-        opt(ev, 'policy', r.string());
+        if (lean) {
+          expectWire(tag, 2);
+          const n = r.len();
+          // like opt(): the last non-empty one counts
+          if (n) {
+            leanPolicy.start = r.pos;
+            leanPolicy.end = r.pos + n;
+          }
+          r.pos += n;
+        } else {
+          expectWire(tag, 2);
+          opt(ev, 'policy', r.string());
+        }
         break;
       default:
         r.skip(tag & 7);
@@ -927,7 +941,7 @@ function bodyDefaults(kind: EventType | 'other', lean: boolean): Record<string, 
 
 export interface DecodedEvent {
   ev: BridleEvent;
-  /** Epoch ms of ev.ts. */
+  /** Epoch ms of the event's time (decodeForStore leaves ev.ts empty). */
   tsMs: number;
 }
 
@@ -938,11 +952,11 @@ export function decodeEventFast(bytes: Uint8Array): DecodedEvent {
 
 /**
  * The collector's ingest decoding: accepts and refuses exactly what decodeEventFast does, but sets only
- * what a store indexes and a live filter matches on (matchEvent): the header without `rule`, `ts` left
- * empty (use tsMs), and of the bodies exec path and argv, session_start, exit and session_end codes, the
- * connect address and port, the loss count. The rest of each event stays in its bytes, which are what is
- * stored and sent. Formatting the date and the strings nobody reads were most of the decoding's cost and
- * of the garbage it left (bench/collector.bench.ts).
+ * what a store indexes and a live filter matches on (matchEvent): the header without `rule` (and `policy`
+ * but for session_start), `ts` left empty (use tsMs), and of the bodies exec path and argv, session_start,
+ * exit and session_end codes, the connect address and port, the loss count. The rest of each event
+ * stays in its bytes, which are what is stored and sent. Formatting the date and the strings nobody
+ * reads were most of the decoding's cost and of the garbage it left (bench/collector.bench.ts).
  */
 export function decodeForStore(bytes: Uint8Array): DecodedEvent {
   return decode(bytes, true);
@@ -956,6 +970,7 @@ function decode(bytes: Uint8Array, lean: boolean): DecodedEvent {
   let kind: EventType | 'other' | undefined;
   let bodyStart = -1;
   let bodyEnd = -1;
+  leanPolicy.start = -1;
   while (r.pos < r.end) {
     const tag = r.varint();
     const f = tag >>> 3;
@@ -980,6 +995,8 @@ function decode(bytes: Uint8Array, lean: boolean): DecodedEvent {
   Object.assign(ev, bodyDefaults(kind, leanBody));
   ev.type = kind;
   readBody(new WireReader(buf, bodyStart, bodyEnd), bodyEnd, kind, ev, leanBody);
+  // the policy a session started under is what a store keeps of it (the other events' bytes keep theirs)
+  if (lean && kind === 'session_start' && leanPolicy.start >= 0) ev.policy = (buf as FastBuffer).utf8Slice(leanPolicy.start, leanPolicy.end);
   if (!lean) ev.ts = new Date(ms).toISOString();
   if (kind === 'other') {
     const rest = JSON.parse(ev.__json || '{}') as Record<string, unknown>;
