@@ -194,11 +194,12 @@ function compiledFresh(): boolean {
   const stamp = join(REPO, 'dist', '.stamp');
   if (!existsSync(stamp) || !existsSync(COMPILED)) return false;
   const built = statSync(stamp).mtimeMs;
-  // as bin/bridle decides: any file or directory (a delete or rename changes it) newer than the stamp
+  // as scripts/build-ts.sh decides: any file or directory (a delete or rename changes it) of src/ or
+  // bench/, or a tsconfig, newer than the stamp
   const newer = (dir: string): boolean =>
     statSync(dir).mtimeMs > built ||
     readdirSync(dir, { withFileTypes: true }).some((d) => (d.isDirectory() ? newer(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs > built));
-  return !newer(join(REPO, 'src')) && !newer(join(REPO, 'bench'));
+  return !newer(join(REPO, 'src')) && !newer(join(REPO, 'bench')) && !['tsconfig.json', 'tsconfig.build.json'].some((f) => statSync(join(REPO, f)).mtimeMs > built);
 }
 let runCompiled: boolean | undefined;
 

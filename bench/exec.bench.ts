@@ -110,7 +110,8 @@ async function openBench(): Promise<void> {
   ]);
 }
 
-// ---- time spent in bridle's BPF programs, counted by the kernel (noise on the machine does not add to it) ----
+// ---- time spent in bridle's BPF programs, counted by the kernel: other load on the machine does not stretch
+// it the way it stretches wall time (it counts the runs of every process, the loop's by far the most) ----
 
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 

@@ -15,5 +15,5 @@ echo "==> typescript: compiling src/ and bench/ to dist/"
 start=$(mktemp)
 trap 'rm -f "$start"' EXIT
 rm -rf dist
-npx tsc -p tsconfig.build.json
+npx --no-install tsc -p tsconfig.build.json
 mv "$start" "$stamp"

@@ -85,6 +85,7 @@ function compatSyscalls(): Check {
     chmodSync(exe, 0o755);
     const r = spawnSync(exe, [], { timeout: 5000, stdio: 'ignore' });
     if (r.status === I386_STATUS) ia32 = true;
+    else if (r.error) why = r.error.message; // could not start it (a noexec temp dir): not an answer
     else if (r.signal) why = `killed by ${r.signal}`;
     else ia32 = false;
   } catch (err) {

@@ -16,7 +16,6 @@ export const LSM_OBJ = join(ROOT, 'bpf', 'build', 'lsm.bpf.o');
 
 export type Backend = 'bpf-lsm' | 'sigkill';
 
-/** Hooks the sensor attaches; the optional ones may be refused by a kernel without the tracepoint. */
 /** Every way to get a new descriptor for a named file: credentials.files.deny, and /proc peeks at other processes. */
 const OPENED_PROGRAMS = [
   'bridle_opened_openat', 'bridle_opened_openat2', 'bridle_opened_open', 'bridle_opened_creat', 'bridle_opened_by_handle', 'bridle_opened_uring',

@@ -4,15 +4,11 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BIN, tempDir } from '../helpers/kernel.js';
+import { BIN, binEnv, tempDir } from '../helpers/kernel.js';
 import { sessionEnv } from '../../src/agent/env.js';
 import { parsePolicy } from '../../src/policy/load.js';
 
-const env = () => {
-  const e = { ...process.env };
-  delete e.NODE_TEST_CONTEXT;
-  return e;
-};
+const env = binEnv;
 
 test('doctor reports kernel features, the backend, and fixes', () => {
   const r = spawnSync(BIN, ['doctor', '--json'], { encoding: 'utf8', env: env() });

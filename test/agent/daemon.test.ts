@@ -6,15 +6,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { PROBE } from '../net/helpers.js';
-import { BIN, endThenReap, tempDir } from '../helpers/kernel.js';
+import { BIN, binEnv, endThenReap, tempDir } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
 
-/** The environment for bridle child processes, without the test runner's own variables. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
+const cleanEnv = binEnv;
 
 /**
  * Runs a bridle command and waits for it without blocking the event loop: spawnSync would stall the

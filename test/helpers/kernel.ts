@@ -13,6 +13,13 @@ import { reapOrphans, startTicks } from '../../src/kernel/failclosed.js';
 
 export const BIN = join(import.meta.dirname, '..', '..', 'bin', 'bridle');
 
+/** The environment for bin/bridle child processes, without the test runner's own variables. */
+export function binEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_TEST_CONTEXT;
+  return env;
+}
+
 /** Ids of the BPF programs loaded in the kernel now. */
 export function loadedProgramIds(): Set<number> {
   const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' });
