@@ -101,7 +101,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	if (!tag) {
 		/* Zero-touch sessions: an untagged process exec'ing an agent binary becomes a session root. */
 		ev->args_len = 0;
-		struct bridle_agent *a = agent_match(ev, task);
+		struct bridle_agent *a = agent_match(ev, task, file);
 		if (!a) {
 			bpf_map_update_elem(&procs, &tgid, &np, BPF_ANY);
 			return 0;
@@ -144,7 +144,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	struct decision d;
 	decide(&d, tag->policy, file, ev);
 	struct bridle_policy_cfg *pc = tag_policy(tag);
-	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, BRIDLE_KEY_EXEC, ev->dev, ev->ino) : NULL;
+	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, BRIDLE_KEY_EXEC, ident_dev(BPF_CORE_READ(file, f_inode)), ev->ino) : NULL;
 	if (d.verdict == BRIDLE_ALLOW && loader && (loader->action & BRIDLE_MARK_LOADER)) {
 		/* The dynamic loader run as a program: the program it maps next is decided like an exec. */
 		np.flags |= BRIDLE_F_LOADER;
@@ -203,15 +203,22 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 }
 
 /*
- * Does a deny rule of `kind` name this file, by identity or by a directory above it? Allow rules do not
- * matter to the callers (credential files and executable code are refused by deny rules only).
+ * Does a deny rule of `kind` (BRIDLE_KEY_EXEC or BRIDLE_KEY_CRED) name this file: by identity, by its name
+ * in its directory (`name_hash`: dname_hash), or by a directory above it? Allow rules do not matter to
+ * the callers (credential files and executable code are refused by deny rules only).
  */
-static __always_inline bool denied_by_rule(struct decision *d, u32 gen, u32 kind, struct file *file, struct inode *inode)
+static __always_inline bool denied_by_rule(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file,
+					   struct inode *inode, u64 name_hash)
 {
+	u32 gen = cfg->gen;
+	bool cred = kind == BRIDLE_KEY_CRED;
 	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
-	if (!consider(d, ident_rule(&exec_ident, gen, kind, BPF_CORE_READ(inode, i_sb, s_dev), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
-		decide_dirs(d, gen, kind, file);
-	return d->verdict == BRIDLE_DENY;
+	if (consider(d, ident_rule(&exec_ident, gen, kind, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
+		return true;
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	if (consider(d, name_rule(gen, cred ? BRIDLE_KEY_CRED_NAME : BRIDLE_KEY_EXEC_NAME, dentry, name_hash), BRIDLE_RULE_PATH))
+		return true;
+	return decide_dirs(d, gen, kind, file, cfg->flags & (cred ? BRIDLE_CFG_CRED_DIRS : BRIDLE_CFG_EXEC_DIR_DENY));
 }
 
 /*
@@ -237,7 +244,8 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 		if (cfg->fileless_action != BRIDLE_DENY || shared)
 			return 0;
 		d.rule_id = cfg->fileless_rule;
-	} else if (!(cfg->flags & BRIDLE_CFG_EXEC_DENY) || !denied_by_rule(&d, gen, BRIDLE_KEY_EXEC, file, inode)) {
+	} else if (!(cfg->flags & BRIDLE_CFG_EXEC_DENY) ||
+		   !denied_by_rule(&d, cfg, BRIDLE_KEY_EXEC, file, inode, dname_hash(BPF_CORE_READ(file, f_path.dentry)))) {
 		return 0;
 	}
 	return guard_refuse(task, tgid, tag, what, d.rule_id, gen);
@@ -343,20 +351,6 @@ static __always_inline u32 proc_peek(struct file *file, struct inode *inode, u32
 	return same_session(tgid, tag, *target) ? 0 : what;
 }
 
-/* FNV-1a of the first SCRIPT_NAME_MAX bytes of a file's name, as basename_step hashes a path's last part. */
-static __always_inline u64 script_name(struct file *file)
-{
-	char name[SCRIPT_NAME_MAX + 1] = {};
-	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-	u64 h = FNV_OFF;
-	for (int i = 0; i < SCRIPT_NAME_MAX; i++) {
-		if (!name[i])
-			break;
-		fnv(&h, name[i]);
-	}
-	return h;
-}
-
 /*
  * The path the current system call was given (its argument `arg`, in user memory), hashed as the path
  * given to execve is: whole and its last part. False when there is none. For the #! script wait: an
@@ -402,7 +396,6 @@ static __always_inline int opened(long ret, int path_arg)
 		return 0;
 	struct bridle_policy_cfg *cfg = tag_policy(tag);
 	bool cred = cfg && (cfg->flags & BRIDLE_CFG_CRED_FILES);
-	u32 gen = cfg ? cfg->gen : 0;
 	struct file *file = fd_file(task, ret);
 	if (!file)
 		return 0;
@@ -412,10 +405,13 @@ static __always_inline int opened(long ret, int path_arg)
 	if (peek)
 		return guard_refuse(task, tgid, tag, peek, target, 0);
 	/* A credential file first: a file of the awaited script's name is still a file the session may not read. */
-	struct decision d;
-	if (cred && denied_by_rule(&d, gen, BRIDLE_KEY_CRED, file, inode))
-		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, gen);
 	struct script_wait_v *w = bpf_map_lookup_elem(&script_wait, &tgid);
+	if (!cred && !w)
+		return 0;
+	u64 fname = dname_hash(BPF_CORE_READ(file, f_path.dentry));
+	struct decision d;
+	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file, inode, fname))
+		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, cfg->gen);
 	if (!w)
 		return 0;
 	u64 name = w->name, path = w->path;
@@ -426,7 +422,7 @@ static __always_inline int opened(long ret, int path_arg)
 		bpf_map_delete_elem(&script_wait, &tgid);
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	}
-	if (script_name(file) == name || (have && given.h == name))
+	if (fname == name || (have && given.h == name))
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	return 0;
 }
@@ -645,6 +641,28 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	se->pid = tgid;
 	se->pad = 0;
 	bpf_ringbuf_submit(se, rb_flags(false));
+	return 0;
+}
+
+/*
+ * Identities as rule keys hold them (with the inode's generation, which stat() does not give): made for
+ * the supervisor's own task (link info), it reports every file the supervisor holds open. The policy
+ * compiler opens the paths a policy names and reads their identities here.
+ */
+SEC("iter/task_file")
+int bridle_fd_idents(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	if (!file)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct bridle_fd_ident r = {
+		.fd = ctx->fd,
+		.generation = BPF_CORE_READ(inode, i_generation),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(inode, i_ino),
+	};
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
 

@@ -21,7 +21,13 @@ typedef __s64 s64;
 #define BRIDLE_DNAME_MAX 64  /* the executed file's own name in its directory */
 #define BRIDLE_ARGV_RULE_MAX 8 /* argv prefix rules look at most this many words */
 #define BRIDLE_AGENT_ARGV_MAX 4
-#define BRIDLE_DIR_DEPTH 32  /* dir: rules see this many ancestors */
+/*
+ * dir: rules look this many directories up. A file deeper than that, opened or run by a session whose
+ * policy has deny dir: rules of that kind, is denied by the builtin rule BRIDLE_RULE_ID_DEEP: its unseen
+ * ancestors could be the denied directory (a session can nest directories without limit).
+ */
+#define BRIDLE_DIR_DEPTH 256
+#define BRIDLE_RULE_ID_DEEP 2 /* rule id of `builtin.dir_depth` (index 2 of every compiled rule table) */
 
 /* Event types (bridle_hdr.type). */
 enum bridle_ev {
@@ -100,7 +106,12 @@ struct bridle_session {
 	u32 flags;
 };
 
-/* exec_ident key: a file by identity. dev is the kernel's s_dev (MAJOR<<20 | MINOR). */
+/*
+ * exec_ident / exec_dir / agent_idents key: a file by identity. dev is the kernel's s_dev
+ * (MAJOR<<20 | MINOR) with the inode's i_generation in the upper 32 bits (ident_dev()), so a rule for a
+ * deleted file does not apply to a later file that reuses its inode number. Userspace learns generations
+ * from bridle_fd_idents (struct bridle_fd_ident).
+ */
 struct bridle_ident_key {
 	u32 policy; /* rule generation (bridle_policy_cfg.gen); 0 for agent identities */
 	u32 kind;   /* enum bridle_key_kind: which rules the entry belongs to */
@@ -112,6 +123,14 @@ struct bridle_ident_key {
 enum bridle_key_kind {
 	BRIDLE_KEY_EXEC = 0, /* exec: path / dir rules, agent identities */
 	BRIDLE_KEY_CRED = 1, /* credentials.files.deny: files (and everything beneath directories) a session may not open */
+	/*
+	 * Deny rules on a file by its name in its directory (exec_ident only): dev = the directory's s_dev,
+	 * with the low 32 bits of the FNV-1a 64 of the name's first 63 bytes above it; ino = the directory's
+	 * inode. A file put at a denied path later (an upgrade, a credential file rewritten by rename: a new
+	 * inode) is denied at once. A hash collision can only deny more.
+	 */
+	BRIDLE_KEY_EXEC_NAME = 2,
+	BRIDLE_KEY_CRED_NAME = 3,
 };
 
 /* exec_argv key: FNV-1a 64 of "basename(argv0)\0argv1\0...argv[n-1]". */
@@ -140,13 +159,16 @@ struct bridle_policy_cfg {
 	u32 fileless_action;
 	u32 fileless_rule;
 	u32 default_rule;
-	u32 flags; /* BRIDLE_TAG_MONITOR, BRIDLE_CFG_CRED_FILES, BRIDLE_CFG_EXEC_DENY */
+	u32 flags; /* BRIDLE_TAG_MONITOR, BRIDLE_CFG_* */
 };
 
 /* bridle_policy_cfg.flags beyond BRIDLE_TAG_MONITOR: the policy has credentials.files.deny rules; */
 #define BRIDLE_CFG_CRED_FILES (1u << 1)
-/* it has exec deny rules by path or directory (what executable mappings and scripts are checked against). */
+/* it has exec deny rules by path or directory (what executable mappings and scripts are checked against); */
 #define BRIDLE_CFG_EXEC_DENY (1u << 2)
+/* it has exec deny dir: rules; it has credentials.files.deny directories (BRIDLE_DIR_DEPTH applies). */
+#define BRIDLE_CFG_EXEC_DIR_DENY (1u << 3)
+#define BRIDLE_CFG_CRED_DIRS (1u << 4)
 
 /* Agents that start sessions by themselves (key: FNV-1a 64 of the exe basename, or ident). */
 struct bridle_agent {
@@ -232,6 +254,14 @@ struct bridle_guard_ev {
 	u32 target; /* the other process, when there is one; the rule id for CRED_FILE, EXEC_MAP and SCRIPT */
 	u32 gen;    /* rule generation that decided, for the guards that name a rule */
 	u32 pad;
+};
+
+/* One record per open file of the process the iterator was made for (bridle_fd_idents). */
+struct bridle_fd_ident {
+	u32 fd;
+	u32 generation; /* i_generation */
+	u64 dev;        /* s_dev */
+	u64 ino;
 };
 
 /* One record per process from the task iterator (attach, seeding). */

@@ -111,6 +111,7 @@ struct {
  * this one-entry map names them, so the layout test can compare every struct with the decoder.
  */
 struct bridle_btf_anchor {
+	struct bridle_fd_ident fd_ident;
 	struct bridle_exit_ev exit;
 	struct bridle_session_end_ev session_end;
 	struct bridle_guard_ev guard;
@@ -146,6 +147,16 @@ static __always_inline void session_ref(u64 session, s64 delta, u32 policy, u32 
 	}
 }
 
+/*
+ * A file's identity as rule keys hold it: s_dev with the inode's generation above it. The generation tells
+ * a file from a later one that got its inode number after it was deleted, which a rule for the first
+ * must not deny.
+ */
+static __always_inline u64 ident_dev(struct inode *inode)
+{
+	return BPF_CORE_READ(inode, i_sb, s_dev) | ((u64)BPF_CORE_READ(inode, i_generation) << 32);
+}
+
 static __always_inline struct bridle_rule *ident_rule(void *map, u32 policy, u32 kind, u64 dev, u64 ino)
 {
 	struct bridle_ident_key k = { .policy = policy, .kind = kind, .dev = dev, .ino = ino };
@@ -178,34 +189,89 @@ static __always_inline bool consider(struct decision *d, struct bridle_rule *r, 
 	return false;
 }
 
-/* dir: rules (of `kind`): walk the file's ancestors, crossing mount points, up to BRIDLE_DIR_DEPTH levels. */
-static __always_inline bool decide_dirs(struct decision *d, u32 policy, u32 kind, struct file *file)
-{
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *vmnt = BPF_CORE_READ(file, f_path.mnt);
-	struct mount *mnt = container_of(vmnt, struct mount, mnt);
+struct dir_walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct decision d;
+	u32 policy;
+	u32 kind;
+	u32 end; /* 0: ran out of steps; 1: reached the root; 2: a deny rule matched */
+	u32 pad;
+};
 
-	for (int i = 0; i < BRIDLE_DIR_DEPTH; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		if (dentry == mnt_root) {
-			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (parent == mnt)
-				break; /* the root of the namespace */
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = parent;
-			continue; /* the mount point stands for the mounted root */
+static long dir_step(u32 i, struct dir_walk *w)
+{
+	struct dentry *dentry = w->dentry; /* locals: CO-RE relocates kernel types, not this struct */
+	struct mount *mnt = w->mnt;
+	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+	if (up == dentry) {
+		/*
+		 * The root of this file system: go on from where the mount was mounted. The walk reaches the
+		 * file system's root, not the mount's: a mount of a subdirectory (a bind mount, made in a mount
+		 * namespace the session owns) does not hide the directories above that subdirectory.
+		 */
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt) {
+			w->end = 1; /* the root of the namespace, or a mount attached nowhere */
+			return 1;
 		}
-		struct dentry *up = BPF_CORE_READ(dentry, d_parent);
-		if (up == dentry)
-			break;
-		dentry = up;
-		struct inode *ino = BPF_CORE_READ(dentry, d_inode);
-		u64 dev = BPF_CORE_READ(ino, i_sb, s_dev);
-		u64 inr = BPF_CORE_READ(ino, i_ino);
-		if (consider(d, ident_rule(&exec_dir, policy, kind, dev, inr), BRIDLE_RULE_DIR))
-			return true;
+		up = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
 	}
-	return false;
+	w->dentry = up;
+	struct inode *ino = BPF_CORE_READ(up, d_inode);
+	if (consider(&w->d, ident_rule(&exec_dir, w->policy, w->kind, ident_dev(ino), BPF_CORE_READ(ino, i_ino)), BRIDLE_RULE_DIR)) {
+		w->end = 2;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * dir: rules (of `kind`): every directory above the file, across mounts (a mount point counts as a
+ * directory above what is mounted on it). `deep_denies`: the policy has deny dir: rules of this kind, so a
+ * file whose walk does not end within BRIDLE_DIR_DEPTH steps is denied by BRIDLE_RULE_ID_DEEP.
+ */
+static __always_inline bool decide_dirs(struct decision *d, u32 policy, u32 kind, struct file *file, bool deep_denies)
+{
+	struct vfsmount *vmnt = BPF_CORE_READ(file, f_path.mnt);
+	struct dir_walk w = {
+		.dentry = BPF_CORE_READ(file, f_path.dentry),
+		.mnt = container_of(vmnt, struct mount, mnt),
+		.d = *d,
+		.policy = policy,
+		.kind = kind,
+	};
+	bpf_loop(BRIDLE_DIR_DEPTH, dir_step, &w, 0);
+	*d = w.d;
+	if (w.end == 0 && deep_denies) {
+		struct bridle_rule deep = { .action = BRIDLE_DENY, .rule_id = BRIDLE_RULE_ID_DEEP };
+		return consider(d, &deep, BRIDLE_RULE_DIR);
+	}
+	return w.end == 2;
+}
+
+/* FNV-1a of the first 63 bytes of a file's name in its directory (names longer than that share a hash). */
+static __always_inline u64 dname_hash(struct dentry *dentry)
+{
+	char name[BRIDLE_DNAME_MAX] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
+	u64 h = FNV_OFF;
+	for (int i = 0; i < BRIDLE_DNAME_MAX - 1; i++) {
+		if (!name[i])
+			break;
+		fnv(&h, name[i]);
+	}
+	return h;
+}
+
+/* A deny rule on the file's name in its directory (BRIDLE_KEY_EXEC_NAME / BRIDLE_KEY_CRED_NAME). */
+static __always_inline struct bridle_rule *name_rule(u32 policy, u32 kind, struct dentry *dentry, u64 name_hash)
+{
+	struct inode *dir = BPF_CORE_READ(dentry, d_parent, d_inode);
+	u64 dev = BPF_CORE_READ(dir, i_sb, s_dev) | (name_hash << 32);
+	u64 ino = BPF_CORE_READ(dir, i_ino) ^ ((u64)BPF_CORE_READ(dir, i_generation) << 32);
+	return ident_rule(&exec_ident, policy, kind, dev, ino);
 }
 
 static __always_inline struct bridle_exec_ev *scratch_ev(void)
@@ -278,14 +344,9 @@ static long argv_step(u32 i, struct argv_walk *w)
  * argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. argv[0] is chosen
  * by the caller (`exec -a`), so each prefix is also tried with the executed file's own name as word 0.
  */
-static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev)
+static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev, u64 name_hash)
 {
-	struct argv_walk w = { .h = FNV_OFF, .hf = FNV_OFF, .len = ev->args_len, .policy = policy };
-	for (u32 i = 0; i < BRIDLE_DNAME_MAX; i++) {
-		if (i >= ev->dname_len)
-			break;
-		fnv(&w.hf, ev->dname[i]);
-	}
+	struct argv_walk w = { .h = FNV_OFF, .hf = name_hash, .len = ev->args_len, .policy = policy };
 	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
 	if (w.denied || w.allowed)
 		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
@@ -315,11 +376,22 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 		if (consider(d, &r, BRIDLE_RULE_FILELESS))
 			return;
 	}
-	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ev->dev, ev->ino), BRIDLE_RULE_PATH))
+	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(BPF_CORE_READ(file, f_inode)), ev->ino), BRIDLE_RULE_PATH))
 		return;
-	if (decide_argv(d, gen, ev))
+	/* the executed file's own name (fill_file read it): the hash argv: rules and name rules share */
+	u64 name_hash = FNV_OFF;
+	for (u32 i = 0; i < BRIDLE_DNAME_MAX; i++) {
+		if (i >= ev->dname_len)
+			break;
+		fnv(&name_hash, ev->dname[i]);
+	}
+	u32 flags = cfg ? cfg->flags : 0;
+	if ((flags & BRIDLE_CFG_EXEC_DENY) &&
+	    consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, BPF_CORE_READ(file, f_path.dentry), name_hash), BRIDLE_RULE_PATH))
 		return;
-	if (decide_dirs(d, gen, BRIDLE_KEY_EXEC, file))
+	if (decide_argv(d, gen, ev, name_hash))
+		return;
+	if (decide_dirs(d, gen, BRIDLE_KEY_EXEC, file, flags & BRIDLE_CFG_EXEC_DIR_DENY))
 		return;
 	if (d->have_allow)
 		return;
@@ -412,14 +484,14 @@ static long word_step(u32 i, struct word_walk *w)
 }
 
 /* Does this exec start a session? Matches agents: by basename (or identity) and required argv words. */
-static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *ev, struct task_struct *task)
+static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *ev, struct task_struct *task, struct file *file)
 {
 	struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len, .max = BRIDLE_NAME_MAX };
 	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 	u64 h = nw.h;
 	struct bridle_agent *a = bpf_map_lookup_elem(&agent_names, &h);
 	if (!a) {
-		struct bridle_ident_key k = { .dev = ev->dev, .ino = ev->ino };
+		struct bridle_ident_key k = { .dev = ident_dev(BPF_CORE_READ(file, f_inode)), .ino = ev->ino };
 		a = bpf_map_lookup_elem(&agent_idents, &k);
 	}
 	if (!a || a->nargv == 0)

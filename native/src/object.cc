@@ -410,15 +410,25 @@ Napi::Value Object::AttachCgroup(const Napi::CallbackInfo& info) {
 }
 
 // Attaches an iter/ program, creates an iterator and reads it to the end. Blocks the main thread for
-// as long as the kernel takes to walk the objects (task iterators: milliseconds).
+// as long as the kernel takes to walk the objects (task iterators: milliseconds). An optional thread
+// id limits a task iterator to that one task (bpf_iter_link_info.task.tid).
 Napi::Value Object::IterRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>();
   bpf_program* p = Prog(env, name, "iterRead");
   if (!st_->loaded) ThrowBpf(env, "iterRead(" + name + "): object is not loaded", EINVAL);
+  union bpf_iter_link_info linfo;
+  memset(&linfo, 0, sizeof linfo);
+  LIBBPF_OPTS(bpf_iter_attach_opts, opts);
+  bool one_task = info.Length() > 1 && info[1].IsNumber();
+  if (one_task) {
+    linfo.task.tid = info[1].As<Napi::Number>().Uint32Value();
+    opts.link_info = &linfo;
+    opts.link_info_len = sizeof linfo;
+  }
   LogReset();
   errno = 0;
-  bpf_link* l = bpf_program__attach_iter(p, nullptr);
+  bpf_link* l = bpf_program__attach_iter(p, one_task ? &opts : nullptr);
   if (!l) ThrowBpf(env, "bpf_program__attach_iter(" + name + ")", errno ? errno : EINVAL, LogTake());
   int it = bpf_iter_create(bpf_link__fd(l));
   if (it < 0) {

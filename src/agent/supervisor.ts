@@ -1,6 +1,6 @@
 // The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
 // engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import { Engine } from './engine.js';
 import { HOST, newSessionNumber, execId, sessionName } from './ids.js';
@@ -9,7 +9,7 @@ import { spawnHeld, type HeldChild } from './spawn.js';
 import { sessionEnv } from './env.js';
 import { Sensor } from '../kernel/sensor.js';
 import { TAG_MONITOR } from '../kernel/layout.js';
-import { compileExec } from '../policy/compile.js';
+import { compileExec, identString, type CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
 import { NetGuard } from './netguard.js';
 import { liveTagged, pinSupervisor, reapOrphans, saveState, stopAutoStart, unpinSupervisor, type ReapReport } from '../kernel/failclosed.js';
@@ -72,13 +72,13 @@ export class Supervisor {
    * Compiles and installs `policy` as policy `id`. Compilation happens before anything is written, and
    * the sensor switches generations in one map update, so a failure leaves the old policy in force.
    */
-  setPolicy(policy: Policy, id = DEFAULT_POLICY_ID): void {
-    const compiled = compileExec(policy, 0, id);
+  setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
+    const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
     const net = NetGuard.compile(policy);
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
-    this.watchMissing(id, policy, compiled.credMissing);
+    this.watchRules(id, policy, compiled.watched);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
       try {
@@ -89,37 +89,56 @@ export class Supervisor {
     }
   }
 
-  private credWatch = new Map<number, FSWatcher[]>();
+  private ruleWatch = new Map<number, FSWatcher[]>();
 
   /**
-   * credentials.files.deny paths that do not exist yet (`~/.aws` before `aws configure`) have no identity
-   * to enter. Watch the nearest directory that exists on the way to each; when one of them gets a step
-   * closer (or appears), the policy is compiled and applied again, so a credential file created later is
-   * covered within moments rather than at the next reload.
+   * Deny rules stand for paths, and the kernel holds what each path led to when it was compiled (by
+   * identity, and files by name in their directory). What those miss: a credentials path that does not
+   * exist yet (`~/.aws` before `aws configure`), a denied directory replaced by another, a symlink pointed
+   * elsewhere, a file made later in a credentials directory (whose files are entered by identity, so that a
+   * hard link elsewhere is the same file). Watch the directory holding each path (or the nearest one that
+   * exists on the way), and credentials directories throughout; when a path leads somewhere else than
+   * when compiled, or a credentials directory's contents change, the policy is compiled and applied
+   * again, within moments rather than at the next reload. When a missing path only gets a step closer,
+   * just the watches move.
    */
-  private watchMissing(id: number, policy: Policy, missing: string[]): void {
-    for (const w of this.credWatch.get(id) ?? []) w.close();
-    this.credWatch.delete(id);
-    if (!missing.length || this.closing) return;
+  private watchRules(id: number, policy: Policy, watched: CompiledExec['watched']): void {
+    for (const w of this.ruleWatch.get(id) ?? []) w.close();
+    this.ruleWatch.delete(id);
+    if (!watched.length || this.closing) return;
     const nearest = (p: string): string => {
       let d = dirname(p);
       while (!existsSync(d) && d !== dirname(d)) d = dirname(d);
       return d;
     };
-    const seen = new Map(missing.map((p) => [p, nearest(p)]));
+    const dirs = (p: string): string[] => {
+      const out = [nearest(p)];
+      try {
+        out.push(dirname(realpathSync(p))); // where a symlink leads: a file replaced there
+      } catch {
+        /* nothing there yet */
+      }
+      return out;
+    };
+    const seen = new Map(watched.map((w) => [w.path, dirs(w.path).join('\0')]));
     let timer: NodeJS.Timeout | undefined;
+    let contents = false; // a credentials directory's contents changed
     const check = () => {
       timer = undefined;
       if (this.closing || this.engine.policies.get(id)?.policy !== policy) return; // replaced meanwhile
-      if (![...seen].some(([p, d]) => existsSync(p) || nearest(p) !== d)) return;
-      try {
-        this.setPolicy(policy, id);
-      } catch (err) {
-        this.warnings.push(`credentials.files.deny: could not apply a credential path that appeared: ${(err as Error).message}`);
+      const now = this.sensor.identify(watched.map((w) => w.path));
+      if (contents || watched.some((w, i) => identString(now[i]) !== w.ident)) {
+        try {
+          this.setPolicy(policy, id, this.engine.policies.get(id)?.compiled);
+        } catch (err) {
+          this.warnings.push(`could not apply the policy again after a path it names changed: ${(err as Error).message}`);
+        }
+        return;
       }
+      if ([...seen].some(([p, d]) => dirs(p).join('\0') !== d)) this.watchRules(id, policy, watched);
     };
     const watchers: FSWatcher[] = [];
-    for (const dir of new Set(seen.values())) {
+    for (const dir of new Set([...seen.values()].flatMap((d) => d.split('\0')))) {
       try {
         const w = watch(dir, () => {
           timer ??= setTimeout(check, 50);
@@ -131,7 +150,21 @@ export class Supervisor {
         /* cannot watch it (gone, no permission): covered at the next reload */
       }
     }
-    this.credWatch.set(id, watchers);
+    for (const w of watched) {
+      if (!w.within) continue;
+      try {
+        const r = watch(w.path, { recursive: true }, () => {
+          contents = true;
+          timer ??= setTimeout(check, 50);
+        });
+        r.on('error', () => r.close());
+        r.unref();
+        watchers.push(r);
+      } catch {
+        /* gone meanwhile: the watch on the directory holding it sees that */
+      }
+    }
+    this.ruleWatch.set(id, watchers);
   }
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {
@@ -256,8 +289,8 @@ export class Supervisor {
    */
   async close(): Promise<number> {
     this.closing = true;
-    for (const ws of this.credWatch.values()) for (const w of ws) w.close();
-    this.credWatch.clear();
+    for (const ws of this.ruleWatch.values()) for (const w of ws) w.close();
+    this.ruleWatch.clear();
     let left = 0;
     if (this.pins && !this.sensor.isClosed) {
       left = liveTagged(this.sensor.map('tags'));

@@ -77,7 +77,7 @@ interface RawObject {
   __mapFd(name: string): number;
   __attach(prog: string): RawLink;
   __attachCgroup(prog: string, path: string): RawLink;
-  __iterRead(prog: string): Buffer;
+  __iterRead(prog: string, tid?: number): Buffer;
   __isLoaded(): boolean;
   __close(): void;
 }
@@ -372,9 +372,12 @@ export class BpfProgram {
     return this.object._link(this.object._raw().__attachCgroup(this.name, cgroupPath));
   }
 
-  /** For iter/ programs: run the iterator once and return everything it printed. Blocks while it runs. */
-  iterRead(): Buffer {
-    return this.object._raw().__iterRead(this.name);
+  /**
+   * For iter/ programs: run the iterator once and return everything it printed. Blocks while it runs.
+   * `tid`: a task iterator (task, task_file, task_vma) walks only that thread.
+   */
+  iterRead(tid?: number): Buffer {
+    return this.object._raw().__iterRead(this.name, tid);
   }
 }
 

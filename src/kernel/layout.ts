@@ -23,8 +23,15 @@ export const TAG_MONITOR = 1;
 export const CFG_CRED_FILES = 1 << 1;
 /** bridle_policy_cfg.flags: the policy has exec deny rules by path or directory. */
 export const CFG_EXEC_DENY = 1 << 2;
-/** bridle_ident_key.kind */
-export const KEY_KIND = { EXEC: 0, CRED: 1 } as const;
+/** bridle_policy_cfg.flags: the policy has exec deny dir: rules; it has credentials.files.deny directories. */
+export const CFG_EXEC_DIR_DENY = 1 << 3;
+export const CFG_CRED_DIRS = 1 << 4;
+/** Rule id of `builtin.dir_depth` (BRIDLE_RULE_ID_DEEP): index 2 of every compiled rule table. */
+export const RULE_ID_DEEP = 2;
+/** Directories above a file that dir: rules look at (BRIDLE_DIR_DEPTH). */
+export const DIR_DEPTH = 256;
+/** bridle_ident_key.kind: by identity; by name in a directory (deny rules only). */
+export const KEY_KIND = { EXEC: 0, CRED: 1, EXEC_NAME: 2, CRED_NAME: 3 } as const;
 export const MARK_LOADER = 0x100;
 export const HOOKS = ['exec', 'exit', 'fork', 'mmap', 'guard'] as const;
 
@@ -55,6 +62,7 @@ export const LAYOUT = {
   bridle_session_end_ev: { size: 32, fields: { hdr: 0, session: 16, pid: 24, pad: 28 } },
   bridle_guard_ev: { size: 56, fields: { hdr: 0, session: 16, key: 24, pid: 32, what: 36, verdict: 40, target: 44, gen: 48, pad: 52 } },
   bridle_seed: { size: 40, fields: { pid: 0, ppid: 4, start: 8, uid: 16, pad: 20, comm: 24 } },
+  bridle_fd_ident: { size: 24, fields: { fd: 0, generation: 4, dev: 8, ino: 16 } },
 } as const;
 
 const X = LAYOUT.bridle_exec_ev.fields;

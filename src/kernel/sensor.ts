@@ -2,13 +2,13 @@
 // its maps and hands decoded ring-buffer records to one callback. Everything it holds is released by
 // close(), which is idempotent; a process that dies without close() loses its links with its fds.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../root.js';
 import { LoadedObject } from './loaded.js';
 import { BpfObject, RingBuffer, type BpfMap } from './binding.js';
 import { decode, decodeSeeds, HOOKS, LAYOUT, type RawRecord, type SeedRecord } from './layout.js';
-import { cfgValue, type CompiledExec } from '../policy/compile.js';
+import { cfgValue, type CompiledExec, type FileIdent } from '../policy/compile.js';
 
 export const ROOT = REPO_ROOT;
 export const PROCESS_OBJ = join(ROOT, 'bpf', 'build', 'process.bpf.o');
@@ -26,6 +26,10 @@ const PROGRAMS = [
   'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
   ...OPENED_PROGRAMS,
 ] as const;
+/** open(2)'s O_PATH (the same on x86-64 and arm64; node's constants leave it out). */
+const O_PATH = 0o10000000;
+/** Paths Sensor.identify holds open at once. */
+const IDENTIFY_BATCH = 256;
 /** Without these there is no sensor; any other hook that will not attach is a warning. */
 const REQUIRED = new Set<string>(['bridle_fork', 'bridle_exec', 'bridle_exit']);
 
@@ -203,6 +207,39 @@ export class Sensor extends LoadedObject {
 
   compiled(policyId: number): CompiledExec | undefined {
     return this.gens.get(policyId)?.compiled;
+  }
+
+  /**
+   * What each path leads to (symlinks followed) as rule keys hold it, with the inode's generation, which
+   * stat() does not give; undefined where nothing can be opened. The paths are opened (O_PATH: no read
+   * access needed, nothing is read) in batches, and a file iterator made for this thread alone reports
+   * every descriptor it holds.
+   */
+  identify(paths: string[]): Array<FileIdent | undefined> {
+    const out: Array<FileIdent | undefined> = new Array(paths.length).fill(undefined);
+    const F = LAYOUT.bridle_fd_ident;
+    for (let i = 0; i < paths.length; i += IDENTIFY_BATCH) {
+      const fds = new Map<number, number>(); // descriptor → index into paths
+      try {
+        for (let j = i; j < Math.min(i + IDENTIFY_BATCH, paths.length); j++) {
+          try {
+            fds.set(openSync(paths[j]!, O_PATH), j); // libuv adds O_CLOEXEC
+          } catch {
+            /* nothing there, or not reachable: no identity */
+          }
+        }
+        if (!fds.size) continue;
+        const b = this.obj.program('bridle_fd_idents').iterRead(process.pid);
+        for (let o = 0; o + F.size <= b.length; o += F.size) {
+          const j = fds.get(b.readUInt32LE(o + F.fields.fd));
+          if (j === undefined) continue;
+          out[j] = { dev: b.readBigUInt64LE(o + F.fields.dev), ino: b.readBigUInt64LE(o + F.fields.ino), generation: b.readUInt32LE(o + F.fields.generation) };
+        }
+      } finally {
+        for (const fd of fds.keys()) closeSync(fd);
+      }
+    }
+    return out;
   }
 
   /** Every process now running, with its exact start time (BPF task iterator). */

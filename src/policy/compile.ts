@@ -2,13 +2,20 @@
 // the result under a fresh generation and switches to it with one map update.
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
-import { CFG_CRED_FILES, CFG_EXEC_DENY, KEY_KIND, LAYOUT, MARK_LOADER, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
+import { basename, dirname, join, resolve } from 'node:path';
+import { CFG_CRED_DIRS, CFG_CRED_FILES, CFG_EXEC_DENY, CFG_EXEC_DIR_DENY, DIR_DEPTH, KEY_KIND, LAYOUT, MARK_LOADER, RULE_ID_DEEP, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
 import type { Action, ExecRule, Policy } from './types.js';
 
 export interface Entry {
   key: Buffer;
   value: Buffer;
+}
+
+/** A deny entry kept from an earlier compile; `dir`: it belongs in exec_dir (else exec_ident). */
+export interface Carried extends Entry {
+  dir: boolean;
+  /** Which table and key, as a string. */
+  id: string;
 }
 
 /** A rule the kernel can name by number; events turn rule_id back into `id`. */
@@ -18,7 +25,7 @@ export interface RuleRef {
 }
 
 export interface CompiledExec {
-  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless. */
+  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless, 2 = builtin.dir_depth. */
   rules: RuleRef[];
   ident: Entry[];
   dirs: Entry[];
@@ -27,6 +34,13 @@ export interface CompiledExec {
   agents: { names: Entry[]; idents: Entry[]; list: { id: number; name: string }[] };
   /** credentials.files.deny paths that do not exist yet (nothing to enter by identity). */
   credMissing: string[];
+  /** Deny entries kept from earlier compiles of the policy (carryDenies), oldest first. */
+  carried: Carried[];
+  /**
+   * Deny rule paths and what they were when compiled (`dev:ino` of what the path leads to, '' when
+   * nothing): the supervisor compiles again when one of them changes.
+   */
+  watched: Array<{ path: string; ident: string; within?: boolean }>;
 }
 
 /** Dynamic loaders that can run a program given as an argument (`ld.so /usr/bin/x`). */
@@ -67,12 +81,61 @@ export function kernelDev(stDev: bigint): bigint {
   return ((major << 20n) | minor) & MASK64;
 }
 
+/** A file as the kernel knows it: s_dev, inode number and the inode's generation (Sensor.identify). */
+export interface FileIdent {
+  dev: bigint;
+  ino: bigint;
+  generation: number;
+}
+
+/**
+ * What each path leads to (symlinks followed), as the kernel's rule keys need it; undefined where
+ * nothing. The sensor answers it (stat() does not give the generation).
+ */
+export type Identify = (paths: string[]) => Array<FileIdent | undefined>;
+
+/** dev:ino by stat(), for unix socket rules (netcompile.ts). */
 export function identity(path: string): { dev: bigint; ino: bigint } {
   const st = statSync(path, { bigint: true });
   return { dev: kernelDev(st.dev), ino: st.ino };
 }
 
-function identKey(gen: number, dev: bigint, ino: bigint, kind: number = KEY_KIND.EXEC): Buffer {
+/** An identity as a string, for comparing what a path leads to over time ('' for nothing). */
+export function identString(id: FileIdent | undefined): string {
+  return id ? `${id.dev}:${id.ino}:${id.generation}` : '';
+}
+
+/** Bytes of a name the kernel hashes for a name rule (dname_hash: the first 63). */
+const DNAME_HASHED = 63;
+
+/**
+ * The key of a deny rule on `path` by its name in its directory (BRIDLE_KEY_*_NAME), or undefined when the
+ * directory does not exist. Symlinks on the way are followed: the kernel sees the file they lead to.
+ */
+function nameKey(gen: number, kind: number, path: string, identify: Identify): Buffer | undefined {
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    try {
+      real = join(realpathSync(dirname(path)), basename(path)); // not there yet: its name in the directory
+    } catch {
+      return undefined;
+    }
+  }
+  if (real === '/') return undefined;
+  const dir = identify([dirname(real)])[0];
+  if (!dir) return undefined;
+  const hash = fnv1a(Buffer.from(basename(real), 'utf8').subarray(0, DNAME_HASHED)) & 0xffffffffn;
+  return keyOf(gen, kind, dir.dev | (hash << 32n), dir.ino ^ (BigInt(dir.generation) << 32n));
+}
+
+/** The key of a rule on a file by identity (ident_dev() in bpf/include/sensor.h). */
+function identKey(gen: number, id: FileIdent, kind: number = KEY_KIND.EXEC): Buffer {
+  return keyOf(gen, kind, id.dev | (BigInt(id.generation) << 32n), id.ino);
+}
+
+function keyOf(gen: number, kind: number, dev: bigint, ino: bigint): Buffer {
   const f = LAYOUT.bridle_ident_key.fields;
   const b = Buffer.alloc(LAYOUT.bridle_ident_key.size);
   b.writeUInt32LE(gen, f.policy);
@@ -97,12 +160,19 @@ function describe(r: ExecRule): string {
   return `${r.action} argv ${r.argv.join(' ')}`;
 }
 
-/** Compiles the exec and agents sections for rule generation `gen` and policy id `policyId`. */
-export function compileExec(policy: Policy, gen: number, policyId: number): CompiledExec {
+/**
+ * Compiles the exec and agents sections for rule generation `gen` and policy id `policyId`. `keep`: an
+ * earlier compile of the same policy whose deny rules by identity are kept (see carryDenies).
+ */
+export function compileExec(policy: Policy, gen: number, policyId: number, identify: Identify, keep?: CompiledExec): CompiledExec {
+  const one = (path: string): FileIdent | undefined => identify([path])[0];
   const rules: RuleRef[] = [
     { id: 'exec.default', text: `default ${policy.exec.default}` },
     { id: 'exec.fileless', text: `fileless ${policy.exec.fileless}` },
+    { id: 'builtin.dir_depth', text: `deny a file more than ${DIR_DEPTH} directories deep: a denied directory could be above it` },
   ];
+  if (rules.length !== RULE_ID_DEEP + 1) throw new Error('builtin.dir_depth is not at BRIDLE_RULE_ID_DEEP');
+  const watched: CompiledExec['watched'] = [];
   // One entry per key: an explicit deny beats an explicit allow on the same identity or prefix.
   const ident = new Map<string, { key: Buffer; action: number; ruleId: number; loader?: boolean }>();
   const dirs = new Map<string, { key: Buffer; action: number; ruleId: number }>();
@@ -114,24 +184,34 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
   };
   // Exec deny rules by identity or directory (executable mappings and #! scripts are checked against them).
   let execDeny = false;
+  let execDirDeny = false;
   // deny rules first so that, within one action, the first rule in the file is the one reported
   for (const r of [...policy.exec.deny, ...policy.exec.allow]) {
     const ruleId = rules.length;
     rules.push({ id: r.id, text: describe(r) });
     const action = actionCode(r.action);
+    const deny = action === VERDICT.DENY;
     if (r.kind === 'path') {
-      const { dev, ino } = identity(r.path);
-      put(ident, identKey(gen, dev, ino), action, ruleId);
-      execDeny ||= action === VERDICT.DENY;
-    } else if (r.kind === 'dir') {
-      let id: { dev: bigint; ino: bigint };
-      try {
-        id = identity(r.dir);
-      } catch {
-        continue; // a dir that does not exist contains nothing to decide yet
+      const id = one(r.path);
+      if (!id) throw new Error(`${r.id}: ${r.path} does not exist`);
+      put(ident, identKey(gen, id), action, ruleId);
+      if (deny) {
+        // also by name: what an upgrade (or anyone) puts at the path later is denied too. Allow rules stay
+        // by identity: a file swapped in at an allowed path is not what the policy allowed.
+        const nk = nameKey(gen, KEY_KIND.EXEC_NAME, r.path, identify);
+        if (nk) put(ident, nk, action, ruleId);
+        watched.push({ path: r.path, ident: identString(id) });
       }
-      put(dirs, identKey(gen, id.dev, id.ino), action, ruleId);
-      execDeny ||= action === VERDICT.DENY;
+      execDeny ||= deny;
+    } else if (r.kind === 'dir') {
+      const id = one(r.dir);
+      if (deny) watched.push({ path: r.dir, ident: identString(id) });
+      if (!id) continue; // a dir that does not exist contains nothing to decide yet
+      put(dirs, identKey(gen, id), action, ruleId);
+      execDeny ||= deny;
+      execDirDeny ||= deny;
+      // The files in a denied directory by identity too: a hard link to one of them elsewhere is outside it.
+      if (deny) for (const f of filesBeneath(r.dir, EXEC_DIR_FILES, identify)) put(ident, identKey(gen, f), action, ruleId);
     } else {
       const f = LAYOUT.bridle_argv_key.fields;
       const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
@@ -144,6 +224,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
   // credentials.files.deny: the same identity tables under their own key kind, deny only. A directory
   // is denied itself and everything beneath it. Entries that do not exist on this host are skipped.
   let credRules = false;
+  let credDirs = false;
   const credMissing: string[] = [];
   const homes = policy.credentials.files.deny.length ? homeDirs() : [];
   policy.credentials.files.deny.forEach((p, i) => {
@@ -154,16 +235,31 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
       try {
         st = statSync(abs, { bigint: true });
       } catch {
+        st = undefined;
+      }
+      if (!st?.isDirectory()) {
+        // A file (or nothing yet) also by its name in its directory: a file written there later, or the
+        // file rewritten by rename (a new inode), is denied the moment it is there.
+        const nk = nameKey(gen, KEY_KIND.CRED_NAME, abs, identify);
+        if (nk) {
+          put(ident, nk, VERDICT.DENY, ruleId);
+          credRules = true;
+        }
+      }
+      const id = one(abs);
+      // a directory's files are entered by identity: the supervisor compiles again when they change
+      watched.push({ path: abs, ident: identString(id), within: st?.isDirectory() });
+      if (!st || !id) {
         credMissing.push(abs); // the supervisor watches for it and recompiles when it appears
         continue;
       }
-      const dev = kernelDev(st.dev);
-      put(ident, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      put(ident, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
       credRules = true;
       if (!st.isDirectory()) continue;
-      put(dirs, identKey(gen, dev, st.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      credDirs = true;
+      put(dirs, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
       // The files in it by identity too: a hard link to one of them elsewhere is outside the directory.
-      for (const f of filesBeneath(abs, CRED_DIR_FILES)) put(ident, identKey(gen, f.dev, f.ino, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      for (const f of filesBeneath(abs, CRED_DIR_FILES, identify)) put(ident, identKey(gen, f, KEY_KIND.CRED), VERDICT.DENY, ruleId);
     }
   });
 
@@ -174,8 +270,11 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
     const real = realpathSync(cand);
     if (seen.has(real)) continue;
     seen.add(real);
-    const { dev, ino } = identity(real);
-    const key = identKey(gen, dev, ino);
+    const id = one(real);
+    // an upgraded loader is a new file: the supervisor compiles again so the mark follows it
+    watched.push({ path: real, ident: identString(id) });
+    if (!id) continue;
+    const key = identKey(gen, id);
     const k = key.toString('hex');
     const cur = ident.get(k);
     if (cur) cur.action |= MARK_LOADER;
@@ -201,12 +300,8 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
     words.forEach((w, j) => v.writeBigUInt64LE(fnv1a(Buffer.from(w, 'utf8')), f.argv_hash + 8 * j));
     for (const exe of a.exe) {
       if (exe.startsWith('/')) {
-        try {
-          const { dev, ino } = identity(exe);
-          idents.push({ key: identKey(0, dev, ino), value: v });
-        } catch {
-          /* not installed on this host: the basename still matches */
-        }
+        const id = one(exe); // not installed on this host: the basename still matches
+        if (id) idents.push({ key: identKey(0, id), value: v });
       }
       const k = Buffer.alloc(8);
       k.writeBigUInt64LE(fnv1a(Buffer.from(basename(exe), 'utf8')));
@@ -214,29 +309,68 @@ export function compileExec(policy: Policy, gen: number, policyId: number): Comp
     }
   });
 
+  const carried = carryDenies(keep, toEntries(ident), toEntries(dirs));
   return {
     rules,
-    ident: toEntries(ident),
-    dirs: toEntries(dirs),
+    ident: carried.ident,
+    dirs: carried.dirs,
+    carried: carried.carried,
     argv: toEntries(argv),
     cfg: {
       defaultAction: actionCode(policy.exec.default),
       filelessAction: actionCode(policy.exec.fileless),
       filelessRule: 1,
       defaultRule: 0,
-      flags: (policy.mode === 'monitor' ? TAG_MONITOR : 0) | (credRules ? CFG_CRED_FILES : 0) | (execDeny ? CFG_EXEC_DENY : 0),
+      flags:
+        (policy.mode === 'monitor' ? TAG_MONITOR : 0) |
+        (credRules ? CFG_CRED_FILES : 0) |
+        (credDirs ? CFG_CRED_DIRS : 0) |
+        (execDeny ? CFG_EXEC_DENY : 0) |
+        (execDirDeny ? CFG_EXEC_DIR_DENY : 0) |
+        (keep ? keep.cfg.flags & (CFG_CRED_FILES | CFG_CRED_DIRS | CFG_EXEC_DENY | CFG_EXEC_DIR_DENY) : 0),
     },
     agents: { names, idents, list },
     credMissing,
+    watched,
   };
 }
 
+/**
+ * A path a deny rule names now leads somewhere else (the supervisor compiles again when it sees that).
+ * What it led to before stays denied: otherwise a session could move a denied directory or file away,
+ * put anything at its path, and read or run the original under its new name once the policy follows the
+ * path. Kept until the policy is loaded again. Rule ids are the same: it is the same policy.
+ */
+function carryDenies(keep: CompiledExec | undefined, ident: Entry[], dirs: Entry[]): { ident: Entry[]; dirs: Entry[]; carried: Carried[] } {
+  if (!keep) return { ident, dirs, carried: [] };
+  const now = new Set([...ident.map((e) => carryId(false, e)), ...dirs.map((e) => carryId(true, e))]);
+  const isDeny = (e: Entry) => (e.value.readUInt32LE(LAYOUT.bridle_rule.fields.action) & 0xff) === VERDICT.DENY;
+  // the earlier compile's own entries come first in its tables, what it carried after them
+  const carriedIdent = keep.carried.filter((c) => !c.dir).length;
+  const own: Carried[] = [
+    ...keep.ident.slice(0, keep.ident.length - carriedIdent).filter(isDeny).map((e) => ({ ...e, dir: false, id: carryId(false, e) })),
+    ...keep.dirs.slice(0, keep.dirs.length - (keep.carried.length - carriedIdent)).filter(isDeny).map((e) => ({ ...e, dir: true, id: carryId(true, e) })),
+  ];
+  const carried = [...keep.carried, ...own].filter((c) => !now.has(c.id)).slice(-CARRY_MAX);
+  const outIdent = ident.slice();
+  const outDirs = dirs.slice();
+  for (const c of carried) (c.dir ? outDirs : outIdent).push(c);
+  return { ident: outIdent, dirs: outDirs, carried };
+}
+
+const carryId = (dir: boolean, e: Entry): string => `${dir ? 'd' : 'i'}${e.key.toString('hex')}`;
+
+/** Most deny entries kept from earlier compiles (the oldest go first): bounds the tables as files rotate. */
+const CARRY_MAX = 4096;
+
 /** Most files a credentials directory contributes by identity (a credentials directory is small). */
 const CRED_DIR_FILES = 4096;
+/** Most files a denied exec directory contributes by identity (beyond that, its files are denied by place only). */
+const EXEC_DIR_FILES = 4096;
 
 /** Identities of the regular files beneath `dir` (not following symlinks), at most `max`. */
-function filesBeneath(dir: string, max: number): Array<{ dev: bigint; ino: bigint }> {
-  const out: Array<{ dev: bigint; ino: bigint }> = [];
+function filesBeneath(dir: string, max: number, identify: Identify): FileIdent[] {
+  const out: string[] = [];
   const walk = (d: string, depth: number): void => {
     if (depth > 16) return;
     let names: string[];
@@ -255,11 +389,11 @@ function filesBeneath(dir: string, max: number): Array<{ dev: bigint; ino: bigin
         continue;
       }
       if (st.isDirectory()) walk(p, depth + 1);
-      else if (st.isFile()) out.push({ dev: kernelDev(st.dev), ino: st.ino });
+      else if (st.isFile()) out.push(p);
     }
   };
   walk(dir, 0);
-  return out;
+  return identify(out).filter((id): id is FileIdent => id !== undefined);
 }
 
 /** Home directories of the accounts a session may run as: root and regular users (uid 1000–65533). */

@@ -2,11 +2,11 @@
 // name, is killed before open() returns; untagged processes read the same files freely.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../../src/agent/run.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ccHelper, harness, tempDir, violations } from '../helpers/kernel.js';
+import { ccHelper, harness, stopRuleWatches, tempDir, violations } from '../helpers/kernel.js';
 
 const KILLED = 137;
 
@@ -139,4 +139,54 @@ credentials:
   const r = await h.run(['sh', '-c', `cat ${later} >/dev/null; echo "cat=$?"`]);
   assert.equal(r.stdout, `cat=${KILLED}\n`);
   assert.ok(r.events.some((e) => e.type === 'violation' && e.rule === 'credentials.files.deny[0]'));
+});
+
+test('a credential file rewritten by rename (a new inode), or first written after the policy was applied, is denied at once', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const h = harness(t, `version: 1
+name: creds-rewritten
+credentials:
+  files:
+    deny: [${join(dir, 'token.txt')}, ${join(dir, 'later.txt')}]
+`);
+  stopRuleWatches(h.sup); // decided by the rules the kernel holds: by each file's name in its directory
+  // how tools write a credential file: a new file, renamed over the old one
+  writeFileSync(join(dir, 'token.new'), 'ghp_rotated\n');
+  renameSync(join(dir, 'token.new'), join(dir, 'token.txt'));
+  writeFileSync(join(dir, 'later.txt'), 'aws_secret_access_key = x\n');
+  const r = await h.run(['sh', '-c', [
+    `cat ${dir}/token.txt; echo "rewritten=$?"`,
+    `cat ${dir}/later.txt; echo "later=$?"`,
+    `cat ${dir}/other.txt >/dev/null; echo "other=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `rewritten=${KILLED}\nlater=${KILLED}\nother=0\n`);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['credentials.files.deny[0]', 'credentials.files.deny[1]']);
+});
+
+test('a credentials directory the session moves away stays denied; one put at its path, and a file made in it later, are covered within moments', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const h = harness(t, `version: 1
+name: creds-moved
+credentials:
+  files:
+    deny: [${join(dir, 'secrets')}]
+`);
+  const before = h.sup.engine.policies.get(1)?.compiled;
+  // the session renames the directory (no file in it is opened) and makes a new one at its path
+  const mv = await h.run(['sh', '-c', `mv ${dir}/secrets ${dir}/moved && mkdir ${dir}/secrets; echo "mv=$?"`]);
+  assert.equal(mv.stdout, 'mv=0\n');
+  assert.ok(await waitFor(() => h.sup.engine.policies.get(1)?.compiled !== before, 5000), 'the policy was applied again once the path led elsewhere');
+  const applied = h.sup.engine.policies.get(1)?.compiled;
+  writeFileSync(join(dir, 'secrets', 'key'), 'NEW KEY\n'); // a tool writes new credentials there
+  // entered by identity once it is there, so that a hard link made elsewhere is the same file
+  assert.ok(await waitFor(() => h.sup.engine.policies.get(1)?.compiled !== applied, 5000), 'applied again once the directory changed');
+  const r = await h.run(['sh', '-c', [
+    `cat ${dir}/moved/key; echo "moved=$?"`,
+    `cat ${dir}/secrets/key; echo "new=$?"`,
+    `ln ${dir}/secrets/key ${dir}/linked && cat ${dir}/linked; echo "linked=$?"`,
+    `cat ${dir}/other.txt >/dev/null; echo "other=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `moved=${KILLED}\nnew=${KILLED}\nlinked=${KILLED}\nother=0\n`);
 });

@@ -1,10 +1,10 @@
 // Exec policy decided in the real kernel, for tagged sessions only.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { harness, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
+import { harness, stopRuleWatches, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
 import type { ExecEvent } from '../../src/events/types.js';
 import { waitFor } from '../../src/agent/run.js';
 
@@ -114,6 +114,69 @@ exec:
   assert.equal(copy?.verdict, 'deny');
   assert.equal(copy?.rule, 'exec.default');
   assert.equal(h.execs((e) => e.path === '/usr/bin/id')[0]?.rule, 'exec.allow[0]');
+});
+
+test('what is put at a denied path later is denied; dir: rules hold through hard links, bind mounts of a subdirectory and any depth', async (t) => {
+  const dir = tempDir(t);
+  const denied = join(dir, 'denied');
+  mkdirSync(join(denied, 'sub'), { recursive: true });
+  mkdirSync(join(dir, 'out'));
+  mkdirSync(join(dir, 'mnt'));
+  const tool = join(dir, 'tool');
+  copyFileSync('/usr/bin/true', tool);
+  copyFileSync('/usr/bin/true', join(denied, 'linked'));
+  const h = harness(t, denying(`{ path: ${tool} }, { dir: ${denied} }`));
+  stopRuleWatches(h.sup); // what follows is decided by the rules the kernel holds, not by a new compile
+  // A hard link to a file of the denied directory, from outside it.
+  linkSync(join(denied, 'linked'), join(dir, 'out', 'linked'));
+  // Put in a subdirectory after the policy was applied, and run through a bind mount of that subdirectory.
+  copyFileSync('/usr/bin/true', join(denied, 'sub', 'prog'));
+  // Deeper than dir: rules look (256): beneath the denied directory, and beneath one no rule names.
+  const deep = (base: string, levels: number): string => {
+    const d = join(base, ...Array<string>(levels).fill('d'));
+    mkdirSync(d, { recursive: true });
+    copyFileSync('/usr/bin/true', join(d, 'prog'));
+    return join(d, 'prog');
+  };
+  const deep100 = deep(denied, 100);
+  const deep300 = deep(join(dir, 'free'), 300);
+  copyFileSync('/usr/bin/true', join(dir, 'free', 'prog'));
+  // An upgrade: a new file (a new inode) renamed over the denied one.
+  copyFileSync('/usr/bin/true', `${tool}.new`);
+  renameSync(`${tool}.new`, tool);
+  const r = await h.run(['sh', '-c', [
+    `${tool}; echo "replaced=$?"`,
+    `${dir}/out/linked; echo "hardlink=$?"`,
+    `unshare -m sh -c 'mount --bind ${denied}/sub ${dir}/mnt && ${dir}/mnt/prog'; echo "bind=$?"`,
+    `${deep100}; echo "deep100=$?"`,
+    `${deep300}; echo "deep300=$?"`,
+    `${dir}/free/prog; echo "free=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `replaced=${KILLED}\nhardlink=${KILLED}\nbind=${KILLED}\ndeep100=${KILLED}\ndeep300=${KILLED}\nfree=0\n`);
+  const denials = r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny');
+  assert.deepEqual(denials.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[1]', 'exec.deny[1]', 'exec.deny[1]', 'builtin.dir_depth']);
+  // untagged processes run the same files
+  for (const f of [tool, deep300, join(dir, 'out', 'linked')]) assert.equal(spawnSync(f).status, 0, f);
+});
+
+test('a rule for a deleted file does not deny a later file that gets its inode number', async (t) => {
+  const dir = tempDir(t);
+  const victim = join(dir, 'victim');
+  copyFileSync('/usr/bin/true', victim);
+  const h = harness(t, denying(`{ path: ${victim} }`));
+  stopRuleWatches(h.sup); // the rules the kernel holds, not a new compile
+  const ino = statSync(victim).ino;
+  rmSync(victim);
+  let reused: string | undefined;
+  for (let i = 0; i < 200 && !reused; i++) {
+    const p = join(dir, `new${i}`);
+    copyFileSync('/usr/bin/true', p);
+    if (statSync(p).ino === ino) reused = p;
+  }
+  if (!reused) return t.skip(`this file system gave none of 200 new files inode ${ino} again`);
+  const r = await h.run([reused]);
+  assert.equal(r.status, 0, 'the new file runs: the rule was for the deleted one (same number, another generation)');
+  assert.equal(h.execs((e) => e.verdict !== 'allow').length, 0);
 });
 
 test('fileless exec (memfd, deleted file) is denied by default', async (t) => {

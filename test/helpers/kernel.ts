@@ -46,6 +46,14 @@ export function tempDir(t: TestContext, prefix = 'bridle-test-'): string {
   return d;
 }
 
+/**
+ * Stops the supervisor's watches on the paths its policies' deny rules name (which compile the policy
+ * again when one changes), so a test shows what the kernel decides from the rules it already holds.
+ */
+export function stopRuleWatches(sup: Supervisor): void {
+  for (const ws of sup['ruleWatch'].values()) for (const w of ws) w.close();
+}
+
 export interface Harness {
   sup: Supervisor;
   events: BridleEvent[];
