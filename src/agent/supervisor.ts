@@ -71,6 +71,8 @@ export class Supervisor {
   /**
    * Compiles and installs `policy` as policy `id`. Compilation happens before anything is written, and
    * the sensor switches generations in one map update, so a failure leaves the old policy in force.
+   * `keep`: the compile in force, when a path a deny rule names changed (watchRules): what it denied by
+   * identity stays denied.
    */
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
     const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
@@ -78,7 +80,10 @@ export class Supervisor {
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
-    this.watchRules(id, policy, compiled.watched);
+    // denied unix sockets are checked by identity too: a daemon that restarts makes a new socket file
+    const sockets = net.unix.filter((u) => u.action === 'deny' && !u.path.startsWith('@')).map((u) => u.path);
+    const socketIds = this.sensor.identify(sockets);
+    this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
       try {

@@ -7,8 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { linkSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connect } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { tempDir } from '../helpers/kernel.js';
+import { waitFor } from '../../src/agent/run.js';
 import { connects, netHarness, probe, PROBE, unixServer, uringHelper } from './helpers.js';
 
 function untaggedUnix(path: string): Promise<string> {
@@ -75,6 +76,37 @@ network:
   assert.equal(await untaggedUnix(denied), 'ok');
   assert.equal(await untaggedUnix(alias), 'ok');
   assert.equal(spawnSync(uring, [alias], { encoding: 'utf8' }).stdout, 'ok\n');
+});
+
+test('unix: a denied socket its daemon makes again (a restart: a new socket file) is checked by its new identity within moments', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  const path = join(dir, 'daemon.sock');
+  const listen = () =>
+    new Promise<Server>((res) => {
+      const srv = createServer((c) => {
+        c.on('error', () => {}); // the killed client resets it
+        c.end('hi\n');
+      });
+      srv.listen(path, () => res(srv));
+    });
+  let srv = await listen();
+  t.after(() => new Promise<void>((res) => srv.close(() => res())));
+  const h = await netHarness(t, `version: 1
+name: net-unix-restart
+network:
+  default: allow
+  unix:
+    deny: [${path}]
+`);
+  const before = h.sup.engine.policies.get(1)?.compiled;
+  await new Promise<void>((res) => srv.close(() => res())); // the daemon restarts
+  srv = await listen();
+  assert.ok(await waitFor(() => h.sup.engine.policies.get(1)?.compiled !== before, 5000), 'the policy was applied again');
+  const alias = join(dir, 'alias.sock');
+  symlinkSync(path, alias);
+  const run = await h.run(['python3', PROBE, 'unix', alias]);
+  assert.equal(run.status, 137, `the alias of the new socket file is refused (got ${run.status}: ${run.stdout})`);
+  assert.equal(await untaggedUnix(alias), 'ok');
 });
 
 test('unix: an allow list refuses every other socket, abstract names included', async (t) => {
