@@ -586,6 +586,20 @@ int bridle_vm_read_guard(struct trace_event_raw_sys_enter *ctx)
 	return guard(BRIDLE_GUARD_VM_READ, (u32)ctx->args[0]);
 }
 
+/*
+ * Setting an inode's generation (FS_IOC_SETVERSION, EXT4_IOC_SETVERSION and their 32-bit forms; ext2/3/4
+ * without metadata checksums let a file's owner do it): rule keys hold generations, so a session could
+ * make a denied file or directory another one to them.
+ */
+SEC("tracepoint/syscalls/sys_enter_ioctl")
+int bridle_setversion_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	u32 cmd = (u32)ctx->args[1];
+	if (cmd != 0x40087602 && cmd != 0x40047602 && cmd != 0x40086604 && cmd != 0x40046604)
+		return 0;
+	return guard(BRIDLE_GUARD_SETVERSION, 0);
+}
+
 SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
 int bridle_pidfd_getfd_guard(struct trace_event_raw_sys_enter *ctx)
 {
@@ -653,7 +667,9 @@ SEC("iter/task_file")
 int bridle_fd_idents(struct bpf_iter__task_file *ctx)
 {
 	struct file *file = ctx->file;
-	if (!file)
+	struct task_struct *task = ctx->task;
+	/* the loader asks for one task; a kernel that ignores that (before 6.1) walks them all */
+	if (!file || !task || task->tgid != (u32)(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct bridle_fd_ident r = {

@@ -23,6 +23,8 @@ const volatile u64 session_base = 1ULL << 62; /* kernel-made session ids start h
  * session cannot search offline for a path whose hash equals the script's.
  */
 const volatile u64 path_key = 0;
+/* Set by the loader: the inode number of the mount namespace bridle runs in (the host's). */
+const volatile u32 host_mnt_ns = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -195,8 +197,8 @@ struct dir_walk {
 	struct decision d;
 	u32 policy;
 	u32 kind;
-	u32 end; /* 0: ran out of steps; 1: reached the root; 2: a deny rule matched */
-	u32 pad;
+	u32 end;     /* 0: ran out of steps (or a disconnected dentry); 1: reached the root; 2: a deny rule matched */
+	u32 foreign; /* crossed a mount of another mount namespace: allow rules above it do not count */
 };
 
 static long dir_step(u32 i, struct dir_walk *w)
@@ -205,6 +207,12 @@ static long dir_step(u32 i, struct dir_walk *w)
 	struct mount *mnt = w->mnt;
 	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
 	if (up == dentry) {
+		/*
+		 * A dentry that is its own parent but not its file system's root is disconnected (a file opened
+		 * by handle): its directories are unknown, so the walk does not end (deny, with deny dir rules).
+		 */
+		if (dentry != BPF_CORE_READ(dentry, d_sb, s_root))
+			return 1;
 		/*
 		 * The root of this file system: go on from where the mount was mounted. The walk reaches the
 		 * file system's root, not the mount's: a mount of a subdirectory (a bind mount, made in a mount
@@ -215,12 +223,22 @@ static long dir_step(u32 i, struct dir_walk *w)
 			w->end = 1; /* the root of the namespace, or a mount attached nowhere */
 			return 1;
 		}
+		/*
+		 * Where a mount of another mount namespace (one a session made, a detached clone) was put says
+		 * nothing about what is in it: `mount --bind ~/x /usr/bin/ls` is not a file of /usr/bin. Deny
+		 * rules above it still count; allow rules do not.
+		 */
+		if (BPF_CORE_READ(mnt, mnt_ns, ns.inum) != host_mnt_ns)
+			w->foreign = 1;
 		up = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = parent;
 	}
 	w->dentry = up;
 	struct inode *ino = BPF_CORE_READ(up, d_inode);
-	if (consider(&w->d, ident_rule(&exec_dir, w->policy, w->kind, ident_dev(ino), BPF_CORE_READ(ino, i_ino)), BRIDLE_RULE_DIR)) {
+	struct bridle_rule *r = ident_rule(&exec_dir, w->policy, w->kind, ident_dev(ino), BPF_CORE_READ(ino, i_ino));
+	if (r && w->foreign && (r->action & 0xff) != BRIDLE_DENY)
+		return 0;
+	if (consider(&w->d, r, BRIDLE_RULE_DIR)) {
 		w->end = 2;
 		return 1;
 	}

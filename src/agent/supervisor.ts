@@ -1,6 +1,6 @@
 // The supervisor core shared by `bridle run` (standalone) and `bridle agent` (daemon): one sensor, one
 // engine, policies by id, and the ways a session starts (run, attach; auto happens in the kernel).
-import { existsSync, realpathSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, lstatSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import { Engine } from './engine.js';
 import { HOST, newSessionNumber, execId, sessionName } from './ids.js';
@@ -15,6 +15,31 @@ import { NetGuard } from './netguard.js';
 import { liveTagged, pinSupervisor, reapOrphans, saveState, stopAutoStart, unpinSupervisor, type ReapReport } from '../kernel/failclosed.js';
 
 export const DEFAULT_POLICY_ID = 1;
+
+/**
+ * The directories whose changes can change what `path` leads to: the nearest one that exists on the way
+ * (a missing path), the one holding what it leads to, and the one holding each symlink on the way.
+ */
+function watchDirs(path: string): string[] {
+  let d = dirname(path);
+  while (!existsSync(d) && d !== dirname(d)) d = dirname(d);
+  const out = new Set([d]);
+  try {
+    out.add(dirname(realpathSync(path)));
+  } catch {
+    /* nothing there yet */
+  }
+  let prefix = '';
+  for (const part of path.split('/').filter(Boolean)) {
+    prefix += `/${part}`;
+    try {
+      if (lstatSync(prefix).isSymbolicLink()) out.add(dirname(prefix));
+    } catch {
+      break;
+    }
+  }
+  return [...out];
+}
 
 export class Supervisor {
   readonly engine = new Engine();
@@ -77,12 +102,12 @@ export class Supervisor {
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
     const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
     const net = NetGuard.compile(policy);
-    const gen = this.sensor.applyPolicy(id, compiled);
-    const netGen = this.net?.apply(id, net);
-    this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
     // denied unix sockets are checked by identity too: a daemon that restarts makes a new socket file
     const sockets = net.unix.filter((u) => u.action === 'deny' && !u.path.startsWith('@')).map((u) => u.path);
     const socketIds = this.sensor.identify(sockets);
+    const gen = this.sensor.applyPolicy(id, compiled);
+    const netGen = this.net?.apply(id, net);
+    this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
     this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
@@ -111,66 +136,53 @@ export class Supervisor {
     for (const w of this.ruleWatch.get(id) ?? []) w.close();
     this.ruleWatch.delete(id);
     if (!watched.length || this.closing) return;
-    const nearest = (p: string): string => {
-      let d = dirname(p);
-      while (!existsSync(d) && d !== dirname(d)) d = dirname(d);
-      return d;
-    };
-    const dirs = (p: string): string[] => {
-      const out = [nearest(p)];
-      try {
-        out.push(dirname(realpathSync(p))); // where a symlink leads: a file replaced there
-      } catch {
-        /* nothing there yet */
-      }
-      return out;
-    };
-    const seen = new Map(watched.map((w) => [w.path, dirs(w.path).join('\0')]));
+    const seen = new Map(watched.map((w) => [w.path, watchDirs(w.path).join('\0')]));
     let timer: NodeJS.Timeout | undefined;
     let contents = false; // a credentials directory's contents changed
+    const later = () => {
+      timer ??= setTimeout(check, 50).unref();
+    };
     const check = () => {
       timer = undefined;
       if (this.closing || this.engine.policies.get(id)?.policy !== policy) return; // replaced meanwhile
       const now = this.sensor.identify(watched.map((w) => w.path));
-      if (contents || watched.some((w, i) => identString(now[i]) !== w.ident)) {
-        try {
-          this.setPolicy(policy, id, this.engine.policies.get(id)?.compiled);
-        } catch (err) {
-          this.warnings.push(`could not apply the policy again after a path it names changed: ${(err as Error).message}`);
-        }
-        return;
+      const moved = [...seen].some(([p, d]) => watchDirs(p).join('\0') !== d); // a missing path got closer, a link moved
+      if (!contents && !moved && watched.every((w, i) => identString(now[i]) === w.ident)) return;
+      try {
+        this.setPolicy(policy, id, this.engine.policies.get(id)?.compiled);
+        this.watchErrors.delete(id);
+      } catch (err) {
+        // the policy in force stays (it denies all it did); said once per distinct failure
+        const msg = `policy ${id} not applied again after a path it names changed: ${(err as Error).message}`;
+        if (this.watchErrors.get(id) !== msg) this.warnings.push(msg);
+        this.watchErrors.set(id, msg);
       }
-      if ([...seen].some(([p, d]) => dirs(p).join('\0') !== d)) this.watchRules(id, policy, watched);
     };
     const watchers: FSWatcher[] = [];
-    for (const dir of new Set([...seen.values()].flatMap((d) => d.split('\0')))) {
+    const add = (path: string, opts: { recursive?: boolean }, onEvent: (type: string) => void) => {
       try {
-        const w = watch(dir, () => {
-          timer ??= setTimeout(check, 50);
-        });
+        const w = watch(path, { persistent: false, ...opts }, onEvent);
         w.on('error', () => w.close());
-        w.unref();
         watchers.push(w);
       } catch {
         /* cannot watch it (gone, no permission): covered at the next reload */
       }
-    }
+    };
+    for (const dir of new Set([...seen.values()].flatMap((d) => d.split('\0')))) add(dir, {}, later);
     for (const w of watched) {
       if (!w.within) continue;
-      try {
-        const r = watch(w.path, { recursive: true }, () => {
-          contents = true;
-          timer ??= setTimeout(check, 50);
-        });
-        r.on('error', () => r.close());
-        r.unref();
-        watchers.push(r);
-      } catch {
-        /* gone meanwhile: the watch on the directory holding it sees that */
-      }
+      // files appearing, going or moving in a credentials directory (not writes to them)
+      add(w.path, { recursive: true }, (type) => {
+        if (type !== 'rename') return;
+        contents = true;
+        later();
+      });
     }
     this.ruleWatch.set(id, watchers);
+    later(); // a change between the compile and these watches
   }
+
+  private watchErrors = new Map<number, string>();
 
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {
     return this.engine.policies.get(id)?.policy;

@@ -2,7 +2,7 @@
 // its maps and hands decoded ring-buffer records to one callback. Everything it holds is released by
 // close(), which is idempotent; a process that dies without close() loses its links with its fds.
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../root.js';
 import { LoadedObject } from './loaded.js';
@@ -23,11 +23,25 @@ const OPENED_PROGRAMS = [
   'bridle_uring_submit', 'bridle_uring_overflow',
 ];
 const PROGRAMS = [
-  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard',
+  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', 'bridle_setversion_guard',
   ...OPENED_PROGRAMS,
 ] as const;
+/**
+ * Tells an object (bpf/include/sensor.h: host_mnt_ns) the mount namespace bridle runs in (the host's,
+ * where sessions start), whose mounts dir: walks take allow rules across.
+ */
+function setHostMountNs(obj: BpfObject): void {
+  const m = /^mnt:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/mnt'));
+  if (!m) throw new Error('cannot read the mount namespace from /proc/self/ns/mnt');
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(Number(m[1]));
+  obj.setGlobal('host_mnt_ns', b);
+}
+
 /** open(2)'s O_PATH (the same on x86-64 and arm64; node's constants leave it out). */
 const O_PATH = 0o10000000;
+/** Why a path has no identity (Sensor.identify): it leads nowhere, or nowhere bridle may look. */
+const NO_FILE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EACCES', 'ENAMETOOLONG']);
 /** Paths Sensor.identify holds open at once. */
 const IDENTIFY_BATCH = 256;
 /** Without these there is no sensor; any other hook that will not attach is a warning. */
@@ -80,6 +94,7 @@ export class Sensor extends LoadedObject {
       if (opts.ringBytes) obj.setMaxEntries('events', opts.ringBytes);
       // the key of the path hash that ends a #! script wait (bpf/include/sensor.h): unknown to sessions
       obj.setGlobal('path_key', randomBytes(8));
+      setHostMountNs(obj);
       obj.load();
       for (const name of PROGRAMS) {
         try {
@@ -122,6 +137,7 @@ export class Sensor extends LoadedObject {
     try {
       const mine = new Set(this.obj.maps());
       for (const m of lsm.maps()) if (!m.includes('.') && mine.has(m)) lsm.reuseMap(m, this.obj.map(m));
+      setHostMountNs(lsm); // the exec decision there walks directories too
       lsm.load();
       this.links.push(lsm.program('bridle_lsm_exec').attach());
       this.lsm = lsm;
@@ -224,8 +240,9 @@ export class Sensor extends LoadedObject {
         for (let j = i; j < Math.min(i + IDENTIFY_BATCH, paths.length); j++) {
           try {
             fds.set(openSync(paths[j]!, O_PATH), j); // libuv adds O_CLOEXEC
-          } catch {
-            /* nothing there, or not reachable: no identity */
+          } catch (err) {
+            // nothing there, or not reachable: no identity; anything else (out of descriptors) is an error
+            if (!NO_FILE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
           }
         }
         if (!fds.size) continue;

@@ -108,23 +108,27 @@ export function identString(id: FileIdent | undefined): string {
 /** Bytes of a name the kernel hashes for a name rule (dname_hash: the first 63). */
 const DNAME_HASHED = 63;
 
-/**
- * The key of a deny rule on `path` by its name in its directory (BRIDLE_KEY_*_NAME), or undefined when the
- * directory does not exist. Symlinks on the way are followed: the kernel sees the file they lead to.
- */
-function nameKey(gen: number, kind: number, path: string, identify: Identify): Buffer | undefined {
-  let real: string;
+/** Where a name rule for `path` points: the real path of the file, or of its directory plus its name. */
+function nameTarget(path: string): string | undefined {
   try {
-    real = realpathSync(path);
+    return realpathSync(path);
   } catch {
     try {
-      real = join(realpathSync(dirname(path)), basename(path)); // not there yet: its name in the directory
+      return join(realpathSync(dirname(path)), basename(path)); // not there yet: its name in the directory
     } catch {
       return undefined;
     }
   }
-  if (real === '/') return undefined;
-  const dir = identify([dirname(real)])[0];
+}
+
+/**
+ * The key of a deny rule on `path` by its name in its directory (BRIDLE_KEY_*_NAME), or undefined when the
+ * directory does not exist. Symlinks on the way are followed: the kernel sees the file they lead to.
+ */
+function nameKey(gen: number, kind: number, path: string, one: (path: string) => FileIdent | undefined): Buffer | undefined {
+  const real = nameTarget(path);
+  if (!real || real === '/') return undefined;
+  const dir = one(dirname(real));
   if (!dir) return undefined;
   const hash = fnv1a(Buffer.from(basename(real), 'utf8').subarray(0, DNAME_HASHED)) & 0xffffffffn;
   return keyOf(gen, kind, dir.dev | (hash << 32n), dir.ino ^ (BigInt(dir.generation) << 32n));
@@ -165,11 +169,27 @@ function describe(r: ExecRule): string {
  * earlier compile of the same policy whose deny rules by identity are kept (see carryDenies).
  */
 export function compileExec(policy: Policy, gen: number, policyId: number, identify: Identify, keep?: CompiledExec): CompiledExec {
-  const one = (path: string): FileIdent | undefined => identify([path])[0];
+  // The paths rules name, identified in one batch (each batch is one iterator run in the kernel).
+  const homes = policy.credentials.files.deny.length ? homeDirs() : [];
+  const credPaths = policy.credentials.files.deny.flatMap((p) => credentialPaths(p, homes));
+  const denyPaths = policy.exec.deny.flatMap((r) => (r.kind === 'path' ? [r.path] : []));
+  const named = [
+    ...[...policy.exec.deny, ...policy.exec.allow].flatMap((r) => (r.kind === 'path' ? [r.path] : r.kind === 'dir' ? [r.dir] : [])),
+    ...credPaths,
+    ...policy.agents.flatMap((a) => a.exe.filter((e) => e.startsWith('/'))),
+    // the directories name rules are keyed by
+    ...[...denyPaths, ...credPaths].flatMap((p) => {
+      const real = nameTarget(p);
+      return real && real !== '/' ? [dirname(real)] : [];
+    }),
+  ];
+  const known = new Map<string, FileIdent | undefined>();
+  identify(named).forEach((id, i) => known.set(named[i]!, id));
+  const one = (path: string): FileIdent | undefined => (known.has(path) ? known.get(path) : identify([path])[0]);
   const rules: RuleRef[] = [
     { id: 'exec.default', text: `default ${policy.exec.default}` },
     { id: 'exec.fileless', text: `fileless ${policy.exec.fileless}` },
-    { id: 'builtin.dir_depth', text: `deny a file more than ${DIR_DEPTH} directories deep: a denied directory could be above it` },
+    { id: 'builtin.dir_depth', text: `deny a file whose directories could not all be checked (more than about ${DIR_DEPTH - 6} deep, or opened by handle): a denied directory could be above it` },
   ];
   if (rules.length !== RULE_ID_DEEP + 1) throw new Error('builtin.dir_depth is not at BRIDLE_RULE_ID_DEEP');
   const watched: CompiledExec['watched'] = [];
@@ -192,13 +212,14 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
     const action = actionCode(r.action);
     const deny = action === VERDICT.DENY;
     if (r.kind === 'path') {
+      // The loader checked the file exists. Gone since (uninstalled): nothing by identity, but a deny rule
+      // keeps its name rule and its watch, and what it denied before stays denied (carryDenies).
       const id = one(r.path);
-      if (!id) throw new Error(`${r.id}: ${r.path} does not exist`);
-      put(ident, identKey(gen, id), action, ruleId);
+      if (id) put(ident, identKey(gen, id), action, ruleId);
       if (deny) {
         // also by name: what an upgrade (or anyone) puts at the path later is denied too. Allow rules stay
         // by identity: a file swapped in at an allowed path is not what the policy allowed.
-        const nk = nameKey(gen, KEY_KIND.EXEC_NAME, r.path, identify);
+        const nk = nameKey(gen, KEY_KIND.EXEC_NAME, r.path, one);
         if (nk) put(ident, nk, action, ruleId);
         watched.push({ path: r.path, ident: identString(id) });
       }
@@ -208,6 +229,11 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       if (deny) watched.push({ path: r.dir, ident: identString(id) });
       if (!id) continue; // a dir that does not exist contains nothing to decide yet
       put(dirs, identKey(gen, id), action, ruleId);
+      // what is mounted beneath a denied directory is beneath it, also when bind mounted elsewhere
+      if (deny) for (const m of mountsBeneath(r.dir)) {
+        const root = one(m);
+        if (root) put(dirs, identKey(gen, root), action, ruleId);
+      }
       execDeny ||= deny;
       execDirDeny ||= deny;
       // The files in a denied directory by identity too: a hard link to one of them elsewhere is outside it.
@@ -226,7 +252,6 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   let credRules = false;
   let credDirs = false;
   const credMissing: string[] = [];
-  const homes = policy.credentials.files.deny.length ? homeDirs() : [];
   policy.credentials.files.deny.forEach((p, i) => {
     const ruleId = rules.length;
     rules.push({ id: `credentials.files.deny[${i}]`, text: `deny file ${p}` });
@@ -240,7 +265,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       if (!st?.isDirectory()) {
         // A file (or nothing yet) also by its name in its directory: a file written there later, or the
         // file rewritten by rename (a new inode), is denied the moment it is there.
-        const nk = nameKey(gen, KEY_KIND.CRED_NAME, abs, identify);
+        const nk = nameKey(gen, KEY_KIND.CRED_NAME, abs, one);
         if (nk) {
           put(ident, nk, VERDICT.DENY, ruleId);
           credRules = true;
@@ -249,6 +274,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       const id = one(abs);
       // a directory's files are entered by identity: the supervisor compiles again when they change
       watched.push({ path: abs, ident: identString(id), within: st?.isDirectory() });
+      if (st && !id) throw new Error(`credentials.files.deny[${i}]: ${abs} exists but cannot be opened to take its identity`);
       if (!st || !id) {
         credMissing.push(abs); // the supervisor watches for it and recompiles when it appears
         continue;
@@ -258,6 +284,10 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       if (!st.isDirectory()) continue;
       credDirs = true;
       put(dirs, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      for (const m of mountsBeneath(abs)) {
+        const root = one(m);
+        if (root) put(dirs, identKey(gen, root, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      }
       // The files in it by identity too: a hard link to one of them elsewhere is outside the directory.
       for (const f of filesBeneath(abs, CRED_DIR_FILES, identify)) put(ident, identKey(gen, f, KEY_KIND.CRED), VERDICT.DENY, ruleId);
     }
@@ -343,25 +373,60 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
  */
 function carryDenies(keep: CompiledExec | undefined, ident: Entry[], dirs: Entry[]): { ident: Entry[]; dirs: Entry[]; carried: Carried[] } {
   if (!keep) return { ident, dirs, carried: [] };
-  const now = new Set([...ident.map((e) => carryId(false, e)), ...dirs.map((e) => carryId(true, e))]);
   const isDeny = (e: Entry) => (e.value.readUInt32LE(LAYOUT.bridle_rule.fields.action) & 0xff) === VERDICT.DENY;
+  const nowDeny = new Set([...ident.filter(isDeny).map((e) => carryId(false, e)), ...dirs.filter(isDeny).map((e) => carryId(true, e))]);
   // the earlier compile's own entries come first in its tables, what it carried after them
   const carriedIdent = keep.carried.filter((c) => !c.dir).length;
   const own: Carried[] = [
     ...keep.ident.slice(0, keep.ident.length - carriedIdent).filter(isDeny).map((e) => ({ ...e, dir: false, id: carryId(false, e) })),
     ...keep.dirs.slice(0, keep.dirs.length - (keep.carried.length - carriedIdent)).filter(isDeny).map((e) => ({ ...e, dir: true, id: carryId(true, e) })),
   ];
-  const carried = [...keep.carried, ...own].filter((c) => !now.has(c.id)).slice(-CARRY_MAX);
-  const outIdent = ident.slice();
-  const outDirs = dirs.slice();
-  for (const c of carried) (c.dir ? outDirs : outIdent).push(c);
-  return { ident: outIdent, dirs: outDirs, carried };
+  const carried = [...keep.carried, ...own].filter((c) => !nowDeny.has(c.id));
+  // Nothing is dropped to make room: a session could move files through a denied directory until what it
+  // wanted went first. Past the bound the new compile fails and the one in force stays.
+  if (carried.length > CARRY_MAX) {
+    throw new Error(
+      `${carried.length} files denied by earlier compiles are no longer where the policy names (more than ${CARRY_MAX}): ` +
+        'files are being moved out of denied places in bulk; the policy in force stays until it is loaded again',
+    );
+  }
+  // A carried deny beats an allow the new compile has for the same key (which it then replaces). Carried
+  // entries go last, in the order `carried` lists them: the next compile tells its own entries by that.
+  const merge = (now: Entry[], add: Carried[], dir: boolean): Entry[] => {
+    const replaced = new Set(add.map((c) => c.id));
+    return [...now.filter((e) => !replaced.has(carryId(dir, e))), ...add];
+  };
+  return { ident: merge(ident, carried.filter((c) => !c.dir), false), dirs: merge(dirs, carried.filter((c) => c.dir), true), carried };
 }
 
 const carryId = (dir: boolean, e: Entry): string => `${dir ? 'd' : 'i'}${e.key.toString('hex')}`;
 
-/** Most deny entries kept from earlier compiles (the oldest go first): bounds the tables as files rotate. */
-const CARRY_MAX = 4096;
+/** Most deny entries kept from earlier compiles (the rule tables hold 262,144 entries, two generations at a switch). */
+const CARRY_MAX = 32768;
+
+/**
+ * Mount points beneath `dir` (in bridle's mount namespace). A dir: walk from a file on such a mount
+ * reaches the mount's root and then where it is mounted; the same file system mounted elsewhere as well
+ * (a bind mount a session makes) would lead the walk past `dir`, so each such mount's root is entered
+ * as a directory of the rule too.
+ */
+function mountsBeneath(dir: string): string[] {
+  let real: string;
+  let info: string;
+  try {
+    real = realpathSync(dir);
+    info = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const prefix = real === '/' ? '/' : `${real}/`;
+  const out: string[] = [];
+  for (const line of info.split('\n')) {
+    const point = line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (point && point !== real && point.startsWith(prefix)) out.push(point);
+  }
+  return out;
+}
 
 /** Most files a credentials directory contributes by identity (a credentials directory is small). */
 const CRED_DIR_FILES = 4096;

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../../src/agent/run.js';
+import { KEY_KIND, LAYOUT } from '../../src/kernel/layout.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ccHelper, harness, stopRuleWatches, tempDir, violations } from '../helpers/kernel.js';
@@ -178,10 +179,13 @@ credentials:
   const mv = await h.run(['sh', '-c', `mv ${dir}/secrets ${dir}/moved && mkdir ${dir}/secrets; echo "mv=$?"`]);
   assert.equal(mv.stdout, 'mv=0\n');
   assert.ok(await waitFor(() => h.sup.engine.policies.get(1)?.compiled !== before, 5000), 'the policy was applied again once the path led elsewhere');
-  const applied = h.sup.engine.policies.get(1)?.compiled;
   writeFileSync(join(dir, 'secrets', 'key'), 'NEW KEY\n'); // a tool writes new credentials there
   // entered by identity once it is there, so that a hard link made elsewhere is the same file
-  assert.ok(await waitFor(() => h.sup.engine.policies.get(1)?.compiled !== applied, 5000), 'applied again once the directory changed');
+  const key = h.sup.sensor.identify([join(dir, 'secrets', 'key')])[0]!;
+  const F = LAYOUT.bridle_ident_key.fields;
+  const entered = () =>
+    h.sup.engine.policies.get(1)?.compiled.ident.some((e) => e.key.readUInt32LE(F.kind) === KEY_KIND.CRED && e.key.readBigUInt64LE(F.ino) === key.ino);
+  assert.ok(await waitFor(() => entered() === true, 5000), 'applied again once the directory changed');
   const r = await h.run(['sh', '-c', [
     `cat ${dir}/moved/key; echo "moved=$?"`,
     `cat ${dir}/secrets/key; echo "new=$?"`,

@@ -1,7 +1,8 @@
 // Exec policy decided in the real kernel, for tagged sessions only.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { harness, stopRuleWatches, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
@@ -157,6 +158,64 @@ test('what is put at a denied path later is denied; dir: rules hold through hard
   assert.deepEqual(denials.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[1]', 'exec.deny[1]', 'exec.deny[1]', 'builtin.dir_depth']);
   // untagged processes run the same files
   for (const f of [tool, deep300, join(dir, 'out', 'linked')]) assert.equal(spawnSync(f).status, 0, f);
+});
+
+test('a mount a session makes in its own mount namespace puts nothing under an allowed directory', async (t) => {
+  const dir = tempDir(t);
+  const allowed = join(dir, 'allowed');
+  mkdirSync(allowed);
+  copyFileSync('/usr/bin/true', join(allowed, 'ok'));
+  const evil = join(dir, 'evil');
+  copyFileSync('/usr/bin/true', evil);
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: deny
+  allow: [{ dir: /usr }, { dir: ${allowed} }]
+`);
+  const r = await h.run(['sh', '-c', [
+    `${allowed}/ok; echo "ok=$?"`,
+    // the file mounted over an allowed name is not in the allowed directory
+    `unshare -m sh -c 'mount --bind ${evil} ${allowed}/ok && ${allowed}/ok'; echo "bound=$?"`,
+    // and a program of an allowed directory still runs inside such a namespace
+    `unshare -m sh -c 'mount --bind ${evil} ${allowed}/ok && /usr/bin/true'; echo "inside=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `ok=0\nbound=${KILLED}\ninside=0\n`);
+  const denied = r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny');
+  assert.deepEqual(denied.map((e) => e.rule), ['exec.default']);
+});
+
+test('a file system mounted beneath a denied directory stays denied when the session bind mounts it elsewhere', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-test-'));
+  const denied = join(dir, 'denied');
+  const vault = join(denied, 'vault');
+  t.after(() => {
+    spawnSync('umount', ['-l', vault]); // before the directory holding it goes
+    rmSync(dir, { recursive: true, force: true });
+  });
+  mkdirSync(vault, { recursive: true });
+  mkdirSync(join(dir, 'v'));
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', 'bridle-test', vault]).status, 0, 'mount a tmpfs for the test');
+  const h = harness(t, denying(`{ dir: ${denied} }`));
+  copyFileSync('/usr/bin/true', join(vault, 'prog')); // after: not among the files entered by identity
+  const r = await h.run(['sh', '-c', [
+    `${vault}/prog; echo "direct=$?"`,
+    `unshare -m sh -c 'mount --bind ${vault} ${dir}/v && ${dir}/v/prog'; echo "bound=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `direct=${KILLED}\nbound=${KILLED}\n`);
+  assert.deepEqual(r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]']);
+});
+
+test('a session may not set a file\'s generation (identity rules are keyed by it)', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'f'), 'x');
+  const h = harness(t, denying(`{ path: /usr/bin/wget }`));
+  const setversion = `import fcntl, struct, sys; fd = open(sys.argv[1]); fcntl.ioctl(fd, 0x40087602, struct.pack('l', 7))`;
+  const r = await h.run(['sh', '-c', `python3 -c "${setversion}" ${dir}/f 2>/dev/null; echo "setversion=$?"`]);
+  assert.equal(r.stdout, `setversion=${KILLED}\n`);
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule]), [['setversion', 'builtin.no_setversion']]);
+  // untagged: the ioctl is the file system's to answer (this one may refuse it), nobody is killed
+  assert.notEqual(spawnSync('python3', ['-c', setversion, join(dir, 'f')]).status, KILLED);
 });
 
 test('a rule for a deleted file does not deny a later file that gets its inode number', async (t) => {

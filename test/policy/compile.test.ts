@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { compileExec, type CompiledExec, type FileIdent } from '../../src/policy/compile.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { KEY_KIND, LAYOUT } from '../../src/kernel/layout.js';
+import { KEY_KIND, LAYOUT, VERDICT } from '../../src/kernel/layout.js';
 
-test('a credential file rewritten again and again: every earlier identity stays denied, at most 4096 of them', (t) => {
+test('a credential file rewritten again and again: every earlier identity stays denied; past 32768 the compile fails rather than drop one', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bridle-compile-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'token');
@@ -28,25 +28,52 @@ test('a credential file rewritten again and again: every earlier identity stays 
   assert.equal(c.carried.length, 0);
   for (generation = 1; generation <= 3; generation++) c = compileExec(policy, 0, 1, identify, c);
   assert.deepEqual(credIdents(c), [3, 0, 1, 2], 'what the path leads to now, then what it led to before, oldest first');
-  // with 4096 kept already, the oldest goes
-  const filler = c.carried.slice(0, 1).flatMap((e) =>
-    Array.from({ length: 4096 }, (_, i) => {
+  // None is dropped to make room: past 32768 the compile fails (the supervisor keeps the one in force).
+  const fill = (n: number) =>
+    Array.from({ length: n }, (_, i) => {
+      const e = c.carried[0]!;
       const key = Buffer.from(e.key);
       key.writeBigUInt64LE(7n | (BigInt(1_000_000 + i) << 32n), LAYOUT.bridle_ident_key.fields.dev);
       return { ...e, key, id: `i${key.toString('hex')}` };
-    }),
-  );
+    });
   const own = c.ident.slice(0, c.ident.length - c.carried.length);
-  c = { ...c, ident: [...own, ...filler], carried: filler };
-  c = compileExec(policy, 0, 1, identify, c);
-  const gens = credIdents(c);
-  assert.equal(gens[0], 4, 'what the path leads to now');
-  assert.equal(gens.length, 1 + 4096, 'and at most 4096 before it');
-  assert.equal(gens[1], 1_000_001, 'the oldest went');
-  assert.equal(gens.at(-1), 3, 'the one the path led to before is kept');
+  const full = fill(32767);
+  const k = compileExec(policy, 0, 1, identify, { ...c, ident: [...own, ...full], carried: full });
+  assert.equal(k.carried.length, 32768, 'the one the path led to before joined them');
+  assert.deepEqual(credIdents(k).slice(0, 2), [4, 1_000_000]);
+  assert.equal(credIdents(k).at(-1), 3);
+  generation = 5;
+  assert.throws(() => compileExec(policy, 0, 1, identify, k), /no longer where the policy names/);
   // the name rule is not carried: it is the same key every time
   const names = c.ident.filter((e) => e.key.readUInt32LE(LAYOUT.bridle_ident_key.fields.kind) === KEY_KIND.CRED_NAME);
   assert.equal(names.length, 1);
   // a compile without an earlier one (a reload) starts over
-  assert.deepEqual(credIdents(compileExec(policy, 0, 1, identify)), [4]);
+  assert.deepEqual(credIdents(compileExec(policy, 0, 1, identify)), [5]);
+});
+
+test('a file a deny rule named, moved to where an allow rule points, stays denied', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-compile-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const [a, b] = [join(dir, 'a'), join(dir, 'b')];
+  writeFileSync(a, 'x');
+  writeFileSync(b, 'y');
+  const policy = parsePolicy(`version: 1\nname: c\nexec:\n  default: deny\n  deny: [{ path: ${a} }]\n  allow: [{ path: ${b} }]\n`, 'c.yaml');
+  let moved = false;
+  const idOf = (n: bigint): FileIdent => ({ dev: 7n, ino: n, generation: 1 });
+  // then: a is inode 10, b is inode 20; now: `mv a b` made b inode 10, and a is a new file, inode 30
+  const identify = (paths: string[]) => paths.map((p) => (p === a ? idOf(moved ? 30n : 10n) : p === b ? idOf(moved ? 10n : 20n) : idOf(2n)));
+  const action = (c: CompiledExec, ino: bigint) =>
+    c.ident
+      .filter((e) => e.key.readUInt32LE(LAYOUT.bridle_ident_key.fields.kind) === KEY_KIND.EXEC && e.key.readBigUInt64LE(LAYOUT.bridle_ident_key.fields.ino) === ino)
+      .map((e) => e.value.readUInt32LE(LAYOUT.bridle_rule.fields.action) & 0xff);
+  const before = compileExec(policy, 0, 1, identify);
+  assert.deepEqual([action(before, 10n), action(before, 20n)], [[VERDICT.DENY], [VERDICT.ALLOW]]);
+  moved = true;
+  const after = compileExec(policy, 0, 1, identify, before);
+  assert.deepEqual(action(after, 10n), [VERDICT.DENY], 'the moved file: denied, not allowed by the rule for the path it now has');
+  assert.deepEqual(action(after, 30n), [VERDICT.DENY], 'the new file at the denied path');
+  // the next compile still tells its own entries from the carried ones
+  const again = compileExec(policy, 0, 1, identify, after);
+  assert.deepEqual(action(again, 10n), [VERDICT.DENY]);
+  assert.equal(again.ident.length, after.ident.length);
 });
