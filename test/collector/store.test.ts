@@ -323,3 +323,27 @@ test('a process whose events span batches is found in every chunk, and one known
   assert.equal(listed(), before);
   assert.deepEqual(await types(kids[2]!.event.exec_id), ['exec', 'exit']);
 });
+
+test('a process the store knows from before a reopen is the same row after it', async (t) => {
+  const path = join(tempDir(t), 'collector.db');
+  let store = new SqliteStore(path, { checkpointThread: false });
+  const h = new SyntheticHost('reopen-host');
+  let seq = 0;
+  const put = (evs: BridleEvent[]) =>
+    store.ingestNow('reopen-host', evs.map((ev) => ({ ev: { ...ev, seq: ++seq } as BridleEvent, tsMs: isoToMs(ev.ts), raw: encodeEvent({ ...ev, seq } as BridleEvent) })));
+  const { root, events } = h.startSession('reopen');
+  const parent = h.spawn(root, '/bin/sh', ['sh']);
+  const child = h.spawn(parent.proc, '/usr/bin/cc', ['cc']);
+  put([...events, child.event]); // the parent is a stub, known by its child
+  await store.close();
+  store = new SqliteStore(path, { checkpointThread: false });
+  defer(t, () => store.close());
+  put([parent.event, h.exit(parent.proc, 0)]);
+  const rows = store.db.prepare('SELECT count(*) AS n FROM processes WHERE exec_id = ?').get(parent.event.exec_id) as { n: number };
+  assert.equal(rows.n, 1, 'one row: the stub got its exec');
+  const lin = (await store.lineage(child.event.exec_id, 100))!;
+  const p = lin.processes.find((x) => x.exec_id === parent.event.exec_id)!;
+  assert.equal(p.relation, 'ancestor');
+  assert.equal(p.path, '/bin/sh');
+});
+
