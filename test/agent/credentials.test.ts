@@ -6,8 +6,8 @@ import { linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'nod
 import { waitFor } from '../../src/agent/run.js';
 import { KEY_KIND, LAYOUT } from '../../src/kernel/layout.js';
 import { join } from 'node:path';
-import { test } from 'node:test';
-import { ccHelper, harness, stopRuleWatches, tempDir, violations } from '../helpers/kernel.js';
+import { test, type TestContext } from 'node:test';
+import { ccHelper, harness, stopRuleWatches, tempDir, violations, type Harness } from '../helpers/kernel.js';
 
 const KILLED = 137;
 
@@ -142,15 +142,15 @@ credentials:
   assert.ok(r.events.some((e) => e.type === 'violation' && e.rule === 'credentials.files.deny[0]'));
 });
 
-test('a credential file rewritten by rename (a new inode), or first written after the policy was applied, is denied at once', async (t) => {
+/** A directory of secrets and a session harness whose policy denies `paths(dir)`. */
+function denyingFiles(t: TestContext, paths: (dir: string) => string[]): { dir: string; h: Harness } {
   const dir = tempDir(t);
   secrets(dir);
-  const h = harness(t, `version: 1
-name: creds-rewritten
-credentials:
-  files:
-    deny: [${join(dir, 'token.txt')}, ${join(dir, 'later.txt')}]
-`);
+  return { dir, h: harness(t, `version: 1\nname: creds\ncredentials:\n  files:\n    deny: [${paths(dir).join(', ')}]\n`) };
+}
+
+test('a credential file rewritten by rename (a new inode), or first written after the policy was applied, is denied at once', async (t) => {
+  const { dir, h } = denyingFiles(t, (d) => [join(d, 'token.txt'), join(d, 'later.txt')]);
   stopRuleWatches(h.sup); // decided by the rules the kernel holds: by each file's name in its directory
   // how tools write a credential file: a new file, renamed over the old one
   writeFileSync(join(dir, 'token.new'), 'ghp_rotated\n');
@@ -166,14 +166,7 @@ credentials:
 });
 
 test('a credentials directory the session moves away stays denied; one put at its path, and a file made in it later, are covered within moments', async (t) => {
-  const dir = tempDir(t);
-  secrets(dir);
-  const h = harness(t, `version: 1
-name: creds-moved
-credentials:
-  files:
-    deny: [${join(dir, 'secrets')}]
-`);
+  const { dir, h } = denyingFiles(t, (d) => [join(d, 'secrets')]);
   const before = h.sup.engine.policies.get(1)?.compiled;
   // the session renames the directory (no file in it is opened) and makes a new one at its path
   const mv = await h.run(['sh', '-c', `mv ${dir}/secrets ${dir}/moved && mkdir ${dir}/secrets; echo "mv=$?"`]);
