@@ -4,6 +4,7 @@
 // Then open+close of a file (every new descriptor is checked: credential files, /proc peeks): no sensor,
 // untagged, tagged without and with credentials.files.deny rules; and a system call that does nothing,
 // untagged, which shows what the syscall tracepoints cost every process on the host.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,21 @@ import { parsePolicy } from '../src/policy/load.js';
 const N = Number(process.env.BENCH_EXECS ?? 1500);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 // The loop times itself (ns, on stdout), so starting it (a session's setup, the held shim) is not measured.
-const LOOP = `s=$(date +%s%N); i=0; while [ $i -lt ${N} ]; do /bin/true; i=$((i+1)); done; echo $(( $(date +%s%N) - s ))`;
+// It prints its wall time (ns), then `times`: the CPU time (user, system) of the shell and of its children.
+const LOOP = `s=$(date +%s%N); i=0; while [ $i -lt ${N} ]; do /bin/true; i=$((i+1)); done; echo $(( $(date +%s%N) - s )); times`;
+
+/** A loop's wall time and CPU time (user + system, the shell's and every child's), in ms. */
+interface LoopTime {
+  wall: number;
+  cpu: number;
+}
+
+function loopTime(out: string): LoopTime {
+  const [wall, ...times] = out.split('\n');
+  const secs = [...times.join(' ').matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  if (secs.length !== 4) throw new Error(`loop printed no CPU times: ${out}`);
+  return { wall: Number(wall) / 1e6, cpu: secs.reduce((a, b) => a + b, 0) * 1000 };
+}
 
 function policyWith(rules: number): Policy {
   const p = parsePolicy('version: 1\nname: bench\nexec:\n  default: allow\n  deny:\n    - path: /usr/bin/wget\n', 'bench.yaml');
@@ -32,14 +47,14 @@ const ENV = { PATH: '/usr/bin:/bin' };
 
 // Untagged runs start the loop the way a session starts (the same held shim, environment and pipes, with
 // this process's event loop running), so the configurations differ only in the tag.
-async function timeUntagged(): Promise<number> {
+async function timeUntagged(): Promise<LoopTime> {
   const held = spawnHeld(['/bin/sh', '-c', LOOP], ENV, 'pipe');
   held.release();
-  return Number(await output(held, 'loop')) / 1e6;
+  return loopTime(await output(held, 'loop'));
 }
 
-async function timeTagged(sup: Supervisor, policyId: number): Promise<number> {
-  return Number(await output(sup.run(['/bin/sh', '-c', LOOP], { policyId, stdio: 'pipe', env: ENV }).held, 'tagged loop')) / 1e6;
+async function timeTagged(sup: Supervisor, policyId: number): Promise<LoopTime> {
+  return loopTime(await output(sup.run(['/bin/sh', '-c', LOOP], { policyId, stdio: 'pipe', env: ENV }).held, 'tagged loop'));
 }
 
 /** What a timed loop printed (its own measurement), once it exited successfully. */
@@ -177,22 +192,34 @@ async function bpfTimePerIteration(what: string, per: number, policies: Policy[]
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
-  const res: Record<string, number[]> = { none: [], untagged: [], tagged10: [], tagged100k: [] };
+  const times: Record<string, LoopTime[]> = { none: [], untagged: [], tagged10: [], tagged100k: [] };
   for (let r = 0; r < ROUNDS; r++) {
-    res.none!.push(await timeUntagged());
+    times.none!.push(await timeUntagged());
     const sup = Supervisor.open();
     try {
       sup.setPolicy(policyWith(10), 1);
       const t = Date.now();
       sup.setPolicy(policyWith(100_000), 2);
       if (r === 0) console.log(`compiled and loaded 100,000 rules in ${Date.now() - t} ms`);
-      res.untagged!.push(await timeUntagged());
-      res.tagged10!.push(await timeTagged(sup, 1));
-      res.tagged100k!.push(await timeTagged(sup, 2));
+      // Settle after compiling 100,000 rules (the collector of this process would otherwise run beside
+      // the first loop), and take the three in a different order each round, so that none always comes
+      // first after it.
+      await sleep(1000);
+      const runs: Array<[string, () => Promise<LoopTime>]> = [
+        ['untagged', () => timeUntagged()],
+        ['tagged10', () => timeTagged(sup, 1)],
+        ['tagged100k', () => timeTagged(sup, 2)],
+      ];
+      for (let i = 0; i < runs.length; i++) {
+        const [key, run] = runs[(i + r) % runs.length]!;
+        times[key]!.push(await run());
+      }
     } finally {
       await sup.close();
     }
   }
+  const res = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.map((x) => x.wall)]));
+  const cpu = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.map((x) => x.cpu)]));
   // Interference on a shared machine only ever adds time: the fastest run of each configuration is the
   // steadiest estimate of its cost; the median is printed beside it.
   const best = (xs: number[]) => Math.min(...xs);
@@ -209,6 +236,18 @@ async function main() {
   row('tagged, 10 rules', 'tagged10', '(target ≤ 1.03)');
   row('tagged, 100,000 rules', 'tagged100k', '(target ≤ 1.03)');
   console.log(`  100,000 rules vs 10 rules: ratio ${(median(res.tagged100k!) / median(res.tagged10!)).toFixed(3)} median, ${(best(res.tagged100k!) / best(res.tagged10!)).toFixed(3)} best run (target ≤ 1.00 ± noise)`);
+  // CPU time: what the loop's processes were given to run (user + system, BPF programs included), which
+  // a wait for a CPU another guest or process holds does not stretch the way it stretches wall time.
+  const cpuBase = median(cpu.none!);
+  console.log(`  CPU time of the loop and its children (user + system)   median     per exec   ratio`);
+  const cpuRow = (name: string, key: string, target: string) => {
+    const m = median(cpu[key]!);
+    console.log(`  ${name.padEnd(34)} ${m.toFixed(1).padStart(8)} ms  ${(1000 * m / N).toFixed(1).padStart(6)} µs  ${(m / cpuBase).toFixed(3)}  ${target}`);
+  };
+  cpuRow('no sensor', 'none', '');
+  cpuRow('sensor loaded, untagged', 'untagged', '(target ≤ 1.01)');
+  cpuRow('tagged, 10 rules', 'tagged10', '(target ≤ 1.03)');
+  cpuRow('tagged, 100,000 rules', 'tagged100k', '(target ≤ 1.03)');
   await bpfTimePerIteration(`fork+exec (no sensor: ${(1000 * base / N).toFixed(0)} µs)`, N, [policyWith(10), policyWith(100_000)], [
     ['untagged', () => timeUntagged()],
     ['tagged, 10 rules', (sup) => timeTagged(sup, 1)],
