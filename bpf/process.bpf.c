@@ -40,6 +40,9 @@ struct {
 
 #define SCRIPT_NAME_MAX 63
 
+extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, u64 value) __ksym __weak;
+static __always_inline void guard_report(struct bridle_tag *tag, u32 tgid, u64 key, u32 what, u32 verdict, u32 target, u32 gen);
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -64,6 +67,17 @@ int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 	nt.start = cstart;
 	bpf_map_update_elem(&tags, &ctgid, &nt, BPF_ANY);
 	session_ref(nt.session, 1, nt.policy, nt.flags);
+	/*
+	 * A new process sharing its creator's descriptor table (clone(CLONE_FILES) without CLONE_THREAD):
+	 * killing whichever of the two opens a denied file (or reaches a denied socket) would leave the
+	 * descriptor to the other. The new process is killed before it runs.
+	 */
+	if (BPF_CORE_READ(child, files) == BPF_CORE_READ(parent, files)) {
+		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+		if (verdict == BRIDLE_DENY && bpf_send_signal_task) /* a kfunc since Linux 6.13 */
+			bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
+		guard_report(&nt, ctgid, cstart, BRIDLE_GUARD_SHARED_FILES, verdict, ptgid, 0);
+	}
 	return 0;
 }
 
@@ -178,20 +192,17 @@ static __always_inline struct bridle_tag *current_tag(u32 *tgid, struct task_str
 	return tag_of(*tgid, *task);
 }
 
-/* Reports (and in enforce mode kills) a session process for a guarded act; target and gen as the guard says. */
-static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, struct bridle_tag *tag, u32 what, u32 target, u32 gen)
+/* A guard event: process tgid (image `key`) of `tag`'s session did `what`; target and gen as the guard says. */
+static __always_inline void guard_report(struct bridle_tag *tag, u32 tgid, u64 key, u32 what, u32 verdict, u32 target, u32 gen)
 {
-	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-	if (verdict == BRIDLE_DENY)
-		bpf_send_signal(SIGKILL);
 	struct bridle_guard_ev *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count_loss(BRIDLE_HOOK_GUARD);
-		return 0;
+		return;
 	}
 	hdr_fill(&ev->hdr, BRIDLE_EV_GUARD, sizeof(*ev));
 	ev->session = tag->session;
-	ev->key = proc_key(tgid, task);
+	ev->key = key;
 	ev->pid = tgid;
 	ev->what = what;
 	ev->verdict = verdict;
@@ -199,6 +210,15 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 	ev->gen = gen;
 	ev->pad = 0;
 	bpf_ringbuf_submit(ev, rb_flags(true));
+}
+
+/* Reports (and in enforce mode kills) a session process for a guarded act; target and gen as the guard says. */
+static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, struct bridle_tag *tag, u32 what, u32 target, u32 gen)
+{
+	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+	if (verdict == BRIDLE_DENY)
+		bpf_send_signal(SIGKILL);
+	guard_report(tag, tgid, proc_key(tgid, task), what, verdict, target, gen);
 	return 0;
 }
 
@@ -213,6 +233,13 @@ static __always_inline bool denied_by_rule(struct decision *d, struct bridle_pol
 	u32 gen = cfg->gen;
 	bool cred = kind == BRIDLE_KEY_CRED;
 	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
+	struct file *real = real_file(file);
+	if (real != file) {
+		/* through an overlay: the rules name the file beneath it (its own name, so hash that) */
+		file = real;
+		inode = BPF_CORE_READ(real, f_inode);
+		name_hash = dname_hash(BPF_CORE_READ(real, f_path.dentry));
+	}
 	if (consider(d, ident_rule(&exec_ident, gen, kind, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		return true;
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
@@ -528,7 +555,8 @@ int BPF_PROG(bridle_uring_submit, struct io_kiocb *req)
 	int kind = uring_open_kind(op);
 	if (!kind && op != bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
 		return 0;
-	if (BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP)
+	u64 flags = BPF_CORE_READ(req, flags);
+	if (flags & REQ_F_CQE_SKIP)
 		return guard(BRIDLE_GUARD_URING_UNSEEN, 0);
 	struct io_open *o = (void *)&req->cmd;
 	if (kind != URING_OPEN || !BPF_CORE_READ(o, file_slot))

@@ -378,8 +378,40 @@ static __always_inline struct bridle_policy_cfg *tag_policy(struct bridle_tag *t
 	return bpf_map_lookup_elem(&policies, &policy);
 }
 
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define BRIDLE_S_IFMT 00170000
+#define BRIDLE_S_IFREG 0100000
+
+/*
+ * The file an overlay file reads. Its inode, not the overlay's, is what rules name: an overlay a session
+ * mounts in a user and mount namespace of its own would otherwise show a denied file under an identity
+ * and directories no rule knows. Regular files only (an overlay directory keeps other data); at most two
+ * overlays deep (a deeper one keeps the identity it shows).
+ */
+static __always_inline struct file *real_file(struct file *file)
+{
+	for (int i = 0; i < 2; i++) {
+		struct inode *inode = BPF_CORE_READ(file, f_inode);
+		if (BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC ||
+		    (BPF_CORE_READ(inode, i_mode) & BRIDLE_S_IFMT) != BRIDLE_S_IFREG)
+			return file;
+		void *pd = BPF_CORE_READ(file, private_data);
+		struct file *real;
+		if (bpf_core_type_exists(struct ovl_file))
+			real = BPF_CORE_READ((struct ovl_file *)pd, realfile); /* Linux 6.13+ */
+		else
+			real = pd;
+		if (!real)
+			return file;
+		file = real;
+	}
+	return file;
+}
+
 static __always_inline void decide(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev)
 {
+	file = real_file(file); /* what runs: through an overlay, the file beneath it */
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
 	u32 gen = cfg ? cfg->gen : 0xffffffff; /* no policy: no rule matches, fileless still denied */
 	ev->gen = gen;
@@ -394,7 +426,7 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 		if (consider(d, &r, BRIDLE_RULE_FILELESS))
 			return;
 	}
-	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(BPF_CORE_READ(file, f_inode)), ev->ino), BRIDLE_RULE_PATH))
+	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		return;
 	/* the executed file's own name (fill_file read it): the hash argv: rules and name rules share */
 	u64 name_hash = FNV_OFF;

@@ -2,7 +2,7 @@
 // name, is killed before open() returns; untagged processes read the same files freely.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../../src/agent/run.js';
 import { KEY_KIND, LAYOUT } from '../../src/kernel/layout.js';
 import { join } from 'node:path';
@@ -119,6 +119,61 @@ test('io_uring opens of a denied credential file are decided too (also with no c
     ['uring_unseen', 'builtin.no_uring_unseen'],
     ['credential_file', 'credentials.files.deny[1]'],
   ]);
+});
+
+test('io_uring requests linked behind the open of a denied file (a read, then a write elsewhere, in the same submission) get none of it, run inline or by an io-wq worker', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const helper = ccHelper(t, join(import.meta.dirname, 'fixtures', 'uring_open.c'));
+  assert.ok(helper, 'cc builds the io_uring fixture');
+  // untagged: open, read and write in one submission copy the file
+  assert.equal(spawnSync(helper, [join(dir, 'token.txt'), 'chain', join(dir, 'copy0')], { encoding: 'utf8' }).status, 0);
+  assert.equal(readFileSync(join(dir, 'copy0'), 'utf8'), 'ghp_secret\n');
+  const h = harness(t, policy(dir));
+  const modes = ['chain', 'chain-fixed', 'chain-async', 'chain-fixed-async'];
+  const r = await h.run(['sh', '-c', modes.map((m) => `${helper} ${dir}/token.txt ${m} ${dir}/${m} >/dev/null; echo "${m}=$?"`).join('\n')]);
+  for (const m of modes) assert.doesNotMatch(readFileSync(join(dir, m), 'utf8'), /ghp_secret/, `${m}: nothing copied`);
+  assert.equal(r.stdout, modes.map((m) => `${m}=${KILLED}\n`).join(''));
+  // the open is checked when it completes (the kill cancels what is linked behind it); an open into a
+  // fixed slot is refused when submitted
+  const cred = ['credential_file', 'credentials.files.deny[1]'];
+  const fixed = ['uring_fixed_open', 'builtin.no_uring_fixed_open'];
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule]), [cred, fixed, cred, fixed]);
+});
+
+test('a process sharing its creator\'s descriptor table (clone(CLONE_FILES)) is killed as it is made: it would keep what the other is killed for', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const helper = ccHelper(t, join(import.meta.dirname, 'fixtures', 'shared_fds.c'));
+  assert.ok(helper, 'cc builds the fixture');
+  // untagged: the child reads what its creator opened
+  assert.equal(spawnSync(helper, [join(dir, 'token.txt')], { encoding: 'utf8' }).stdout, 'ghp_secret\n');
+  const h = harness(t, policy(dir));
+  const r = await h.run(['sh', '-c', `${helper} ${dir}/token.txt; echo "status=$?"; sleep 1.5`]);
+  assert.equal(r.stdout, `status=${KILLED}\n`, 'the creator killed for the open; the child never read');
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule]), [
+    ['shared_files', 'builtin.no_shared_files'],
+    ['credential_file', 'credentials.files.deny[1]'],
+  ]);
+});
+
+test('a credential file read through an overlay the session mounts is the file beneath it', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const aside = tempDir(t); // layers must not hold the mount point
+  mkdirSync(join(aside, 'empty'));
+  mkdirSync(join(aside, 'view'));
+  const h = harness(t, policy(dir));
+  // a read-only overlay of two lower layers, in a mount namespace of the session's own
+  const overlay = (lower: string, file: string) =>
+    `unshare -m sh -c 'mount -t overlay overlay -o lowerdir=${lower}:${aside}/empty ${aside}/view && cat ${aside}/view/${file}'`;
+  const r = await h.run(['sh', '-c', [
+    `${overlay(`${dir}/secrets`, 'key')}; echo "dir=$?"`,
+    `${overlay(dir, 'token.txt')}; echo "file=$?"`,
+    `${overlay(dir, 'other.txt')} >/dev/null; echo "other=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `dir=${KILLED}\nfile=${KILLED}\nother=0\n`);
+  assert.deepEqual(violations(r.events).map((e) => e.rule), ['credentials.files.deny[0]', 'credentials.files.deny[1]']);
 });
 
 test('a credential file that did not exist when the policy was applied is covered once it appears', async (t) => {

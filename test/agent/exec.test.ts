@@ -206,6 +206,25 @@ test('a file system mounted beneath a denied directory stays denied when the ses
   assert.deepEqual(r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]']);
 });
 
+test('a denied program run through an overlay the session mounts is the file beneath it', async (t) => {
+  const dir = tempDir(t);
+  const denied = join(dir, 'denied');
+  mkdirSync(denied);
+  mkdirSync(join(dir, 'empty'));
+  mkdirSync(join(dir, 'view'));
+  const h = harness(t, denying(`{ dir: ${denied} }, { path: /usr/bin/wget }`));
+  copyFileSync('/usr/bin/true', join(denied, 'prog')); // after: not among the files entered by identity
+  const overlay = (lower: string, run: string) =>
+    `unshare -m sh -c 'mount -t overlay overlay -o lowerdir=${lower}:${dir}/empty ${dir}/view && ${run}'`;
+  const r = await h.run(['sh', '-c', [
+    `${overlay(denied, `${dir}/view/prog`)}; echo "dir=$?"`,
+    `${overlay('/usr/bin', `${dir}/view/wget --version >/dev/null`)}; echo "path=$?"`,
+    `${overlay('/usr/bin', `${dir}/view/true`)}; echo "other=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `dir=${KILLED}\npath=${KILLED}\nother=0\n`);
+  assert.deepEqual(r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'exec.deny[1]']);
+});
+
 test('a session may not set a file\'s generation (identity rules are keyed by it)', async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, 'f'), 'x');
