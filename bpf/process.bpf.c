@@ -73,8 +73,9 @@ int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 	 * descriptor to the other. The new process is killed before it runs.
 	 */
 	if (BPF_CORE_READ(child, files) == BPF_CORE_READ(parent, files)) {
-		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-		if (verdict == BRIDLE_DENY && bpf_send_signal_task) /* a kfunc since Linux 6.13 */
+		/* the kfunc that signals another task exists since Linux 6.13: before, this is only reported */
+		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) || !bpf_send_signal_task ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+		if (verdict == BRIDLE_DENY)
 			bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
 		guard_report(&nt, ctgid, cstart, BRIDLE_GUARD_SHARED_FILES, verdict, ptgid, 0);
 	}
