@@ -65,7 +65,14 @@ int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	struct bridle_tag nt = *tag;
 	nt.start = cstart;
-	bpf_map_update_elem(&tags, &ctgid, &nt, BPF_ANY);
+	if (bpf_map_update_elem(&tags, &ctgid, &nt, BPF_ANY)) {
+		/* the tag table is full: the child would run outside every rule, so it does not run (enforce) */
+		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) || !bpf_send_signal_task ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+		if (verdict == BRIDLE_DENY)
+			bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
+		guard_report(&nt, ctgid, cstart, BRIDLE_GUARD_UNTAGGED_CHILD, verdict, ptgid, 0);
+		return 0;
+	}
 	session_ref(nt.session, 1, nt.policy, nt.flags);
 	/*
 	 * A new process sharing its creator's descriptor table (clone(CLONE_FILES) without CLONE_THREAD):

@@ -244,6 +244,7 @@ enum bridle_guard {
 	BRIDLE_GUARD_URING_UNSEEN = 12, /* an io_uring open or connect asked to post no completion: the checks run on completions */
 	BRIDLE_GUARD_SETVERSION = 13, /* set an inode's generation, which identity rules are keyed by */
 	BRIDLE_GUARD_SHARED_FILES = 14, /* a new process sharing its creator's descriptor table (target: the creator) */
+	BRIDLE_GUARD_UNTAGGED_CHILD = 15, /* a new process the full tag table had no room for (target: the creator) */
 };
 
 struct bridle_guard_ev {

@@ -54,7 +54,7 @@ export class Supervisor {
    * `orphans`: the caller already reaped dead supervisors' pins (bridle agent does, after reading their
    * events); otherwise that happens here first, and what is kept is said in the warnings.
    */
-  static open(tuning: { ringBytes?: number; maxPendingBytes?: number; orphans?: ReapReport } = {}): Supervisor {
+  static open(tuning: { ringBytes?: number; maxPendingBytes?: number; tagsMax?: number; orphans?: ReapReport } = {}): Supervisor {
     let sup: Supervisor | undefined;
     let orphans = tuning.orphans;
     let reapError: string | undefined;

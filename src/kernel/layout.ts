@@ -114,6 +114,7 @@ export const GUARDS: Record<number, [string, string, 'rule'?]> = {
   11: ['script', 'a session process ran a #! script an exec rule denies (its interpreter is allowed; the script is not)', 'rule'],
   6: ['uring_fixed_open', 'a session process opened a file into an io_uring fixed slot, which bridle cannot check against credentials.files.deny'],
   14: ['shared_files', "a session process made a process that shares its descriptor table (clone(CLONE_FILES)), which could keep a file or socket the other is killed for"],
+  15: ['untagged_child', 'a session process made a process when the tag table was full: it would have run outside every rule'],
   13: ['setversion', "a session process tried to set a file's generation (FS_IOC_SETVERSION), which bridle's identity rules are keyed by"],
   12: ['uring_unseen', 'a session process asked io_uring not to report an open or a connect (IOSQE_CQE_SKIP_SUCCESS), whose completion is what bridle checks'],
 };

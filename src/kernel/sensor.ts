@@ -51,6 +51,8 @@ export interface SensorOptions {
   obj?: string;
   /** Size of the event ring buffer in bytes (a power of two; default 16 MiB). */
   ringBytes?: number;
+  /** Processes the tag table holds (default 65,536; tests make it small to fill it). */
+  tagsMax?: number;
   /** How far JS may fall behind before the poller stops reading (then the kernel counts losses). */
   maxPendingBytes?: number;
   /** Called on the event loop with every decoded record, in ring-buffer order. */
@@ -92,6 +94,7 @@ export class Sensor extends LoadedObject {
     const s = new Sensor(obj, opts);
     try {
       if (opts.ringBytes) obj.setMaxEntries('events', opts.ringBytes);
+      if (opts.tagsMax) obj.setMaxEntries('tags', opts.tagsMax);
       // the key of the path hash that ends a #! script wait (bpf/include/sensor.h): unknown to sessions
       obj.setGlobal('path_key', randomBytes(8));
       setHostMountNs(obj);

@@ -237,6 +237,17 @@ test('a session may not set a file\'s generation (identity rules are keyed by it
   assert.notEqual(spawnSync('python3', ['-c', setversion, join(dir, 'f')]).status, KILLED);
 });
 
+test('a child the full tag table has no room for does not run (it would be outside every rule)', async (t) => {
+  const h = harness(t, denying(`{ path: /usr/bin/wget }`), { tagsMax: 32 });
+  // 48 children alive at once, each saying it ran
+  const r = await h.run(['bash', '-c', 'for i in $(seq 48); do (echo ran; sleep 2) & done; wait']);
+  const ran = r.stdout.split('\n').filter((l) => l === 'ran').length;
+  const v = violations(r.events, 'untagged_child');
+  assert.ok(v.length >= 16, `children past the table's 32 entries were stopped (${v.length})`);
+  assert.equal(ran + v.length, 48, 'every child either ran tagged or was stopped before it ran');
+  assert.ok(v.every((e) => e.rule === 'builtin.no_untagged_child' && e.verdict === 'deny'));
+});
+
 test('a rule for a deleted file does not deny a later file that gets its inode number', async (t) => {
   const dir = tempDir(t);
   const victim = join(dir, 'victim');

@@ -63,8 +63,8 @@ export interface Harness {
 }
 
 /** A Supervisor with `policyYaml` installed; closed (and checked for leftovers) when the test ends. */
-export function harness(t: TestContext, policyYaml: string): Harness {
-  const sup = Supervisor.open();
+export function harness(t: TestContext, policyYaml: string, tuning: Parameters<typeof Supervisor.open>[0] = {}): Harness {
+  const sup = Supervisor.open(tuning);
   const ours = programIdsOf(sup);
   const events: BridleEvent[] = [];
   sup.engine.addSink({ emit: (e) => events.push(e) });
