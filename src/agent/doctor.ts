@@ -120,6 +120,16 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
   add({ name: 'root', ok: isRoot, detail: isRoot ? 'running as root' : `running as uid ${process.getuid?.()}`, fix: 'run bridle as root (sudo bridle …): loading BPF needs CAP_BPF and CAP_SYS_ADMIN', required: true });
   const btf = existsSync('/sys/kernel/btf/vmlinux');
   add({ name: 'btf', ok: btf, detail: btf ? '/sys/kernel/btf/vmlinux' : 'no kernel BTF', fix: 'use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distro kernel since 2021 has it)', required: true });
+  // A kfunc is a function named in the kernel's BTF: its name is in the string section.
+  const signalTask = btf && readFileSync('/sys/kernel/btf/vmlinux').includes('\0bpf_send_signal_task\0');
+  add({
+    name: 'signal-task',
+    ok: signalTask,
+    detail: signalTask
+      ? 'bpf_send_signal_task: a session process the tag table has no room for, or one sharing its creator\'s descriptor table, is killed before it runs'
+      : 'no bpf_send_signal_task: such processes are only reported (would_deny)',
+    fix: 'needs Linux 6.13 or later',
+  });
   const bpffs = mounts().some((m) => m.type === 'bpf' && m.dir === '/sys/fs/bpf');
   add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (bridle mounts it when it starts: its pins keep sessions governed if bridle dies)', fix: 'mount -t bpf bpf /sys/fs/bpf' });
   if (bpffs && isRoot) {

@@ -20,6 +20,8 @@ test('doctor reports kernel features, the backend, and fixes', () => {
   const compat = rep.checks.find((c) => c.name === 'compat-syscalls')!;
   assert.match(compat.detail, /IA-32 emulation (on|off) \(an i386 program (runs|does not run)\)/);
   assert.equal(compat.ok, /emulation off/.test(compat.detail) && /no x32 ABI/.test(compat.detail));
+  // this kernel (6.18) has the kfunc that kills a process before it runs
+  assert.equal(rep.checks.find((c) => c.name === 'signal-task')?.ok, true);
   const lsm = rep.checks.find((c) => c.name === 'bpf-lsm')!;
   // the backend follows from what actually loaded
   assert.equal(rep.backend, lsm.ok ? 'bpf-lsm' : 'sigkill');
