@@ -28,6 +28,13 @@ typedef __s64 s64;
  */
 #define BRIDLE_DIR_DEPTH 256
 #define BRIDLE_RULE_ID_DEEP 2 /* rule id of `builtin.dir_depth` (index 2 of every compiled rule table) */
+/*
+ * argv[0] is the caller's to choose (`exec -a`): one this long may have pushed the words argv: rules look
+ * at past the BRIDLE_ARGS_MAX bytes copied. With the copy cut short, a policy with argv: deny rules denies
+ * the exec by `builtin.argv_unseen` (rule id 3).
+ */
+#define BRIDLE_ARGV0_MAX 512
+#define BRIDLE_RULE_ID_ARGV_UNSEEN 3
 
 /* Event types (bridle_hdr.type). */
 enum bridle_ev {
@@ -169,6 +176,8 @@ struct bridle_policy_cfg {
 /* it has exec deny dir: rules; it has credentials.files.deny directories (BRIDLE_DIR_DEPTH applies). */
 #define BRIDLE_CFG_EXEC_DIR_DENY (1u << 3)
 #define BRIDLE_CFG_CRED_DIRS (1u << 4)
+/* it has argv: deny rules. */
+#define BRIDLE_CFG_ARGV_DENY (1u << 5)
 
 /* Agents that start sessions by themselves (key: FNV-1a 64 of the exe basename, or ident). */
 struct bridle_agent {

@@ -308,7 +308,7 @@ struct argv_walk {
 	u32 words;
 	u32 len;
 	u32 policy;
-	u32 pad;
+	u32 len0; /* bytes of argv[0], once it ended within the copy */
 	struct bridle_rule hit;
 	u32 denied;
 	u32 allowed;
@@ -346,6 +346,8 @@ static long argv_step(u32 i, struct argv_walk *w)
 			return 0;
 	}
 	if (c == 0) {
+		if (w->words == 0)
+			w->len0 = i;
 		w->words++;
 		argv_rule(w, w->h);
 		if (!w->denied && w->hf != w->h)
@@ -362,11 +364,18 @@ static long argv_step(u32 i, struct argv_walk *w)
  * argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. argv[0] is chosen
  * by the caller (`exec -a`), so each prefix is also tried with the executed file's own name as word 0.
  */
-static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev, u64 name_hash)
+static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev, u64 name_hash, u32 flags)
 {
 	struct argv_walk w = { .h = FNV_OFF, .hf = name_hash, .len = ev->args_len, .policy = policy };
 	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
-	if (w.denied || w.allowed)
+	if (w.denied)
+		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
+	/* before an allow: the words a deny rule needs may be the ones a long argv[0] pushed out of the copy */
+	if ((ev->flags & BRIDLE_F_ARGS_TRUNC) && (flags & BRIDLE_CFG_ARGV_DENY) && (w.words == 0 || w.len0 > BRIDLE_ARGV0_MAX)) {
+		struct bridle_rule unseen = { .action = BRIDLE_DENY, .rule_id = BRIDLE_RULE_ID_ARGV_UNSEEN };
+		return consider(d, &unseen, BRIDLE_RULE_ARGV);
+	}
+	if (w.allowed)
 		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
 	return false;
 }
@@ -439,7 +448,7 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 	if ((flags & BRIDLE_CFG_EXEC_DENY) &&
 	    consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, BPF_CORE_READ(file, f_path.dentry), name_hash), BRIDLE_RULE_PATH))
 		return;
-	if (decide_argv(d, gen, ev, name_hash))
+	if (decide_argv(d, gen, ev, name_hash, flags))
 		return;
 	if (decide_dirs(d, gen, BRIDLE_KEY_EXEC, file, flags & BRIDLE_CFG_EXEC_DIR_DENY))
 		return;

@@ -28,6 +28,10 @@ export const CFG_EXEC_DIR_DENY = 1 << 3;
 export const CFG_CRED_DIRS = 1 << 4;
 /** Rule id of `builtin.dir_depth` (BRIDLE_RULE_ID_DEEP): index 2 of every compiled rule table. */
 export const RULE_ID_DEEP = 2;
+/** Rule id of `builtin.argv_unseen` (BRIDLE_RULE_ID_ARGV_UNSEEN): index 3. */
+export const RULE_ID_ARGV_UNSEEN = 3;
+/** bridle_policy_cfg.flags: the policy has argv: deny rules. */
+export const CFG_ARGV_DENY = 1 << 5;
 /** Directories above a file that dir: rules look at (BRIDLE_DIR_DEPTH). */
 export const DIR_DEPTH = 256;
 /** bridle_ident_key.kind: by identity; by name in a directory (deny rules only). */

@@ -3,7 +3,7 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CFG_CRED_DIRS, CFG_CRED_FILES, CFG_EXEC_DENY, CFG_EXEC_DIR_DENY, DIR_DEPTH, KEY_KIND, LAYOUT, MARK_LOADER, RULE_ID_DEEP, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
+import { CFG_ARGV_DENY, CFG_CRED_DIRS, CFG_CRED_FILES, CFG_EXEC_DENY, CFG_EXEC_DIR_DENY, DIR_DEPTH, KEY_KIND, LAYOUT, MARK_LOADER, RULE_ID_ARGV_UNSEEN, RULE_ID_DEEP, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
 import type { Action, ExecRule, Policy } from './types.js';
 
 export interface Entry {
@@ -25,7 +25,7 @@ export interface RuleRef {
 }
 
 export interface CompiledExec {
-  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless, 2 = builtin.dir_depth. */
+  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless, 2 = builtin.dir_depth, 3 = builtin.argv_unseen. */
   rules: RuleRef[];
   ident: Entry[];
   dirs: Entry[];
@@ -190,8 +190,9 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
     { id: 'exec.default', text: `default ${policy.exec.default}` },
     { id: 'exec.fileless', text: `fileless ${policy.exec.fileless}` },
     { id: 'builtin.dir_depth', text: `deny a file whose directories could not all be checked (more than about ${DIR_DEPTH - 6} deep, or opened by handle): a denied directory could be above it` },
+    { id: 'builtin.argv_unseen', text: 'deny an exec whose argv[0] (the caller chooses it) pushed the words argv: rules look at past the bytes the sensor copies' },
   ];
-  if (rules.length !== RULE_ID_DEEP + 1) throw new Error('builtin.dir_depth is not at BRIDLE_RULE_ID_DEEP');
+  if (rules[RULE_ID_DEEP]?.id !== 'builtin.dir_depth' || rules[RULE_ID_ARGV_UNSEEN]?.id !== 'builtin.argv_unseen') throw new Error('builtin rules out of place');
   const watched: CompiledExec['watched'] = [];
   // One entry per key: an explicit deny beats an explicit allow on the same identity or prefix.
   const ident = new Map<string, { key: Buffer; action: number; ruleId: number; loader?: boolean }>();
@@ -205,6 +206,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   // Exec deny rules by identity or directory (executable mappings and #! scripts are checked against them).
   let execDeny = false;
   let execDirDeny = false;
+  let argvDeny = false;
   // deny rules first so that, within one action, the first rule in the file is the one reported
   for (const r of [...policy.exec.deny, ...policy.exec.allow]) {
     const ruleId = rules.length;
@@ -245,6 +247,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       key.writeUInt32LE(Math.min(r.argv.length, 8), f.nargs);
       key.writeBigUInt64LE(argvHash(r.argv.slice(0, 8)), f.hash);
       put(argv, key, action, ruleId);
+      argvDeny ||= deny;
     }
   }
   // credentials.files.deny: the same identity tables under their own key kind, deny only. A directory
@@ -357,6 +360,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
         (credDirs ? CFG_CRED_DIRS : 0) |
         (execDeny ? CFG_EXEC_DENY : 0) |
         (execDirDeny ? CFG_EXEC_DIR_DENY : 0) |
+        (argvDeny ? CFG_ARGV_DENY : 0) |
         (keep ? keep.cfg.flags & (CFG_CRED_FILES | CFG_CRED_DIRS | CFG_EXEC_DENY | CFG_EXEC_DIR_DENY) : 0),
     },
     agents: { names, idents, list },

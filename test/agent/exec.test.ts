@@ -323,6 +323,20 @@ exec:
   assert.equal(push?.rule, 'exec.deny[1]');
 });
 
+test('an argv[0] long enough to push the words argv: rules need out of the copied bytes is denied', async (t) => {
+  const h = harness(t, denying(`{ argv: [git, push, --force] }`));
+  const pad = (n: number) => `$(printf 'x%.0s' $(seq ${n}))`;
+  const r = await h.run(['bash', '-c', [
+    `(exec -a ${pad(300)} git push --force nowhere 2>/dev/null); echo "short=$?"`,
+    `(exec -a ${pad(1100)} git push --force nowhere 2>/dev/null); echo "long=$?"`,
+    `(exec -a ${pad(1100)} git --version >/dev/null); echo "other=$?"`,
+    // long arguments after a short argv[0] are a command's own business
+    `git --version ${pad(2000)} >/dev/null; echo "longargs=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `short=${KILLED}\nlong=${KILLED}\nother=${KILLED}\nlongargs=0\n`);
+  assert.deepEqual(h.execs((e) => e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'builtin.argv_unseen', 'builtin.argv_unseen']);
+});
+
 test('a #! script a deny rule names does not run, though its interpreter is allowed (direct, relative, links of the same and of another name, #!/usr/bin/env)', async (t) => {
   const denied = tempDir(t, 'bridle-denied-');
   const elsewhere = tempDir(t, 'bridle-ok-');
