@@ -163,9 +163,11 @@ export class DnsResolver {
     const slot = this.o.policy(client.policy);
     const name = (q?.name ?? '').toLowerCase().replace(/\.$/, '');
     const hit = slot && name ? matchHost(slot.compiled, name) : undefined;
-    if (hit?.action === 'deny') {
+    // a name a host: deny rule matches; or, with network.dns.names: hosts, one no host: allow rule matches
+    const refusedBy = hit?.action === 'deny' ? hit.rule : hit === undefined && name ? slot?.compiled.namesRule : undefined;
+    if (refusedBy !== undefined) {
       const verdict: Verdict = slot!.monitor ? 'would_deny' : 'deny';
-      this.event(client, name, [], verdict, slot!.compiled.rules[hit.rule]?.id ?? '', undefined, slot!.name);
+      this.event(client, name, [], verdict, slot!.compiled.rules[refusedBy]?.id ?? '', undefined, slot!.name);
       if (verdict === 'deny') {
         this.stats.refused++;
         this.reply(sock, rinfo, refusal(query, RCODE.REFUSED));
@@ -202,7 +204,7 @@ export class DnsResolver {
     }
     if (name && (q?.type === 'A' || q?.type === 'AAAA' || addrs.length)) {
       const rule = hit?.action === 'allow' ? slot!.compiled.rules[hit.rule]?.id ?? '' : '';
-      const verdict: Verdict = hit?.action === 'deny' ? 'would_deny' : 'allow';
+      const verdict: Verdict = refusedBy !== undefined ? 'would_deny' : 'allow';
       this.event(client, name, addrs.map((a) => a.addr), verdict, rule, minTtl, slot?.name ?? '');
     }
     this.stats.answered++;

@@ -175,16 +175,20 @@ export function parsePolicy(text: string, file = '<policy>'): Policy {
     });
     return out;
   };
-  const dnsM = ctx.mapping(netM.get('dns'), 'network.dns', ['upstream', 'min_ttl']) ?? new Map();
+  const dnsM = ctx.mapping(netM.get('dns'), 'network.dns', ['upstream', 'min_ttl', 'names']) ?? new Map();
   const upstream = ctx.string(dnsM.get('upstream'), 'network.dns.upstream', { optional: true });
   // how long (s) an answered address stays allowed at least, whatever TTL the answer gave
   const minTtl = ctx.integer(dnsM.get('min_ttl'), 'network.dns.min_ttl', 1, 86_400);
+  // which names the resolver answers: any (unless a host: deny rule names it), or those host: allow rules name
+  const names = dnsM.has('names') ? ctx.oneOf(dnsM.get('names'), 'network.dns.names', ['any', 'hosts'] as const, 'any') : undefined;
   const network = {
     default: ctx.oneOf(netM.get('default'), 'network.default', ['allow', 'deny'] as const, 'allow'),
     allow: netRules('allow'),
     deny: netRules('deny'),
     unix: { deny: unixList('deny'), allow: unixList('allow') },
-    ...(upstream || minTtl !== undefined ? { dns: { ...(upstream ? { upstream } : {}), ...(minTtl !== undefined ? { minTtl } : {}) } } : {}),
+    ...(upstream || minTtl !== undefined || names
+      ? { dns: { ...(upstream ? { upstream } : {}), ...(minTtl !== undefined ? { minTtl } : {}), ...(names ? { names } : {}) } }
+      : {}),
   };
 
   // credentials

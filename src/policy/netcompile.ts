@@ -85,6 +85,8 @@ export interface CompiledNet {
   upstream?: string;
   /** network.dns.min_ttl, if the policy sets it. */
   minTtl?: number;
+  /** network.dns.names: hosts: the rule id the resolver names when it refuses a name no host: allow rule matches. */
+  namesRule?: number;
 }
 
 /** bridle_net_cfg.flags: MONITOR; DNS: port-53 UDP goes to bridle's resolver; NAMES: host: rules decide, so DNS
@@ -311,6 +313,11 @@ export function compileNet(policy: Policy): CompiledNet {
     rules.push({ id: `network.unix.allow[${i}]`, text: `allow unix ${path}` });
   });
 
+  let namesRule: number | undefined;
+  if (net.dns?.names === 'hosts') {
+    namesRule = rules.length;
+    rules.push({ id: 'network.dns.names', text: 'names hosts: the resolver answers only names a host: allow rule matches' });
+  }
   if (problems.length) throw new PolicyError(problems);
   const hasHosts = hostMatchers.length > 0;
   return {
@@ -333,6 +340,7 @@ export function compileNet(policy: Policy): CompiledNet {
     },
     ...(net.dns?.upstream ? { upstream: net.dns.upstream } : {}),
     ...(net.dns?.minTtl !== undefined ? { minTtl: net.dns.minTtl } : {}),
+    ...(namesRule !== undefined ? { namesRule } : {}),
   };
 }
 

@@ -50,7 +50,13 @@ export interface NetworkPolicy {
   deny: NetRule[];
   unix: { deny: string[]; allow: string[] };
   /** Upstream resolver for host: rules; default: the first nameserver in /etc/resolv.conf. */
-  dns?: { upstream?: string; /** seconds an answered address stays allowed at least */ minTtl?: number };
+  dns?: {
+    upstream?: string;
+    /** seconds an answered address stays allowed at least */
+    minTtl?: number;
+    /** `hosts`: the resolver answers only names a host: allow rule matches (names cannot carry data out) */
+    names?: 'any' | 'hosts';
+  };
 }
 
 export interface CredentialsPolicy {

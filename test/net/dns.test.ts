@@ -115,3 +115,28 @@ network:
   assert.equal(late?.verdict, 'deny');
   assert.equal(late?.rule, 'network.default');
 });
+
+test('host: with network.dns.names: hosts, the resolver answers only names a host: allow rule matches (names cannot carry data out)', async (t) => {
+  const port = await tcpServer(t, '127.0.0.7');
+  const up = await dnsServer(t, {
+    'api.example.test': { A: ['127.0.0.7'] },
+    'c2vjcmv0.exfil.test': { A: ['127.0.0.9'] },
+  });
+  const h = await netHarness(t, `version: 1
+name: net-names
+network:
+  default: deny
+  allow:
+    - host: api.example.test
+      ports: [${port}]
+  dns:
+    upstream: 127.0.0.1:${up.port}
+    names: hosts
+`);
+  const r = await probe(h, ['dns', 'c2vjcmv0.exfil.test', '127.0.0.53', 'dns', 'api.example.test', '127.0.0.53', 'tcp', '127.0.0.7', `${port}`]);
+  assert.deepEqual(r.results, ['rcode5', '127.0.0.7', 'ok']);
+  assert.ok(!up.queries.some((q) => q.includes('exfil')), 'the name never left the host');
+  const d = dnsEvents(r.events).find((e) => e.name === 'c2vjcmv0.exfil.test');
+  assert.equal(d?.verdict, 'deny');
+  assert.equal(d?.rule, 'network.dns.names');
+});

@@ -164,3 +164,12 @@ network:
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('network.dns.names is any or hosts; anything else is named with its position', () => {
+  const p = parsePolicy('version: 1\nname: n\nnetwork:\n  dns:\n    names: hosts\n', 'p.yaml');
+  assert.equal(p.network.dns?.names, 'hosts');
+  assert.equal(parsePolicy('version: 1\nname: n\n', 'p.yaml').network.dns?.names, undefined);
+  const bad = problems('version: 1\nname: n\nnetwork:\n  dns:\n    names: some\n');
+  assert.equal(bad.length, 1);
+  assert.match(bad[0]!, /^p\.yaml:5:12: .*network\.dns\.names/);
+});
