@@ -38,10 +38,23 @@ struct {
 	__type(value, struct script_wait_v);
 } script_wait SEC(".maps");
 
-#define SCRIPT_NAME_MAX 63
+#define SCRIPT_NAME_MAX (BRIDLE_DNAME_MAX - 1) /* as name_fnv hashes a file's name */
 
 extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, u64 value) __ksym __weak;
 static __always_inline void guard_report(struct bridle_tag *tag, u32 tgid, u64 key, u32 what, u32 verdict, u32 target, u32 gen);
+
+/*
+ * A session's new process (`child`, tgid ctgid, image key `key`, made by `creator`) that must not run:
+ * killed before its first instruction (enforce mode) and reported. The kfunc that signals a task other
+ * than the caller exists since Linux 6.13; before, this is only reported (would_deny).
+ */
+static __always_inline void refuse_child(struct bridle_tag *tag, struct task_struct *child, u32 ctgid, u64 key, u32 what, u32 creator)
+{
+	u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) || !bpf_send_signal_task ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+	if (verdict == BRIDLE_DENY)
+		bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
+	guard_report(tag, ctgid, key, what, verdict, creator, 0);
+}
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
@@ -66,26 +79,18 @@ int BPF_PROG(bridle_fork, struct task_struct *parent, struct task_struct *child)
 	struct bridle_tag nt = *tag;
 	nt.start = cstart;
 	if (bpf_map_update_elem(&tags, &ctgid, &nt, BPF_ANY)) {
-		/* the tag table is full: the child would run outside every rule, so it does not run (enforce) */
-		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) || !bpf_send_signal_task ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-		if (verdict == BRIDLE_DENY)
-			bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
-		guard_report(&nt, ctgid, cstart, BRIDLE_GUARD_UNTAGGED_CHILD, verdict, ptgid, 0);
+		/* the tag table is full: the child would run outside every rule */
+		refuse_child(&nt, child, ctgid, cstart, BRIDLE_GUARD_UNTAGGED_CHILD, ptgid);
 		return 0;
 	}
 	session_ref(nt.session, 1, nt.policy, nt.flags);
 	/*
 	 * A new process sharing its creator's descriptor table (clone(CLONE_FILES) without CLONE_THREAD):
 	 * killing whichever of the two opens a denied file (or reaches a denied socket) would leave the
-	 * descriptor to the other. The new process is killed before it runs.
+	 * descriptor to the other.
 	 */
-	if (BPF_CORE_READ(child, files) == BPF_CORE_READ(parent, files)) {
-		/* the kfunc that signals another task exists since Linux 6.13: before, this is only reported */
-		u32 verdict = (nt.flags & BRIDLE_TAG_MONITOR) || !bpf_send_signal_task ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-		if (verdict == BRIDLE_DENY)
-			bpf_send_signal_task(child, SIGKILL, PIDTYPE_TGID, 0);
-		guard_report(&nt, ctgid, cstart, BRIDLE_GUARD_SHARED_FILES, verdict, ptgid, 0);
-	}
+	if (BPF_CORE_READ(child, files) == BPF_CORE_READ(parent, files))
+		refuse_child(&nt, child, ctgid, cstart, BRIDLE_GUARD_SHARED_FILES, ptgid);
 	return 0;
 }
 
@@ -165,9 +170,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 
 	struct decision d;
 	decide(&d, tag->policy, file, ev);
-	struct bridle_policy_cfg *pc = tag_policy(tag);
-	struct bridle_rule *loader = pc ? ident_rule(&exec_ident, pc->gen, BRIDLE_KEY_EXEC, ident_dev(BPF_CORE_READ(file, f_inode)), ev->ino) : NULL;
-	if (d.verdict == BRIDLE_ALLOW && loader && (loader->action & BRIDLE_MARK_LOADER)) {
+	if (d.verdict == BRIDLE_ALLOW && d.loader) {
 		/* The dynamic loader run as a program: the program it maps next is decided like an exec. */
 		np.flags |= BRIDLE_F_LOADER;
 		ev->flags |= BRIDLE_F_LOADER;
@@ -232,26 +235,21 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 
 /*
  * Does a deny rule of `kind` (BRIDLE_KEY_EXEC or BRIDLE_KEY_CRED) name this file: by identity, by its name
- * in its directory (`name_hash`: dname_hash), or by a directory above it? Allow rules do not matter to
- * the callers (credential files and executable code are refused by deny rules only).
+ * in its directory, or by a directory above it? Through an overlay, the file beneath it is what is decided.
+ * Allow rules do not matter to the callers (credential files and executable code are refused by deny
+ * rules only).
  */
-static __always_inline bool denied_by_rule(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file,
-					   struct inode *inode, u64 name_hash)
+static __always_inline bool denied_by_rule(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file)
 {
 	u32 gen = cfg->gen;
 	bool cred = kind == BRIDLE_KEY_CRED;
 	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
-	struct file *real = real_file(file);
-	if (real != file) {
-		/* through an overlay: the rules name the file beneath it (its own name, so hash that) */
-		file = real;
-		inode = BPF_CORE_READ(real, f_inode);
-		name_hash = dname_hash(BPF_CORE_READ(real, f_path.dentry));
-	}
+	file = real_file(file);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	if (consider(d, ident_rule(&exec_ident, gen, kind, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		return true;
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	if (consider(d, name_rule(gen, cred ? BRIDLE_KEY_CRED_NAME : BRIDLE_KEY_EXEC_NAME, dentry, name_hash), BRIDLE_RULE_PATH))
+	if (consider(d, name_rule(gen, cred ? BRIDLE_KEY_CRED_NAME : BRIDLE_KEY_EXEC_NAME, dentry, dname_hash(dentry)), BRIDLE_RULE_PATH))
 		return true;
 	return decide_dirs(d, gen, kind, file, cfg->flags & (cred ? BRIDLE_CFG_CRED_DIRS : BRIDLE_CFG_EXEC_DIR_DENY));
 }
@@ -279,8 +277,7 @@ static __always_inline int exec_map(struct task_struct *task, u32 tgid, struct b
 		if (cfg->fileless_action != BRIDLE_DENY || shared)
 			return 0;
 		d.rule_id = cfg->fileless_rule;
-	} else if (!(cfg->flags & BRIDLE_CFG_EXEC_DENY) ||
-		   !denied_by_rule(&d, cfg, BRIDLE_KEY_EXEC, file, inode, dname_hash(BPF_CORE_READ(file, f_path.dentry)))) {
+	} else if (!(cfg->flags & BRIDLE_CFG_EXEC_DENY) || !denied_by_rule(&d, cfg, BRIDLE_KEY_EXEC, file)) {
 		return 0;
 	}
 	return guard_refuse(task, tgid, tag, what, d.rule_id, gen);
@@ -440,13 +437,10 @@ static __always_inline int opened(long ret, int path_arg)
 	if (peek)
 		return guard_refuse(task, tgid, tag, peek, target, 0);
 	/* A credential file first: a file of the awaited script's name is still a file the session may not read. */
-	struct script_wait_v *w = bpf_map_lookup_elem(&script_wait, &tgid);
-	if (!cred && !w)
-		return 0;
-	u64 fname = dname_hash(BPF_CORE_READ(file, f_path.dentry));
 	struct decision d;
-	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file, inode, fname))
+	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file))
 		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, cfg->gen);
+	struct script_wait_v *w = bpf_map_lookup_elem(&script_wait, &tgid);
 	if (!w)
 		return 0;
 	u64 name = w->name, path = w->path;
@@ -457,7 +451,7 @@ static __always_inline int opened(long ret, int path_arg)
 		bpf_map_delete_elem(&script_wait, &tgid);
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	}
-	if (fname == name || (have && given.h == name))
+	if (dname_hash(BPF_CORE_READ(file, f_path.dentry)) == name || (have && given.h == name))
 		return exec_map(task, tgid, tag, cfg, file, false, BRIDLE_GUARD_SCRIPT);
 	return 0;
 }
@@ -563,8 +557,7 @@ int BPF_PROG(bridle_uring_submit, struct io_kiocb *req)
 	int kind = uring_open_kind(op);
 	if (!kind && op != bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
 		return 0;
-	u64 flags = BPF_CORE_READ(req, flags);
-	if (flags & REQ_F_CQE_SKIP)
+	if (BPF_CORE_READ(req, flags) & REQ_F_CQE_SKIP)
 		return guard(BRIDLE_GUARD_URING_UNSEEN, 0);
 	struct io_open *o = (void *)&req->cmd;
 	if (kind != URING_OPEN || !BPF_CORE_READ(o, file_slot))

@@ -170,6 +170,7 @@ struct decision {
 	u32 rule_kind;
 	u32 rule_id;
 	u32 have_allow;
+	u32 loader; /* decide(): the executed file is a dynamic loader (BRIDLE_MARK_LOADER on its identity) */
 };
 
 /* Deny beats allow beats default: remember the first allow, stop at the first deny. */
@@ -269,18 +270,27 @@ static __always_inline bool decide_dirs(struct decision *d, u32 policy, u32 kind
 	return w.end == 2;
 }
 
-/* FNV-1a of the first 63 bytes of a file's name in its directory (names longer than that share a hash). */
-static __always_inline u64 dname_hash(struct dentry *dentry)
+/*
+ * FNV-1a of a file's name (`len` bytes, or up to a NUL), of its first BRIDLE_DNAME_MAX - 1 bytes: names
+ * longer than that share a hash. Name rules, argv: rules' word 0 and the #! script wait all hash names so.
+ */
+static __always_inline u64 name_fnv(const char *name, u32 len)
 {
-	char name[BRIDLE_DNAME_MAX] = {};
-	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
 	u64 h = FNV_OFF;
-	for (int i = 0; i < BRIDLE_DNAME_MAX - 1; i++) {
-		if (!name[i])
+	for (u32 i = 0; i < BRIDLE_DNAME_MAX - 1; i++) {
+		if (i >= len || !name[i])
 			break;
 		fnv(&h, name[i]);
 	}
 	return h;
+}
+
+/* name_fnv of a dentry's name. */
+static __always_inline u64 dname_hash(struct dentry *dentry)
+{
+	char name[BRIDLE_DNAME_MAX] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
+	return name_fnv(name, BRIDLE_DNAME_MAX);
 }
 
 /* A deny rule on the file's name in its directory (BRIDLE_KEY_EXEC_NAME / BRIDLE_KEY_CRED_NAME). */
@@ -428,6 +438,7 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 	d->rule_kind = BRIDLE_RULE_DEFAULT;
 	d->rule_id = cfg ? cfg->default_rule : 0;
 	d->have_allow = 0;
+	d->loader = 0;
 
 	if (ev->nlink == 0) {
 		u32 act = cfg ? cfg->fileless_action : BRIDLE_DENY;
@@ -435,15 +446,12 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 		if (consider(d, &r, BRIDLE_RULE_FILELESS))
 			return;
 	}
-	if (consider(d, ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
+	struct bridle_rule *id = ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(inode), BPF_CORE_READ(inode, i_ino));
+	d->loader = id && (id->action & BRIDLE_MARK_LOADER);
+	if (consider(d, id, BRIDLE_RULE_PATH))
 		return;
 	/* the executed file's own name (fill_file read it): the hash argv: rules and name rules share */
-	u64 name_hash = FNV_OFF;
-	for (u32 i = 0; i < BRIDLE_DNAME_MAX; i++) {
-		if (i >= ev->dname_len)
-			break;
-		fnv(&name_hash, ev->dname[i]);
-	}
+	u64 name_hash = name_fnv(ev->dname, ev->dname_len);
 	u32 flags = cfg ? cfg->flags : 0;
 	if ((flags & BRIDLE_CFG_EXEC_DENY) &&
 	    consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, BPF_CORE_READ(file, f_path.dentry), name_hash), BRIDLE_RULE_PATH))

@@ -7,7 +7,7 @@ import { HOST, newSessionNumber, execId, sessionName } from './ids.js';
 import type { Stamp } from './report.js';
 import { spawnHeld, type HeldChild } from './spawn.js';
 import { sessionEnv } from './env.js';
-import { Sensor } from '../kernel/sensor.js';
+import { Sensor, type SensorOptions } from '../kernel/sensor.js';
 import { TAG_MONITOR } from '../kernel/layout.js';
 import { compileExec, identString, type CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
@@ -54,7 +54,7 @@ export class Supervisor {
    * `orphans`: the caller already reaped dead supervisors' pins (bridle agent does, after reading their
    * events); otherwise that happens here first, and what is kept is said in the warnings.
    */
-  static open(tuning: { ringBytes?: number; maxPendingBytes?: number; tagsMax?: number; orphans?: ReapReport } = {}): Supervisor {
+  static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport } = {}): Supervisor {
     let sup: Supervisor | undefined;
     let orphans = tuning.orphans;
     let reapError: string | undefined;
@@ -128,9 +128,9 @@ export class Supervisor {
    * elsewhere, a file made later in a credentials directory (whose files are entered by identity, so that a
    * hard link elsewhere is the same file). Watch the directory holding each path (or the nearest one that
    * exists on the way), and credentials directories throughout; when a path leads somewhere else than
-   * when compiled, or a credentials directory's contents change, the policy is compiled and applied
-   * again, within moments rather than at the next reload. When a missing path only gets a step closer,
-   * just the watches move.
+   * when compiled, a missing path gets a step closer (its directory may now take a name rule), or a
+   * credentials directory gains or loses files, the policy is compiled and applied again (which moves
+   * the watches), within moments rather than at the next reload.
    */
   private watchRules(id: number, policy: Policy, watched: CompiledExec['watched']): void {
     for (const w of this.ruleWatch.get(id) ?? []) w.close();

@@ -186,6 +186,17 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   const known = new Map<string, FileIdent | undefined>();
   identify(named).forEach((id, i) => known.set(named[i]!, id));
   const one = (path: string): FileIdent | undefined => (known.has(path) ? known.get(path) : identify([path])[0]);
+  let mountPoints: string[] | undefined; // read once, when a denied directory first asks
+  // What lies beneath a denied directory, entered under its rule: the roots of file systems mounted
+  // beneath it (dirs), and its files by identity (a hard link to one of them elsewhere is outside it).
+  const denyBeneath = (dir: string, kind: number, ruleId: number): void => {
+    mountPoints ??= mountTable();
+    for (const m of mountsBeneath(dir, mountPoints)) {
+      const root = one(m);
+      if (root) put(dirs, identKey(gen, root, kind), VERDICT.DENY, ruleId);
+    }
+    for (const f of filesBeneath(dir, DIR_FILES, identify)) put(ident, identKey(gen, f, kind), VERDICT.DENY, ruleId);
+  };
   const rules: RuleRef[] = [
     { id: 'exec.default', text: `default ${policy.exec.default}` },
     { id: 'exec.fileless', text: `fileless ${policy.exec.fileless}` },
@@ -231,15 +242,9 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       if (deny) watched.push({ path: r.dir, ident: identString(id) });
       if (!id) continue; // a dir that does not exist contains nothing to decide yet
       put(dirs, identKey(gen, id), action, ruleId);
-      // what is mounted beneath a denied directory is beneath it, also when bind mounted elsewhere
-      if (deny) for (const m of mountsBeneath(r.dir)) {
-        const root = one(m);
-        if (root) put(dirs, identKey(gen, root), action, ruleId);
-      }
+      if (deny) denyBeneath(r.dir, KEY_KIND.EXEC, ruleId);
       execDeny ||= deny;
       execDirDeny ||= deny;
-      // The files in a denied directory by identity too: a hard link to one of them elsewhere is outside it.
-      if (deny) for (const f of filesBeneath(r.dir, EXEC_DIR_FILES, identify)) put(ident, identKey(gen, f), action, ruleId);
     } else {
       const f = LAYOUT.bridle_argv_key.fields;
       const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
@@ -287,12 +292,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       if (!st.isDirectory()) continue;
       credDirs = true;
       put(dirs, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
-      for (const m of mountsBeneath(abs)) {
-        const root = one(m);
-        if (root) put(dirs, identKey(gen, root, KEY_KIND.CRED), VERDICT.DENY, ruleId);
-      }
-      // The files in it by identity too: a hard link to one of them elsewhere is outside the directory.
-      for (const f of filesBeneath(abs, CRED_DIR_FILES, identify)) put(ident, identKey(gen, f, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+      denyBeneath(abs, KEY_KIND.CRED, ruleId);
     }
   });
 
@@ -408,34 +408,41 @@ const carryId = (dir: boolean, e: Entry): string => `${dir ? 'd' : 'i'}${e.key.t
 /** Most deny entries kept from earlier compiles (the rule tables hold 262,144 entries, two generations at a switch). */
 const CARRY_MAX = 32768;
 
-/**
- * Mount points beneath `dir` (in bridle's mount namespace). A dir: walk from a file on such a mount
- * reaches the mount's root and then where it is mounted; the same file system mounted elsewhere as well
- * (a bind mount a session makes) would lead the walk past `dir`, so each such mount's root is entered
- * as a directory of the rule too.
- */
-function mountsBeneath(dir: string): string[] {
-  let real: string;
+/** The mount points of bridle's mount namespace (/proc/self/mountinfo, octal escapes undone). */
+function mountTable(): string[] {
   let info: string;
   try {
-    real = realpathSync(dir);
     info = readFileSync('/proc/self/mountinfo', 'utf8');
   } catch {
     return [];
   }
-  const prefix = real === '/' ? '/' : `${real}/`;
-  const out: string[] = [];
-  for (const line of info.split('\n')) {
-    const point = line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (point && point !== real && point.startsWith(prefix)) out.push(point);
-  }
-  return out;
+  return info
+    .split('\n')
+    .map((line) => line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((p): p is string => !!p);
 }
 
-/** Most files a credentials directory contributes by identity (a credentials directory is small). */
-const CRED_DIR_FILES = 4096;
-/** Most files a denied exec directory contributes by identity (beyond that, its files are denied by place only). */
-const EXEC_DIR_FILES = 4096;
+/**
+ * Mount points beneath `dir`. A dir: walk from a file on such a mount reaches the mount's root and then
+ * where it is mounted; the same file system mounted elsewhere as well (a bind mount a session makes)
+ * would lead the walk past `dir`, so each such mount's root is entered as a directory of the rule too.
+ */
+function mountsBeneath(dir: string, points: string[]): string[] {
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    return [];
+  }
+  const prefix = real === '/' ? '/' : `${real}/`;
+  return points.filter((p) => p !== real && p.startsWith(prefix));
+}
+
+/**
+ * Most files a denied directory contributes by identity (a credentials directory is small; beyond this,
+ * the files of a denied exec directory are denied by place only).
+ */
+const DIR_FILES = 4096;
 
 /** Identities of the regular files beneath `dir` (not following symlinks), at most `max`. */
 function filesBeneath(dir: string, max: number, identify: Identify): FileIdent[] {
