@@ -2,12 +2,13 @@
 // ListHosts / FindProcesses (incident responders). One process, an embedded SQLite store by default.
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
-import { decodeForStore, num, tsFromPb, tsToPb, VERDICT_NAMES } from '../events/proto.js';
+import { tsFromPb, tsToPb, VERDICT_NAMES } from '../events/proto.js';
 import type { EventFilter } from '../events/query.js';
 import type { Verdict } from '../events/types.js';
 import { Hub, type Subscriber } from './hub.js';
-import { SqliteStore } from './sqlite.js';
-import type { EventStore, IngestItem, IngestResult, LineageNode, ProcessRow, SessionRow, StoredEvent } from './store.js';
+import { freshEvents, ingestMessages } from './ingest.js';
+import { ThreadedSqliteStore, type MessageStore } from './store-thread.js';
+import type { EventStore, LineageNode, ProcessRow, SessionRow, StoredEvent } from './store.js';
 import { peerIdentity, ROLE_AGENT, ROLE_QUERY, serverCredentials, TokenSet, type TlsFiles } from './tls.js';
 import {
   collectorServerDefinition,
@@ -101,8 +102,11 @@ function sessionToWire(s: SessionRow) {
   };
 }
 
-/** Batches already queued on an ingest stream are stored in one transaction, up to this many events. */
-const GROUP_EVENTS = 10_000;
+/**
+ * Messages already queued on an ingest stream are stored in one transaction, up to this many bytes (about
+ * 10,000 events).
+ */
+const GROUP_BYTES = 2 * 1024 * 1024;
 /**
  * A stream commits at most this often while its groups are small (a steady agent sends a batch every
  * 20 ms): each index page a commit touches is written to the WAL once per commit, so fewer commits cost
@@ -142,7 +146,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     log.warn('INSECURE: collector without TLS; any peer can write events as any host and read them with a token');
   }
   const tokens = new TokenSet(opts.queryTokens ?? []);
-  const store = opts.store ?? new SqliteStore(opts.dbPath, opts.sync ? { sync: opts.sync } : {});
+  // The embedded store runs on its own thread; a store given here runs on this one.
+  const store: EventStore & Partial<MessageStore> = opts.store ?? (await ThreadedSqliteStore.open(opts.dbPath, opts.sync ? { sync: opts.sync } : {}));
+  const messages: MessageStore = store.ingestMessages
+    ? (store as MessageStore)
+    : { ingestMessages: (h, msgs, lim) => ingestMessages(store, h, msgs, lim, true) };
   const hub = new Hub();
   const counters = { streams: 0, stored: 0, duplicates: 0, rejected: 0 };
   const ingestCalls = new Set<grpc.ServerDuplexStream<Buffer, object>>();
@@ -210,109 +218,45 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       if (!finished) call.write(msg);
     };
 
-    /** A batch decoded and checked, waiting to be stored (with the batches queued after it, in one go). */
-    interface Pending {
-      lastSeq: number;
-      items: IngestItem[];
-      rejected: number;
-      firstError: string;
-    }
-
-    /**
-     * Reads one message: a batch to store, or the reply to send (sent by the caller after the batches
-     * before it, so that acknowledgements leave in the order of the messages), or nothing when the
-     * stream was ended.
-     */
-    const prepare = async (buf: Buffer): Promise<Pending | { reply: object } | undefined> => {
+    /** The stream's first message: Hello, checked against the peer's certificate; then Welcome. */
+    const hello = async (buf: Buffer): Promise<void> => {
       let req;
       try {
         req = decodeIngestRequest(buf);
       } catch (err) {
-        if (!host) return void finish(fail(grpc.status.INVALID_ARGUMENT, `malformed first message: ${(err as Error).message}`));
-        counters.rejected++;
-        await store.addRejected(host, 1);
-        log.warn({ host, peer, err: (err as Error).message }, 'refused a malformed ingest message');
-        return { reply: { ack: { last_seq: 0, rejected: 1, error: `malformed message: ${(err as Error).message}` } } };
+        return finish(fail(grpc.status.INVALID_ARGUMENT, `malformed first message: ${(err as Error).message}`));
       }
-      if (req.kind === 'hello') {
-        if (host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'Hello sent twice on one stream'));
-        const claimed = req.hello?.host ?? '';
-        if (!claimed) return void finish(fail(grpc.status.INVALID_ARGUMENT, 'Hello.host is empty'));
-        if (opts.tls) {
-          if (id.role !== ROLE_AGENT) {
-            return void finish(fail(grpc.status.PERMISSION_DENIED, `certificate ${id.names[0] ?? '?'} has no agent role (OU=${ROLE_AGENT}); it cannot write events`));
-          }
-          if (!id.names.includes(claimed)) {
-            log.warn({ peer, names: id.names, claimed }, 'refused: host certificate tried to write as another host');
-            return void finish(fail(grpc.status.PERMISSION_DENIED, `certificate for ${id.names.join(', ')} cannot write events as host '${claimed}'`));
-          }
+      if (req.kind !== 'hello') return finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
+      const claimed = req.hello?.host ?? '';
+      if (!claimed) return finish(fail(grpc.status.INVALID_ARGUMENT, 'Hello.host is empty'));
+      if (opts.tls) {
+        if (id.role !== ROLE_AGENT) {
+          return finish(fail(grpc.status.PERMISSION_DENIED, `certificate ${id.names[0] ?? '?'} has no agent role (OU=${ROLE_AGENT}); it cannot write events`));
         }
-        host = claimed;
-        log.info({ host, peer, agent_version: req.hello?.agent_version, spool: req.hello?.spool_id }, 'agent connected');
-        return {
-          reply: { welcome: { host, last_seq: await store.lastSeq(host), max_batch_bytes: limits.maxBatchBytes, max_event_bytes: limits.maxEventBytes } },
-        };
-      }
-      if (req.kind !== 'batch' || !req.batch) {
-        if (!host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
-        counters.rejected++;
-        return { reply: { ack: { last_seq: 0, rejected: 0, error: 'empty ingest message' } } };
-      }
-      if (!host) return void finish(fail(grpc.status.FAILED_PRECONDITION, 'the first message on an Ingest stream must be Hello'));
-      const batch = req.batch;
-      const lastSeq = num(batch.last_seq);
-      const events = batch.events ?? [];
-      if (buf.length > limits.maxBatchBytes) {
-        counters.rejected += events.length;
-        await store.addRejected(host, events.length);
-        log.warn({ host, bytes: buf.length, events: events.length }, 'refused an oversized batch');
-        return { reply: { ack: { last_seq: lastSeq, rejected: events.length, error: `batch of ${buf.length} bytes is over the limit of ${limits.maxBatchBytes}` } } };
-      }
-      const items: IngestItem[] = [];
-      let rejected = 0;
-      let firstError = '';
-      for (const raw of events) {
-        let why = '';
-        if (raw.length > limits.maxEventBytes) why = `event of ${raw.length} bytes is over the limit of ${limits.maxEventBytes}`;
-        else {
-          try {
-            const { ev, tsMs } = decodeForStore(raw);
-            if (ev.host !== host) why = `event for host '${ev.host}' on a stream of host '${host}'`;
-            else items.push({ ev, tsMs, raw });
-          } catch (err) {
-            why = `malformed event: ${(err as Error).message}`;
-          }
-        }
-        if (why) {
-          rejected++;
-          if (!firstError) firstError = why;
+        if (!id.names.includes(claimed)) {
+          log.warn({ peer, names: id.names, claimed }, 'refused: host certificate tried to write as another host');
+          return finish(fail(grpc.status.PERMISSION_DENIED, `certificate for ${id.names.join(', ')} cannot write events as host '${claimed}'`));
         }
       }
-      return { lastSeq, items, rejected, firstError };
+      const lastSeq = await store.lastSeq(claimed);
+      host = claimed;
+      log.info({ host, peer, agent_version: req.hello?.agent_version, spool: req.hello?.spool_id }, 'agent connected');
+      send({ welcome: { host, last_seq: lastSeq, max_batch_bytes: limits.maxBatchBytes, max_event_bytes: limits.maxEventBytes } });
     };
 
-    /** Stores batches (in one transaction when the store can) and acknowledges each, in order. */
-    const commit = async (group: Pending[]): Promise<void> => {
+    /** Stores a group of messages (in one transaction when the store can) and answers each, in order. */
+    const commit = async (group: Buffer[]): Promise<void> => {
       const h = host!;
-      const results = store.ingestMany
-        ? await store.ingestMany(h, group.map((g) => g.items))
-        : await (async () => {
-            const out: IngestResult[] = [];
-            for (const g of group) out.push(await store.ingest(h, g.items));
-            return out;
-          })();
-      for (let i = 0; i < group.length; i++) {
-        const { lastSeq, rejected, firstError } = group[i]!;
-        const res = results[i]!;
-        counters.stored += res.stored;
-        counters.duplicates += res.duplicates;
-        if (rejected) {
-          counters.rejected += rejected;
-          await store.addRejected(h, rejected);
-          log.warn({ host: h, rejected, error: firstError }, 'refused events');
-        }
-        send({ ack: { last_seq: lastSeq, stored: res.stored, duplicates: res.duplicates, rejected, error: firstError } });
-        hub.publish(res.fresh);
+      const outcomes = await messages.ingestMessages(h, group, limits);
+      for (let i = 0; i < outcomes.length; i++) {
+        const o = outcomes[i]!;
+        if ('fatal' in o) return finish(fail(grpc.status.FAILED_PRECONDITION, 'Hello sent twice on one stream'));
+        counters.stored += o.stored;
+        counters.duplicates += o.duplicates;
+        counters.rejected += o.rejected;
+        if (o.warn) log.warn({ host: h, peer, rejected: o.rejected, error: o.warn }, 'refused events');
+        send({ ack: o.ack });
+        if (hub.size && o.freshAt?.length) hub.publish(freshEvents(group[i]!, o));
       }
     };
 
@@ -320,39 +264,34 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       if (busy) return;
       busy = true;
       try {
-        while (queue.length && !finished) {
-          // The batches already queued go to the store together (up to GROUP_EVENTS events): a busy
-          // collector commits less often, with each index page it touches written once per commit.
-          const group: Pending[] = [];
-          let events = 0;
-          let reply: object | undefined;
+        if (!host && queue.length && !finished) {
+          await hello(queue.shift()!);
+          call.resume();
+        }
+        while (host && queue.length && !finished) {
+          // The messages already queued go to the store together (up to GROUP_BYTES): a busy collector
+          // commits less often, with each index page it touches written once per commit.
+          const group: Buffer[] = [];
+          let bytes = 0;
           for (;;) {
-            while (queue.length && !finished && events < GROUP_EVENTS) {
+            while (queue.length && bytes < GROUP_BYTES) {
               const buf = queue.shift()!;
               if (queue.length < 4) call.resume();
-              const p = await prepare(buf);
-              if (!p) continue;
-              if ('reply' in p) {
-                reply = p.reply;
-                break;
-              }
-              group.push(p);
-              events += p.items.length;
+              group.push(buf);
+              bytes += buf.length;
               // grpc-js hands over one message per turn of the event loop: let the next ones that have
               // arrived meanwhile in before storing (one turn; nothing waits when nothing is there).
-              if (!queue.length && events < GROUP_EVENTS && !inputDone) await new Promise((r) => setImmediate(r));
+              if (!queue.length && bytes < GROUP_BYTES && !inputDone) await new Promise((r) => setImmediate(r));
             }
             // Small groups wait for the commit interval (more batches join them), unless the stream is ending.
             const wait = lastCommit + COMMIT_EVERY_MS - performance.now();
-            if (reply || finished || inputDone || !group.length || events >= GROUP_EVENTS || wait <= 0) break;
+            if (finished || inputDone || bytes >= GROUP_BYTES || wait <= 0) break;
             await new Promise((r) => setTimeout(r, wait));
             if (!queue.length) break;
           }
-          if (group.length && !finished) {
-            await commit(group);
-            lastCommit = performance.now();
-          }
-          if (reply) send(reply);
+          if (finished) break;
+          await commit(group);
+          lastCommit = performance.now();
         }
       } catch (err) {
         // The store failed (disk full, …): end the stream; the agent keeps the batch and retries later.

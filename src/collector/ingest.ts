@@ -1,0 +1,156 @@
+// What the collector does with the messages of an Ingest stream once the stream's host is known (after
+// Hello): decode each IngestRequest, check it (sizes, one host per stream, well-formed events), store the
+// batches in one transaction when the store can, and say what to answer. It runs on the collector's event
+// loop for a store given to startCollector, and on the store's own thread for the embedded SQLite store
+// (store-thread.ts), which then does the decoding too, off the thread that serves gRPC.
+import { decodeForStore, num } from '../events/proto.js';
+import type { EventStore, IngestItem, IngestResult } from './store.js';
+import { decodeIngestRequest, type LIMITS, type WireAck } from './wire.js';
+
+export type IngestLimits = Pick<typeof LIMITS, 'maxBatchBytes' | 'maxEventBytes'>;
+
+/** What became of one message, in the order of the messages. */
+export type MessageOutcome =
+  | {
+      ack: WireAck;
+      stored: number;
+      duplicates: number;
+      /** Events refused (counted by the collector); a message refused whole counts 1 when it held none. */
+      rejected: number;
+      /** Why, for the collector's log (the first reason of the message). */
+      warn?: string;
+      /**
+       * The freshly stored events, for live fan-out: their positions in the batch's `events` and their
+       * store ids. The events themselves (`fresh`) only when the caller asked for them.
+       */
+      freshAt?: number[];
+      freshIds?: number[];
+      fresh?: IngestResult['fresh'];
+    }
+  | { fatal: 'hello_twice' };
+
+interface Batch {
+  out: number;
+  lastSeq: number;
+  items: IngestItem[];
+  /** Position of each item in the message's events. */
+  at: number[];
+  rejected: number;
+  firstError: string;
+}
+
+/**
+ * Stores the batches among `msgs` (sent by `host`) and returns one outcome per message, stopping after a
+ * fatal one. `withEvents`: outcomes carry the fresh events themselves (false across threads: the caller
+ * still has the messages, and decodes them again only when a subscriber wants them).
+ */
+export async function ingestMessages(
+  store: EventStore,
+  host: string,
+  msgs: Uint8Array[],
+  limits: IngestLimits,
+  withEvents: boolean,
+): Promise<MessageOutcome[]> {
+  const out: MessageOutcome[] = [];
+  const batches: Batch[] = [];
+  let refused = 0;
+  for (const msg of msgs) {
+    let req;
+    try {
+      req = decodeIngestRequest(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength));
+    } catch (err) {
+      const error = `malformed message: ${(err as Error).message}`;
+      refused++;
+      out.push({ ack: { last_seq: 0, rejected: 1, error }, stored: 0, duplicates: 0, rejected: 1, warn: error });
+      continue;
+    }
+    if (req.kind === 'hello') {
+      out.push({ fatal: 'hello_twice' });
+      break;
+    }
+    if (req.kind !== 'batch' || !req.batch) {
+      out.push({ ack: { last_seq: 0, rejected: 0, error: 'empty ingest message' }, stored: 0, duplicates: 0, rejected: 1 });
+      continue;
+    }
+    const lastSeq = num(req.batch.last_seq);
+    const events = req.batch.events ?? [];
+    if (msg.byteLength > limits.maxBatchBytes) {
+      const error = `batch of ${msg.byteLength} bytes is over the limit of ${limits.maxBatchBytes}`;
+      refused += events.length;
+      out.push({ ack: { last_seq: lastSeq, rejected: events.length, error }, stored: 0, duplicates: 0, rejected: events.length, warn: error });
+      continue;
+    }
+    const b: Batch = { out: out.length, lastSeq, items: [], at: [], rejected: 0, firstError: '' };
+    for (let i = 0; i < events.length; i++) {
+      const raw = events[i]!;
+      let why = '';
+      if (raw.length > limits.maxEventBytes) why = `event of ${raw.length} bytes is over the limit of ${limits.maxEventBytes}`;
+      else {
+        try {
+          const { ev, tsMs } = decodeForStore(raw);
+          if (ev.host !== host) why = `event for host '${ev.host}' on a stream of host '${host}'`;
+          else {
+            b.items.push({ ev, tsMs, raw });
+            b.at.push(i);
+          }
+        } catch (err) {
+          why = `malformed event: ${(err as Error).message}`;
+        }
+      }
+      if (why) {
+        b.rejected++;
+        if (!b.firstError) b.firstError = why;
+      }
+    }
+    refused += b.rejected;
+    batches.push(b);
+    out.push(undefined as never); // filled below, once stored
+  }
+  if (batches.length) {
+    const groups = batches.map((b) => b.items);
+    const results = store.ingestMany
+      ? await store.ingestMany(host, groups)
+      : await (async () => {
+          const res: IngestResult[] = [];
+          for (const g of groups) res.push(await store.ingest(host, g));
+          return res;
+        })();
+    for (let k = 0; k < batches.length; k++) {
+      const b = batches[k]!;
+      const res = results[k]!;
+      // The fresh events are the batch's items in order, less the duplicates.
+      const freshAt: number[] = [];
+      const freshIds: number[] = [];
+      let j = 0;
+      for (const f of res.fresh) {
+        while (b.items[j]!.ev !== f.ev) j++;
+        freshAt.push(b.at[j]!);
+        freshIds.push(f.id);
+      }
+      out[b.out] = {
+        ack: { last_seq: b.lastSeq, stored: res.stored, duplicates: res.duplicates, rejected: b.rejected, error: b.firstError },
+        stored: res.stored,
+        duplicates: res.duplicates,
+        rejected: b.rejected,
+        ...(b.firstError ? { warn: b.firstError } : {}),
+        freshAt,
+        freshIds,
+        ...(withEvents ? { fresh: res.fresh } : {}),
+      };
+    }
+  }
+  if (refused) await store.addRejected(host, refused);
+  return out;
+}
+
+/** The fresh events of a batch outcome, decoded again from the message (for a subscriber). */
+export function freshEvents(msg: Uint8Array, o: Extract<MessageOutcome, { ack: WireAck }>): IngestResult['fresh'] {
+  if (o.fresh) return o.fresh;
+  if (!o.freshAt?.length) return [];
+  const events = decodeIngestRequest(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)).batch?.events ?? [];
+  return o.freshAt.map((at, k) => {
+    const raw = events[at]!;
+    const { ev, tsMs } = decodeForStore(raw);
+    return { ev, tsMs, raw, id: o.freshIds![k]! };
+  });
+}

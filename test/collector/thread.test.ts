@@ -1,0 +1,58 @@
+// The embedded store runs on a thread of its own (store-thread.ts): its errors reach the collector, and a
+// thread that ends mid-stream costs no event and stores none twice.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { createShipper } from '../../src/agent/shipper.js';
+import { startCollector } from '../../src/collector/server.js';
+import { SqliteStore } from '../../src/collector/sqlite.js';
+import { ThreadedSqliteStore } from '../../src/collector/store-thread.js';
+import { decodeEventFast } from '../../src/events/proto.js';
+import { defer, quietLog, startTestCollector, SyntheticHost, tempDir, waitFor } from './helpers.js';
+
+test('a store the collector cannot open fails its start with the store\'s own error', async (t) => {
+  const dir = tempDir(t);
+  const dbPath = join(dir, 'collector.db');
+  const db = new Database(dbPath);
+  db.pragma('user_version = 99');
+  db.close();
+  await assert.rejects(startCollector({ listen: '127.0.0.1:0', dbPath, insecure: true, log: quietLog() }), /schema version 99 is newer than this bridle/);
+});
+
+test('the store thread ending mid-stream: the stream fails, a new thread takes over, every event stored exactly once', { timeout: 60_000 }, async (t) => {
+  const tc = await startTestCollector(t);
+  const store = tc.collector.store as ThreadedSqliteStore;
+  assert.ok(store instanceof ThreadedSqliteStore, 'the embedded store runs on its own thread');
+  const first = store.thread!;
+  assert.notEqual(first.threadId, 0);
+  const shipper = await createShipper({
+    collector: tc.address, spoolDir: join(tc.dir, 'spool'), host: 'host-t', tls: await tc.pki.agent('host-t'), log: quietLog(),
+  });
+  defer(t, () => shipper.close());
+  const h = new SyntheticHost('host-t');
+  const { root, events } = h.startSession('s');
+  const COUNT = 20_000;
+  let emitted = 0;
+  const emit = (n: number): void => {
+    for (const ev of events.splice(0)) shipper.emit(ev);
+    for (let i = 0; i < n; i++, emitted++) shipper.emit(h.spawn(root, '/usr/bin/true', ['true', String(emitted)]).event);
+  };
+  emit(COUNT / 2);
+  await waitFor(() => shipper.stats().acked >= 2000, 20_000, 'part of the stream acknowledged');
+  // End the thread while batches are still coming (as a crash of it would), then send the rest.
+  await first.terminate();
+  emit(COUNT / 2);
+  await shipper.flush(40_000);
+  assert.equal(shipper.stats().spooled, 0, 'everything acknowledged');
+  assert.equal(store.restarts, 1, 'one new thread');
+  assert.notEqual(store.thread, first);
+  await tc.close();
+  const copies = new Map<string, number>();
+  for (const { raw } of SqliteStore.readEvents(tc.dbPath)) {
+    const { ev } = decodeEventFast(raw);
+    if (ev.type === 'exec' && ev.path === '/usr/bin/true') copies.set(ev.argv![1]!, (copies.get(ev.argv![1]!) ?? 0) + 1);
+  }
+  assert.equal(copies.size, COUNT, 'every event stored');
+  assert.deepEqual([...copies].filter(([, c]) => c !== 1).slice(0, 5), [], 'none stored twice');
+});
