@@ -74,6 +74,15 @@ export class Hub {
     }
   }
 
+  /** Ends every subscriber with UNAVAILABLE (`why`): they may have missed events, and resubscribe. */
+  failAll(why: string): void {
+    for (const sub of this.subs) {
+      sub.closed = true;
+      sub.call.emit('error', { code: grpc.status.UNAVAILABLE, details: why });
+    }
+    this.subs.clear();
+  }
+
   closeAll(): void {
     for (const sub of this.subs) {
       sub.closed = true;

@@ -118,28 +118,39 @@ export async function ingestMessages(
     for (let k = 0; k < batches.length; k++) {
       const b = batches[k]!;
       const res = results[k]!;
-      // The fresh events are the batch's items in order, less the duplicates.
-      const freshAt: number[] = [];
-      const freshIds: number[] = [];
-      let j = 0;
-      for (const f of res.fresh) {
-        while (b.items[j]!.ev !== f.ev) j++;
-        freshAt.push(b.at[j]!);
-        freshIds.push(f.id);
-      }
-      out[b.out] = {
+      const o: MessageOutcome = {
         ack: { last_seq: b.lastSeq, stored: res.stored, duplicates: res.duplicates, rejected: b.rejected, error: b.firstError },
         stored: res.stored,
         duplicates: res.duplicates,
         rejected: b.rejected,
         ...(b.firstError ? { warn: b.firstError } : {}),
-        freshAt,
-        freshIds,
-        ...(withEvents ? { fresh: res.fresh } : {}),
       };
+      if (withEvents) o.fresh = res.fresh;
+      else {
+        // The fresh events are the batch's items in order, less the duplicates (SqliteStore hands back
+        // the items' own event objects).
+        o.freshAt = [];
+        o.freshIds = [];
+        let j = 0;
+        for (const f of res.fresh) {
+          while (j < b.items.length && b.items[j]!.ev !== f.ev) j++;
+          if (j === b.items.length) throw new Error('the store returned events it was not given');
+          o.freshAt.push(b.at[j]!);
+          o.freshIds.push(f.id);
+        }
+      }
+      out[b.out] = o;
     }
   }
-  if (refused) await store.addRejected(host, refused);
+  // The batches are stored: a failure to count the refused events must not fail their acknowledgements.
+  if (refused) {
+    try {
+      await store.addRejected(host, refused);
+    } catch (err) {
+      const first = out.find((o): o is Extract<MessageOutcome, { ack: WireAck }> => 'ack' in o);
+      if (first) first.warn = `${first.warn ?? ''} (and the count of ${refused} refused events was not saved: ${(err as Error).message})`.trim();
+    }
+  }
   return out;
 }
 

@@ -7,7 +7,7 @@ import type { EventFilter } from '../events/query.js';
 import type { Verdict } from '../events/types.js';
 import { Hub, type Subscriber } from './hub.js';
 import { freshEvents, ingestMessages } from './ingest.js';
-import { ThreadedSqliteStore, type MessageStore } from './store-thread.js';
+import { isGrpcStatus, ThreadedSqliteStore, type MessageStore } from './store-thread.js';
 import type { EventStore, LineageNode, ProcessRow, SessionRow, StoredEvent } from './store.js';
 import { peerIdentity, ROLE_AGENT, ROLE_QUERY, serverCredentials, TokenSet, type TlsFiles } from './tls.js';
 import {
@@ -48,7 +48,8 @@ export interface Collector {
   address: string;
   port: number;
   store: EventStore;
-  stats(): { streams: number; subscribers: number; stored: number; duplicates: number; rejected: number };
+  /** storeRestarts: times the embedded store's thread ended on its own and a new one took over. */
+  stats(): { streams: number; subscribers: number; stored: number; duplicates: number; rejected: number; storeRestarts: number };
   close(): Promise<void>;
 }
 
@@ -147,11 +148,22 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   }
   const tokens = new TokenSet(opts.queryTokens ?? []);
   // The embedded store runs on its own thread; a store given here runs on this one.
-  const store: EventStore & Partial<MessageStore> = opts.store ?? (await ThreadedSqliteStore.open(opts.dbPath, opts.sync ? { sync: opts.sync } : {}));
+  const hub = new Hub();
+  const store: EventStore & Partial<MessageStore> =
+    opts.store ??
+    (await ThreadedSqliteStore.open(opts.dbPath, opts.sync ? { sync: opts.sync } : {}, {
+      ended(err) {
+        // What the calls it held stored was neither acknowledged nor sent to subscribers: the agents send
+        // it again (stored once), and subscribers are told to resubscribe with a backfill to get it.
+        log.error({ err: err.message }, 'the store thread ended; ingest streams and live subscribers are ended, a new thread starts');
+        hub.failAll('the collector\'s store thread restarted; resubscribe with a backfill');
+      },
+      restarted: (n) => log.warn({ restarts: n }, 'the store thread is running again'),
+      startFailed: (err, retryInMs) => log.error({ err: err.message, retryInMs }, 'the store could not be opened again'),
+    }));
   const messages: MessageStore = store.ingestMessages
     ? (store as MessageStore)
     : { ingestMessages: (h, msgs, lim) => ingestMessages(store, h, msgs, lim, true) };
-  const hub = new Hub();
   const counters = { streams: 0, stored: 0, duplicates: 0, rejected: 0 };
   const ingestCalls = new Set<grpc.ServerDuplexStream<Buffer, object>>();
 
@@ -186,7 +198,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         (res) => cb(null, res),
         (err) => {
           const code = (err as { code?: unknown }).code;
-          if (typeof code === 'number') return cb(fail(code, (err as Error).message));
+          if (isGrpcStatus(code)) return cb(fail(code, (err as Error).message));
           log.error({ err }, 'query failed');
           cb(fail(grpc.status.INTERNAL, (err as Error).message));
         },
@@ -256,7 +268,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         counters.rejected += o.rejected;
         if (o.warn) log.warn({ host: h, peer, rejected: o.rejected, error: o.warn }, 'refused events');
         send({ ack: o.ack });
-        if (hub.size && o.freshAt?.length) hub.publish(freshEvents(group[i]!, o));
+        if (hub.size && (o.fresh ?? o.freshAt)?.length) hub.publish(freshEvents(group[i]!, o));
       }
     };
 
@@ -442,7 +454,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     address,
     port,
     store,
-    stats: () => ({ ...counters, streams: ingestCalls.size, subscribers: hub.size }),
+    stats: () => ({ ...counters, streams: ingestCalls.size, subscribers: hub.size, storeRestarts: store instanceof ThreadedSqliteStore ? store.restarts : 0 }),
     close() {
       closed ??= (async () => {
         hub.closeAll();

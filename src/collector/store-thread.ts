@@ -64,12 +64,34 @@ async function startThread(path: string, options: SqliteStoreOptions): Promise<W
   return worker;
 }
 
+/** A gRPC status code (0 OK … 16 UNAUTHENTICATED): what an error's `code` must be to become a call's status. */
+export function isGrpcStatus(code: unknown): code is number {
+  return typeof code === 'number' && Number.isInteger(code) && code >= 0 && code <= 16;
+}
+
+/** What the collector hears of the store thread's life. */
+export interface StoreThreadEvents {
+  /** The thread ended on its own: the calls it held failed (a subscriber may have missed what they stored). */
+  ended?(err: Error): void;
+  /** A new thread has the store open again. */
+  restarted?(restarts: number): void;
+  /** A new thread could not open the store; calls fail at once until `retryInMs` has passed. */
+  startFailed?(err: Error, retryInMs: number): void;
+}
+
+/** After a failed start, calls fail at once for this long, doubling up to the maximum. */
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
+/** close() waits this long for the thread to finish what it has and close the store, then ends it. */
+const CLOSE_WAIT_MS = 10_000;
+
 export class ThreadedSqliteStore implements EventStore, MessageStore {
   private worker: Worker | undefined;
   private starting: Promise<Worker> | undefined;
   private calls = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private nextId = 1;
   private closing: Promise<void> | undefined;
+  private startError: { err: Error; until: number; delay: number } | undefined;
   /** Times the store thread ended on its own and was started again. */
   restarts = 0;
 
@@ -77,13 +99,14 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
     private path: string,
     private options: SqliteStoreOptions,
     worker: Worker,
+    private events: StoreThreadEvents,
   ) {
     this.adopt(worker);
   }
 
   /** Starts the thread and opens the store there; rejects with the store's own error (a newer schema, …). */
-  static async open(path: string, options: SqliteStoreOptions = {}): Promise<ThreadedSqliteStore> {
-    return new ThreadedSqliteStore(path, options, await startThread(path, options));
+  static async open(path: string, options: SqliteStoreOptions = {}, events: StoreThreadEvents = {}): Promise<ThreadedSqliteStore> {
+    return new ThreadedSqliteStore(path, options, await startThread(path, options), events);
   }
 
   /** The thread, for diagnostics (and tests that end it). */
@@ -110,6 +133,7 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
       if (this.worker === worker) this.worker = undefined;
       for (const c of this.calls.values()) c.reject(err);
       this.calls.clear();
+      if (!this.closing) this.events.ended?.(err);
     };
     worker.on('error', (err) => end(new Error(`the store thread failed: ${err.message}`)));
     worker.on('exit', (code) => end(new Error(`the store thread ended (exit code ${code})`)));
@@ -118,15 +142,26 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
   private async live(): Promise<Worker> {
     if (this.worker) return this.worker;
     if (this.closing) throw new Error('the store is closed');
+    const failed = this.startError;
+    if (failed && performance.now() < failed.until) throw failed.err;
     this.starting ??= startThread(this.path, this.options).then(
       (w) => {
         this.starting = undefined;
+        this.startError = undefined;
+        if (this.closing) {
+          void w.terminate();
+          throw new Error('the store is closed');
+        }
         this.restarts++;
         this.adopt(w);
+        this.events.restarted?.(this.restarts);
         return w;
       },
-      (err) => {
+      (err: Error) => {
         this.starting = undefined;
+        const delay = failed ? Math.min(failed.delay * 2, RETRY_MAX_MS) : RETRY_FIRST_MS;
+        this.startError = { err, until: performance.now() + delay, delay };
+        this.events.startFailed?.(err, delay);
         throw err;
       },
     );
@@ -138,7 +173,13 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      worker.postMessage({ ...msg, id }, transfer);
+      try {
+        worker.postMessage({ ...msg, id }, transfer);
+      } catch (err) {
+        // Arguments that cannot cross threads: a plain error (its DOMException code is no gRPC status).
+        this.calls.delete(id);
+        reject(new Error(`cannot pass the call to the store thread: ${(err as Error).message}`));
+      }
     });
   }
 
@@ -161,11 +202,19 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
     return this.call<MessageOutcome[]>({ op: 'ingest', host, data, ends, limits: { maxBatchBytes: limits.maxBatchBytes, maxEventBytes: limits.maxEventBytes } }, [data]);
   }
 
-  /** For callers holding decoded events: their bytes go over as one batch message (decoded again there). */
+  /**
+   * For callers holding decoded events: their bytes go over as one batch message (decoded again there).
+   * Checked here first, so that the batch is stored whole or not at all.
+   */
   async ingest(host: string, items: IngestItem[]): Promise<IngestResult> {
-    const [o] = await this.ingestMessages(host, [encodeBatchRequest(0, 0, items.map((i) => i.raw))], LIMITS);
-    if (!o || !('ack' in o)) throw new Error('the store thread refused the batch');
-    if (o.rejected) throw new Error(`the store thread refused ${o.rejected} event(s): ${o.warn}`);
+    for (const i of items) {
+      if (i.ev.host !== host) throw new Error(`event for host '${i.ev.host}' in a batch of host '${host}'`);
+      if (i.raw.byteLength > LIMITS.maxEventBytes) throw new Error(`event of ${i.raw.byteLength} bytes is over the limit of ${LIMITS.maxEventBytes}`);
+    }
+    const msg = encodeBatchRequest(0, 0, items.map((i) => i.raw));
+    if (msg.byteLength > LIMITS.maxBatchBytes) throw new Error(`batch of ${msg.byteLength} bytes is over the limit of ${LIMITS.maxBatchBytes}`);
+    const [o] = await this.ingestMessages(host, [msg], LIMITS);
+    if (!o || !('ack' in o) || o.rejected) throw new Error(`the store thread refused the batch: ${o && 'ack' in o ? o.warn : 'no answer'}`);
     return { stored: o.stored, duplicates: o.duplicates, fresh: o.freshAt!.map((at, k) => ({ ...items[at]!, id: o.freshIds![k]! })) };
   }
 
@@ -191,7 +240,7 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
     return this.query('findProcesses', ...a);
   }
 
-  /** Closes the store on its thread (a final checkpoint) and lets the thread end. */
+  /** Closes the store on its thread (a final checkpoint) and lets the thread end; ends it if it takes too long. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.starting?.catch(() => undefined);
@@ -199,11 +248,13 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
       if (!worker) return;
       const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
       const id = this.nextId++;
-      await new Promise<void>((resolve) => {
+      const closed = new Promise<void>((resolve) => {
         this.calls.set(id, { resolve: () => resolve(), reject: () => resolve() });
         worker.postMessage({ op: 'close', args: [], id } satisfies StoreCall);
-      });
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]);
+      }).then(() => exited);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+      clearTimeout(timer);
       await worker.terminate();
     })();
     return this.closing;

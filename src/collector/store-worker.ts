@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ingestMessages } from './ingest.js';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
-import type { StoreCall, StoreReply } from './store-thread.js';
+import { isGrpcStatus, type StoreCall, type StoreReply } from './store-thread.js';
 
 const port = parentPort!;
 const { path, options } = workerData as { path: string; options: SqliteStoreOptions };
@@ -35,9 +35,14 @@ port.on('message', (call: StoreCall) => {
       reply = { id: call.id, value };
     } catch (err) {
       const e = err as Error & { code?: unknown };
-      reply = { id: call.id, error: { message: e.message, ...(typeof e.code === 'number' ? { code: e.code } : {}) } };
+      reply = { id: call.id, error: { message: e.message, ...(isGrpcStatus(e.code) ? { code: e.code } : {}) } };
     }
-    port.postMessage(reply);
+    try {
+      port.postMessage(reply);
+    } catch (err) {
+      // A value that cannot cross threads: the call fails, the thread goes on.
+      port.postMessage({ id: call.id, error: { message: `the store's answer could not be passed on: ${(err as Error).message}` } } satisfies StoreReply);
+    }
     if (call.op === 'close') port.close();
-  });
+  }).catch(() => undefined);
 });

@@ -38,6 +38,12 @@ test('the store thread ending mid-stream: the stream fails, a new thread takes o
     for (const ev of events.splice(0)) shipper.emit(ev);
     for (let i = 0; i < n; i++, emitted++) shipper.emit(h.spawn(root, '/usr/bin/true', ['true', String(emitted)]).event);
   };
+  // A live subscriber: what the thread stored but could not answer for never reaches it, so it is told to
+  // resubscribe.
+  const sub = tc.query.subscribe({ session: 's' });
+  defer(t, () => sub.close());
+  const live = sub[Symbol.asyncIterator]();
+  await waitFor(() => tc.collector.stats().subscribers === 1, 5000, 'subscribed');
   emit(COUNT / 2);
   await waitFor(() => shipper.stats().acked >= 2000, 20_000, 'part of the stream acknowledged');
   // End the thread while batches are still coming (as a crash of it would), then send the rest.
@@ -46,7 +52,11 @@ test('the store thread ending mid-stream: the stream fails, a new thread takes o
   await shipper.flush(40_000);
   assert.equal(shipper.stats().spooled, 0, 'everything acknowledged');
   assert.equal(store.restarts, 1, 'one new thread');
+  assert.equal(tc.collector.stats().storeRestarts, 1);
   assert.notEqual(store.thread, first);
+  await assert.rejects(async () => {
+    for (;;) if ((await live.next()).done) break;
+  }, (err: { code?: number; details?: string }) => err.code === 14 && /resubscribe with a backfill/.test(err.details ?? ''));
   await tc.close();
   const copies = new Map<string, number>();
   for (const { raw } of SqliteStore.readEvents(tc.dbPath)) {
@@ -55,4 +65,26 @@ test('the store thread ending mid-stream: the stream fails, a new thread takes o
   }
   assert.equal(copies.size, COUNT, 'every event stored');
   assert.deepEqual([...copies].filter(([, c]) => c !== 1).slice(0, 5), [], 'none stored twice');
+});
+
+test('a store thread that cannot open the store again: calls fail at once for a while, then it is tried again', async (t) => {
+  const dir = tempDir(t);
+  const dbPath = join(dir, 'collector.db');
+  const failures: Array<{ err: string; retryInMs: number }> = [];
+  const store = await ThreadedSqliteStore.open(dbPath, {}, { startFailed: (err, retryInMs) => failures.push({ err: err.message, retryInMs }) });
+  defer(t, () => store.close());
+  const version = (v: number): void => {
+    const db = new Database(dbPath);
+    db.pragma(`user_version = ${v}`);
+    db.close();
+  };
+  await store.thread!.terminate();
+  version(99);
+  await assert.rejects(store.lastSeq('h'), /schema version 99 is newer/);
+  await assert.rejects(store.lastSeq('h'), /schema version 99 is newer/);
+  assert.deepEqual(failures, [{ err: failures[0]!.err, retryInMs: 500 }], 'one attempt: the second call failed without starting a thread');
+  version(3);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(await store.lastSeq('h'), 0);
+  assert.equal(store.restarts, 1);
 });
