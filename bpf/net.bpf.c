@@ -998,7 +998,7 @@ int BPF_PROG(bridle_uring_unix_connect, struct io_ring_ctx *ring, void *req, str
  * A socket a session with a network policy may not have (it would carry traffic no connect or send hook
  * decides): reported, and its verdict returned; BRIDLE_ALLOW when it is not ours to decide.
  */
-static __always_inline u32 refuse_socket(u32 family, u32 type, u32 proto)
+static __always_inline u32 refuse_socket_op(u32 op, u32 family, u32 type, u32 proto)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct bridle_tag *tag = caller_tag(tgid);
@@ -1014,8 +1014,13 @@ static __always_inline u32 refuse_socket(u32 family, u32 type, u32 proto)
 	d.sock_family = family == AF_INET6 ? 6 : family == AF_INET ? 4 : 0;
 	d.given[0] = family;
 	struct verdict v = { .action = BRIDLE_DENY, .kind = BRIDLE_NK_RAW, .gen = cfg->gen };
-	report(tag, tgid, &d, BRIDLE_OP_SOCKET, verdict, &v);
+	report(tag, tgid, &d, op, verdict, &v);
 	return verdict;
+}
+
+static __always_inline u32 refuse_socket(u32 family, u32 type, u32 proto)
+{
+	return refuse_socket_op(BRIDLE_OP_SOCKET, family, type, proto);
 }
 
 #define BRIDLE_IPPROTO_MPTCP 262
@@ -1042,6 +1047,31 @@ int bridle_sock_create(struct bpf_sock *sk)
 	if (decided_by_hooks(type, proto))
 		return 1;
 	return refuse_socket(sk->family, type, proto) == BRIDLE_DENY ? 0 : 1;
+}
+
+#define BRIDLE_IP_OPTIONS 4
+#define BRIDLE_IPV6_2292RTHDR 5
+#define BRIDLE_IPV6_2292PKTOPTIONS 6
+#define BRIDLE_IPV6_RTHDR 57
+
+/*
+ * Socket options that send packets somewhere other than the address the connect and sendmsg hooks
+ * judged: an IPv6 routing header (IPV6_RTHDR, which Linux lets any user set with a segment routing header,
+ * whose segment becomes the packet's destination; the RFC 2292 forms), IPv4 source routing (IP_OPTIONS,
+ * root only). Refused to sessions with a network policy; io_uring's setsockopt comes through here too.
+ */
+SEC("cgroup/setsockopt")
+int bridle_setsockopt(struct bpf_sockopt *ctx)
+{
+	int level = ctx->level, opt = ctx->optname;
+	bool route = (level == IPPROTO_IP && opt == BRIDLE_IP_OPTIONS) ||
+		     (level == IPPROTO_IPV6 && (opt == BRIDLE_IPV6_RTHDR || opt == BRIDLE_IPV6_2292RTHDR ||
+						 opt == BRIDLE_IPV6_2292PKTOPTIONS));
+	if (!route)
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	u32 family = sk ? sk->family : 0;
+	return refuse_socket_op(BRIDLE_OP_SOCKOPT, family, (u32)opt, (u32)level) == BRIDLE_DENY ? 0 : 1;
 }
 
 struct sys_enter_socket_args {

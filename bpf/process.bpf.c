@@ -340,6 +340,29 @@ static __always_inline bool same_session(u32 tgid, struct bridle_tag *tag, u32 t
 	return other && other->session == tag->session;
 }
 
+extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym __weak;
+extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+
+/*
+ * The process a system call's pid argument names, as a global tgid (what `tags` is keyed by); 0 when
+ * it cannot be told. The argument is a pid of the caller's pid namespace, and may be a thread's: inside a
+ * container, a local pid equal to the global pid of one of the session's own processes would otherwise
+ * pass for it. Without bpf_task_from_vpid (Linux 6.13+) only the initial namespace, where the two agree,
+ * can be told.
+ */
+static __always_inline u32 target_tgid(struct task_struct *task, u32 vpid)
+{
+	if (bpf_task_from_vpid && bpf_task_release) {
+		struct task_struct *t = bpf_task_from_vpid((s32)vpid);
+		if (!t)
+			return 0;
+		u32 tgid = t->tgid;
+		bpf_task_release(t);
+		return tgid;
+	}
+	return BPF_CORE_READ(task, thread_pid, level) == 0 ? vpid : 0;
+}
+
 static __always_inline int guard(u32 what, u32 target)
 {
 	u32 tgid;
@@ -347,8 +370,13 @@ static __always_inline int guard(u32 what, u32 target)
 	struct bridle_tag *tag = current_tag(&tgid, &task);
 	if (!tag)
 		return 0;
-	if (target && same_session(tgid, tag, target))
-		return 0;
+	if (target) {
+		u32 g = target_tgid(task, target);
+		if (g && same_session(tgid, tag, g))
+			return 0;
+		if (g)
+			target = g;
+	}
 	return guard_refuse(task, tgid, tag, what, target, 0);
 }
 
@@ -615,18 +643,27 @@ int bridle_vm_read_guard(struct trace_event_raw_sys_enter *ctx)
 	return guard(BRIDLE_GUARD_VM_READ, (u32)ctx->args[0]);
 }
 
+#define TIOCSTI 0x5412
+#define TIOCLINUX 0x541C
+
 /*
- * Setting an inode's generation (FS_IOC_SETVERSION, EXT4_IOC_SETVERSION and their 32-bit forms; ext2/3/4
- * without metadata checksums let a file's owner do it): rule keys hold generations, so a session could
- * make a denied file or directory another one to them.
+ * ioctl(2) requests a session may not make:
+ *  - setting an inode's generation (FS_IOC_SETVERSION, EXT4_IOC_SETVERSION and their 32-bit forms;
+ *    ext2/3/4 without metadata checksums let a file's owner do it): rule keys hold generations, so a
+ *    session could make a denied file or directory another one to them;
+ *  - typing into a terminal's input (TIOCSTI where dev.tty.legacy_tiocsti allows it; TIOCLINUX's
+ *    selection paste on a virtual console): a session shares the terminal of the shell that started it,
+ *    which would read and run the text untagged once the session ends.
  */
 SEC("tracepoint/syscalls/sys_enter_ioctl")
-int bridle_setversion_guard(struct trace_event_raw_sys_enter *ctx)
+int bridle_ioctl_guard(struct trace_event_raw_sys_enter *ctx)
 {
 	u32 cmd = (u32)ctx->args[1];
-	if (cmd != 0x40087602 && cmd != 0x40047602 && cmd != 0x40086604 && cmd != 0x40046604)
-		return 0;
-	return guard(BRIDLE_GUARD_SETVERSION, 0);
+	if (cmd == 0x40087602 || cmd == 0x40047602 || cmd == 0x40086604 || cmd == 0x40046604)
+		return guard(BRIDLE_GUARD_SETVERSION, 0);
+	if (cmd == TIOCSTI || cmd == TIOCLINUX)
+		return guard(BRIDLE_GUARD_TTY_INJECT, 0);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")

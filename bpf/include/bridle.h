@@ -254,6 +254,7 @@ enum bridle_guard {
 	BRIDLE_GUARD_SETVERSION = 13, /* set an inode's generation, which identity rules are keyed by */
 	BRIDLE_GUARD_SHARED_FILES = 14, /* a new process sharing its creator's descriptor table (target: the creator) */
 	BRIDLE_GUARD_UNTAGGED_CHILD = 15, /* a new process the full tag table had no room for (target: the creator) */
+	BRIDLE_GUARD_TTY_INJECT = 16, /* typed into a terminal's input (TIOCSTI, TIOCLINUX): what a shell outside the session then runs */
 };
 
 struct bridle_guard_ev {

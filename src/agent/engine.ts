@@ -11,7 +11,7 @@ import { BOOT, execId, HOST, ktimeToIso, sessionName } from './ids.js';
 import { decodeNet, type RawNetRecord } from '../kernel/net.js';
 import type { CompiledNet } from '../policy/netcompile.js';
 import type { PinnedState } from '../kernel/failclosed.js';
-import { connectEvent, rawSocketDetail, rawSocketRule } from './netevents.js';
+import { connectEvent, rawSocketDetail, rawSocketRule, sourceRouteDetail } from './netevents.js';
 
 export interface PolicySlot {
   id: number;
@@ -265,9 +265,10 @@ export class Engine {
     const decided = this.netGens.get(r.gen);
     const compiled = decided?.compiled;
     const name = decided?.name ?? this.policies.get(r.policy)?.policy.name ?? '';
-    if (r.type === 'net' && r.op === NET_OP.SOCKET) {
-      const sock = rawSocketDetail(r);
-      const v = Object.assign(base, sock, { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule: rawSocketRule(sock.what), policy: name });
+    if (r.type === 'net' && (r.op === NET_OP.SOCKET || r.op === NET_OP.SOCKOPT)) {
+      const sock = r.op === NET_OP.SOCKET ? rawSocketDetail(r) : sourceRouteDetail(r);
+      const rule = r.op === NET_OP.SOCKET ? rawSocketRule(sock.what) : 'builtin.no_source_route';
+      const v = Object.assign(base, sock, { type: 'violation' as const, uid: r.uid, verdict: verdictName(r.verdict), rule, policy: name });
       this.emit(v as ViolationEvent);
       return;
     }

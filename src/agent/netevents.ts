@@ -65,3 +65,11 @@ export function rawSocketDetail(r: RawNet): { what: string; detail: string } {
 export function rawSocketRule(what: string): string {
   return what === 'uncovered_protocol' ? 'builtin.no_uncovered_protocol' : 'builtin.no_raw_socket';
 }
+
+const SOCKOPTS: Record<string, string> = { '0:4': 'IPPROTO_IP, IP_OPTIONS', '41:5': 'IPPROTO_IPV6, IPV6_2292RTHDR', '41:6': 'IPPROTO_IPV6, IPV6_2292PKTOPTIONS', '41:57': 'IPPROTO_IPV6, IPV6_RTHDR' };
+
+/** A socket option that would route packets past the connect and send rules (NET_OP.SOCKOPT: dport is the option, proto the level). */
+export function sourceRouteDetail(r: RawNet): { what: string; detail: string } {
+  const opt = SOCKOPTS[`${r.proto}:${r.dport}`] ?? `level ${r.proto}, option ${r.dport}`;
+  return { what: 'source_route', detail: `setsockopt(${opt}): a routing header or source route would send packets to an address the connect and send rules did not judge` };
+}

@@ -120,6 +120,7 @@ export const GUARDS: Record<number, [string, string, 'rule'?]> = {
   14: ['shared_files', "a session process made a process that shares its descriptor table (clone(CLONE_FILES)), which could keep a file or socket the other is killed for"],
   15: ['untagged_child', 'a session process made a process when the tag table was full: it would have run outside every rule'],
   13: ['setversion', "a session process tried to set a file's generation (FS_IOC_SETVERSION), which bridle's identity rules are keyed by"],
+  16: ['tty_inject', "a session process tried to type into its terminal's input (TIOCSTI, TIOCLINUX), which a shell outside the session would read and run"],
   12: ['uring_unseen', 'a session process asked io_uring not to report an open or a connect (IOSQE_CQE_SKIP_SUCCESS), whose completion is what bridle checks'],
 };
 /** Guards whose target is the deciding rule's id (credential file, executable mapping, #! script). */
@@ -236,7 +237,7 @@ export function decodeSeeds(b: Buffer): SeedRecord[] {
 // test/net/layout.test.ts; decoders live in src/kernel/net.ts.
 
 export const NET_EV = { NET: 16, UNIX: 17 } as const;
-export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3, SOCKET: 4 } as const;
+export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3, SOCKET: 4, SOCKOPT: 5 } as const;
 export const NET_KIND = { DEFAULT: 0, CIDR: 1, HOST: 2, DNS_TCP: 3, DNS_BIND: 4, UNIX: 5, CONTROL: 6, UNIX_INODE: 7, RAW: 8 } as const;
 export const NET_EVF = { MAPPED: 1, ANY: 2 } as const;
 export const NET_UEVF = { ABSTRACT: 1, KILLED: 2 } as const;

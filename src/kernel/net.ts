@@ -14,7 +14,7 @@ import { RULE_NODE, unixForms, type CompiledNet } from '../policy/netcompile.js'
 
 export const NET_OBJ = join(ROOT, 'bpf', 'build', 'net.bpf.o');
 
-/** sock_addr programs, attached in this order (replies are fixed up before anything is redirected). */
+/** cgroup programs (sock_addr, then sock_create and setsockopt), attached in this order (replies are fixed up before anything is redirected). */
 export const NET_PROGRAMS = [
   'bridle_recvmsg4',
   'bridle_recvmsg6',
@@ -23,6 +23,7 @@ export const NET_PROGRAMS = [
   'bridle_connect4',
   'bridle_connect6',
   'bridle_sock_create',
+  'bridle_setsockopt',
 ] as const;
 
 /** unix: rules by name (cgroup hooks, Linux 6.7+) and by identity after connect (syscall tracepoints). */

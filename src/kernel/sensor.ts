@@ -23,7 +23,7 @@ const OPENED_PROGRAMS = [
   'bridle_uring_submit', 'bridle_uring_overflow',
 ];
 const PROGRAMS = [
-  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', 'bridle_setversion_guard',
+  'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', 'bridle_ioctl_guard',
   ...OPENED_PROGRAMS,
 ] as const;
 /**

@@ -479,6 +479,58 @@ exec: { default: allow }
   assert.equal(victim.exitCode, null, 'the outside process is untouched');
 });
 
+test('ptrace and process_vm_* read their pid in the caller\'s pid namespace', async (t) => {
+  const d = tempDir(t);
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  const py = (call: string) => `python3 -c "import ctypes,os; libc=ctypes.CDLL(None, use_errno=True); ${call}"`;
+  // The session waits until the test has put an untagged process, in a pid namespace of its own, at the
+  // local pid equal to the session shell's global pid; then it enters that namespace and attaches to it.
+  const run = h.run(['sh', '-c', [
+    `echo $$ > ${d}/g.tmp && mv ${d}/g.tmp ${d}/g`,
+    `while [ ! -s ${d}/ns ]; do sleep 0.05; done`,
+    `nsenter -t $(cat ${d}/ns) -p -- ${py(`print('rc=%d' % libc.ptrace(16, $(cat ${d}/g), 0, 0))`)}; echo "foreign=$?"`,
+    // in a pid namespace of the session's own, its own child by its local pid is the session's business
+    `unshare -pf ${py('pid=os.fork(); (os._exit(0) if pid==0 else None); libc.ptrace(16, pid, 0, 0); os.waitpid(pid,0)')}; echo "own=$?"`,
+  ].join('\n')]);
+  /** The number a file holds, once it has been written. */
+  const numberIn = async (name: string): Promise<number> => {
+    assert.ok(await waitFor(() => existsSync(join(d, name)) && readFileSync(join(d, name), 'utf8').trim() !== '', 10_000), `${name} written`);
+    return Number(readFileSync(join(d, name), 'utf8').trim());
+  };
+  const g = await numberIn('g');
+  assert.ok(g > 300);
+  // untagged: a new pid namespace whose next pid is the shell's global pid
+  const victim = spawn('unshare', ['-pf', '--mount-proc', 'sh', '-c', `echo ${g - 1} > /proc/sys/kernel/ns_last_pid; sleep 30 & echo $! > ${d}/local; wait`], { stdio: 'ignore' });
+  t.after(() => void victim.kill('SIGKILL'));
+  const local = await numberIn('local');
+  assert.equal(local, g, 'the untagged sleep has the local pid of the session shell');
+  // the namespace's init (the unshare's child), by its global pid
+  const init = Number(readFileSync(`/proc/${victim.pid}/task/${victim.pid}/children`, 'utf8').trim().split(' ')[0]);
+  writeFileSync(join(d, 'ns'), String(init));
+  const r = await run;
+  assert.equal(r.stdout, `foreign=${KILLED}\nown=0\n`);
+  assert.deepEqual(violations(r.events).map((e) => e.rule), ['builtin.no_ptrace']);
+  // killed without attaching: the untagged sleep still runs, untraced
+  const status = readFileSync(`/proc/${readFileSync(`/proc/${init}/task/${init}/children`, 'utf8').trim().split(' ')[0]}/status`, 'utf8');
+  assert.match(status, /^TracerPid:\s+0$/m);
+});
+
+test('a session process may not type into its terminal\'s input (TIOCSTI)', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  const inject = `import fcntl, os, termios; m, s = os.openpty(); fcntl.ioctl(s, termios.TIOCSTI, b'x'); print(os.read(m, 1) if False else 'typed')`;
+  const r = await h.run(['sh', '-c', `python3 -c "${inject}"; echo "tiocsti=$?"`]);
+  assert.equal(r.stdout, `tiocsti=${KILLED}\n`);
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule]), [['tty_inject', 'builtin.no_tty_inject']]);
+  // untagged, the same request is the terminal's to answer
+  assert.notEqual(spawnSync('python3', ['-c', inject]).status, KILLED);
+});
+
 test("a session process may not read another process's environment or memory (the credentials env.allow kept out)", async (t) => {
   const h = harness(t, `version: 1
 name: t

@@ -293,6 +293,24 @@ network:
   assert.equal(rb, 'EPERM\n');
 });
 
+test('routing headers and source routes, which send packets past the address the hooks judged, are refused to sessions', async (t) => {
+  const h = await netHarness(t, `version: 1
+name: net-route
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const r = await probe(h, ['opt', 'rthdr', 'opt', 'ipopts', 'opt', 'reuse']);
+  assert.deepEqual(r.results, ['EPERM', 'EPERM', 'ok'], 'an ordinary option still works');
+  const v = violations(r.events, 'source_route');
+  assert.deepEqual(v.map((e) => [e.rule, e.verdict]), [['builtin.no_source_route', 'deny'], ['builtin.no_source_route', 'deny']]);
+  assert.match(v[0]!.detail ?? '', /IPV6_RTHDR/);
+  assert.match(v[1]!.detail ?? '', /IP_OPTIONS/);
+  // untagged, the kernel takes both (an IPv6 routing header from any user)
+  assert.equal(spawnSync('python3', [PROBE, 'opt', 'rthdr', 'opt', 'ipopts'], { encoding: 'utf8' }).stdout, 'ok\nok\n');
+});
+
 test('raw, ICMP and packet sockets, which no connect or send rule would see, are refused to sessions with a network policy', async (t) => {
   const canPing = spawnSync('python3', [PROBE, 'sock', 'ping'], { encoding: 'utf8' }).stdout.trim() === 'ok';
   const h = await netHarness(t, `version: 1
