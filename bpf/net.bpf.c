@@ -114,12 +114,22 @@ struct {
 	__type(value, struct bridle_rule);
 } unix_inodes SEC(".maps");
 
-/* connect() calls of sessions with inode rules in flight: thread → fd */
+/*
+ * connect() calls of sessions with inode rules in flight: thread → the descriptor it was given, and the
+ * socket the connect_unix hook saw being connected (what the check at exit reads, where the kernel has
+ * the hook: the descriptor table can change meanwhile). Not an LRU: an entry pushed out would skip a check,
+ * so a connect that finds no room is refused instead.
+ */
+struct unix_pending_val {
+	s64 fd;
+	u64 sk;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, u64);
-	__type(value, s64);
+	__type(value, struct unix_pending_val);
 } unix_pending SEC(".maps");
 
 struct {
@@ -723,6 +733,14 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 	struct bridle_tag *tag = caller_tag(tgid);
 	if (!tag)
 		return 1;
+	struct bpf_sock_addr_kern *sa = bpf_cast_to_kern_ctx(ctx);
+	if (op == BRIDLE_OP_CONNECT) {
+		/* the socket being connected, for the identity check when connect() returns */
+		u64 id = bpf_get_current_pid_tgid();
+		struct unix_pending_val *pv = bpf_map_lookup_elem(&unix_pending, &id);
+		if (pv)
+			pv->sk = (u64)sa->sk;
+	}
 	u32 zero = 0;
 	struct unix_scratch *sc = bpf_map_lookup_elem(&unix_scratch, &zero);
 	if (!sc)
@@ -730,7 +748,6 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 	struct bridle_unix_ev *ev = &sc->ev;
 	__builtin_memset(ev, 0, sizeof(*ev));
 
-	struct bpf_sock_addr_kern *sa = bpf_cast_to_kern_ctx(ctx);
 	u32 len = sa->uaddrlen;
 	u32 n = len > 2 ? len - 2 : 0; /* after sun_family */
 	if (n > BRIDLE_UNIX_PATH)
@@ -849,11 +866,18 @@ static __always_inline bool unix_ino_rules(u32 tgid)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 {
-	if (!unix_ino_rules(bpf_get_current_pid_tgid() >> 32))
-		return 0; /* no unix deny rules: nothing to check afterwards */
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!unix_ino_rules(tgid))
+		return 0; /* no unix rules by identity: nothing to check afterwards */
 	u64 id = bpf_get_current_pid_tgid();
-	s64 fd = ctx->fd;
-	bpf_map_update_elem(&unix_pending, &id, &fd, BPF_ANY);
+	struct unix_pending_val v = { .fd = ctx->fd };
+	if (bpf_map_update_elem(&unix_pending, &id, &v, BPF_ANY)) {
+		/* 16,384 connects in flight: this one could not be checked afterwards, so it does not happen */
+		struct bridle_tag *tag = caller_tag(tgid);
+		struct bridle_net_cfg *cfg = tag ? net_policy(tag) : NULL;
+		if (cfg && !net_monitor(tag, cfg))
+			bpf_send_signal(9);
+	}
 	return 0;
 }
 
@@ -868,15 +892,12 @@ static __always_inline bool ino_rule(u32 gen, u64 dev, u64 ino, struct bridle_ru
 }
 
 /*
- * After a session process's unix connect succeeded (on file `f`): a socket that unix: rules deny by
- * identity kills the process, whatever name reached it (a symlink, a hard link, /proc/<pid>/root/...).
+ * After a session process's unix connect succeeded (on socket `sk`): a socket that unix: rules deny by
+ * identity kills the process, whatever name reached it (a symlink, a hard link, a bind mount,
+ * /proc/<pid>/root/...); so does, under an allow list, a socket that is none of the allowed ones.
  */
-static __always_inline int unix_connected(struct file *f, u32 tgid)
+static __always_inline int unix_connected(struct sock *sk, u32 tgid)
 {
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return 0;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
 	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
 		return 0;
 	struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ((struct unix_sock *)sk, peer);
@@ -897,8 +918,19 @@ static __always_inline int unix_connected(struct file *f, u32 tgid)
 		return 0;
 	struct bridle_rule r = {};
 	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg || !ino_rule(cfg->gen, dev, inum, &r) || !r.action)
+	if (!cfg)
 		return 0;
+	u32 kind = BRIDLE_NK_UNIX_INODE;
+	if (ino_rule(cfg->gen, dev, inum, &r)) {
+		if (!r.action)
+			return 0; /* one of the allowed sockets */
+	} else if (cfg->unix_default) {
+		/* an allow list: reached under an allowed name, but not one of the allowed sockets */
+		kind = BRIDLE_NK_DEFAULT;
+		r.rule_id = cfg->default_rule;
+	} else {
+		return 0;
+	}
 	bool monitor = net_monitor(tag, cfg);
 	if (!monitor)
 		bpf_send_signal(9);
@@ -929,25 +961,42 @@ static __always_inline int unix_connected(struct file *f, u32 tgid)
 	ev->op = BRIDLE_OP_CONNECT;
 	ev->flags = monitor ? 0 : BRIDLE_UEV_KILLED;
 	ev->verdict = monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
-	ev->rule_kind = BRIDLE_NK_UNIX_INODE;
+	ev->rule_kind = kind;
 	ev->rule_id = r.rule_id;
 	ev->gen = cfg->gen;
 	unix_submit(ev, tag, tgid);
 	return 0;
 }
 
+/* The same for the socket open as file `f`. */
+static __always_inline int unix_connected_file(struct file *f, u32 tgid)
+{
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return unix_connected(BPF_CORE_READ(sock, sk), tgid);
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int bridle_unix_exit(struct sys_exit_args *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	s64 *fdp = bpf_map_lookup_elem(&unix_pending, &id);
-	if (!fdp)
+	struct unix_pending_val *pv = bpf_map_lookup_elem(&unix_pending, &id);
+	if (!pv)
 		return 0;
-	s64 fd = *fdp;
+	s64 fd = pv->fd;
+	struct sock *sk = (struct sock *)pv->sk;
 	bpf_map_delete_elem(&unix_pending, &id);
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
 	u32 tgid = id >> 32;
+	/*
+	 * The socket the hook saw: another thread may have closed or replaced the descriptor meanwhile (a
+	 * dup of it keeps the connection). The connect's own reference kept it alive until the call
+	 * returned; a read after that finds at worst another socket, never a fault.
+	 */
+	if (sk)
+		return unix_connected(sk, tgid);
 	if (fd < 0)
 		return 0;
 
@@ -959,7 +1008,7 @@ int bridle_unix_exit(struct sys_exit_args *ctx)
 	struct file *f = NULL;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return 0;
-	return unix_connected(f, tgid);
+	return unix_connected_file(f, tgid);
 }
 
 /*
@@ -979,7 +1028,7 @@ int BPF_PROG(bridle_uring_unix_connect, struct io_ring_ctx *ring, void *req, str
 	if (!unix_ino_rules(tgid))
 		return 0;
 	struct file *f = BPF_CORE_READ(r, file);
-	return f ? unix_connected(f, tgid) : 0;
+	return f ? unix_connected_file(f, tgid) : 0;
 }
 
 /*

@@ -102,8 +102,8 @@ export class Supervisor {
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
     const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
     const net = NetGuard.compile(policy);
-    // denied unix sockets are checked by identity too: a daemon that restarts makes a new socket file
-    const sockets = net.unix.filter((u) => u.action === 'deny' && !u.path.startsWith('@')).map((u) => u.path);
+    // unix sockets are checked by identity too: a daemon that restarts makes a new socket file
+    const sockets = net.unix.filter((u) => !u.path.startsWith('@')).map((u) => u.path);
     const socketIds = this.sensor.identify(sockets);
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);

@@ -344,7 +344,7 @@ export class NetSensor extends LoadedObject {
     return gen;
   }
 
-  /** unix: entries of generation `gen` (0: bridle's own sockets, for every session): by name, and deny ones by identity. */
+  /** unix: entries of generation `gen` (0: bridle's own sockets, for every session): by name, and by identity. */
   private writeUnix(gen: number, entries: CompiledNet['unix'], written: Written): void {
     const uk = NET_LAYOUT.bridle_unix_key.fields;
     const ik = NET_LAYOUT.bridle_unix_ino_key.fields;
@@ -367,7 +367,7 @@ export class NetSensor extends LoadedObject {
       written,
     );
     // bridle's own sockets (gen 0) are checked by name only: the kernel reads identities per policy
-    const byIdent = gen === 0 ? [] : entries.filter((u) => u.action === 'deny' && u.ident);
+    const byIdent = gen === 0 ? [] : entries.filter((u) => u.ident);
     this.writeAll(
       this.map('unix_inodes'),
       byIdent.map((u) => {

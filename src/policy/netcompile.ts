@@ -6,9 +6,9 @@
 // address entry names a port set (an LPM trie over {set, proto, port}: a port range is stored as the
 // aligned power-of-two blocks covering it) and its nearest shorter prefix in the same trie, so a port
 // rule on 10.0.0.0/8 still applies to an address that also matches a port rule on 10.1.0.0/16.
-import { realpathSync } from 'node:fs';
+import { lstatSync, realpathSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { normalize } from 'node:path';
+import { basename, dirname, join, normalize } from 'node:path';
 import { PolicyError, type PolicyProblem } from './yamlctx.js';
 import { fnv1a, identity, type RuleRef } from './compile.js';
 import { ipToBytes } from './load.js';
@@ -62,7 +62,7 @@ export interface UnixEntry {
   path: string;
   /** FNV-1a 64 of every spelling the kernel hook may see: as written, normalized, the real path */
   hashes: bigint[];
-  /** the socket file's identity when it exists at compile time: deny rules also match by it */
+  /** the socket file's identity when it exists at compile time: also checked after a connect, whatever name reached it */
   ident?: { dev: bigint; ino: bigint };
   action: 'allow' | 'deny';
   rule: number;
@@ -120,6 +120,22 @@ export function unixForms(path: string): { hashes: bigint[]; ident?: { dev: bigi
     /* not there yet: by name only until it exists when the policy is next applied */
   }
   return { hashes: [...forms].filter((f) => Buffer.byteLength(f) <= 108).map(unixHash), ...(ident ? { ident } : {}) };
+}
+
+/**
+ * The identity of the socket file an allow entry names, only when the path itself is one (directories on
+ * the way may be symlinks, /var/run → /run). A symlink or anything else put at an allowed path, which a
+ * session that can write there may do, gives none: a connect through it reaches a socket that is not one
+ * of the allowed ones.
+ */
+export function allowedSocketIdent(path: string): { dev: bigint; ino: bigint } | undefined {
+  if (path.startsWith('@')) return undefined;
+  try {
+    const real = join(realpathSync(dirname(path)), basename(path));
+    return lstatSync(real).isSocket() ? identity(real) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Does `name` (a DNS name, any case, trailing dot allowed) match host pattern `pattern`? */
@@ -308,8 +324,13 @@ export function compileNet(policy: Policy): CompiledNet {
   });
   net.unix.allow.forEach((path, i) => {
     if (unix.some((u) => u.path === path)) return; // deny beats allow
-    const { hashes } = unixForms(path); // allow entries match by name only: an alias of an allowed socket is judged by default
-    unix.push({ path, hashes, action: 'allow', rule: rules.length });
+    // By name at the connect, and by identity after it: under an allow list, a socket reached under an
+    // allowed name must be one of the allowed sockets (not, say, the Docker socket bind mounted there).
+    const { hashes } = unixForms(path);
+    const ident = allowedSocketIdent(path);
+    const same = (a?: { dev: bigint; ino: bigint }) => !!a && !!ident && a.dev === ident.dev && a.ino === ident.ino;
+    const denied = unix.some((u) => u.action === 'deny' && same(u.ident)); // another name of a denied socket
+    unix.push({ path, hashes, ...(ident && !denied ? { ident } : {}), action: 'allow', rule: rules.length });
     rules.push({ id: `network.unix.allow[${i}]`, text: `allow unix ${path}` });
   });
 
@@ -334,7 +355,7 @@ export function compileNet(policy: Policy): CompiledNet {
       // every session's DNS goes through the resolver; once names decide anything, DNS that would bypass
       // it (TCP to port 53, a datagram that cannot be redirected) needs an explicit allow
       flags: (policy.mode === 'monitor' ? NET_F.MONITOR : 0) | NET_F.DNS | (hasHosts ? NET_F.NAMES : 0) |
-        (unix.some((u) => u.action === 'deny' && u.ident) ? NET_F.UNIX_INO : 0),
+        (unix.some((u) => u.action === 'deny' && u.ident) || net.unix.allow.length ? NET_F.UNIX_INO : 0),
       // unix sockets: an allow list makes everything else denied; otherwise only the deny list applies
       unixDefault: net.unix.allow.length ? DENY : ALLOW,
     },

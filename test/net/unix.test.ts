@@ -3,8 +3,8 @@
 // relative path. By name the kernel refuses at connect (EPERM); by identity the process that reached it
 // is killed before it returns from connect(). Untagged processes are untouched.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { linkSync, mkdirSync, symlinkSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { linkSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect, createServer, type Server } from 'node:net';
@@ -131,6 +131,88 @@ network:
   const ab = connects(r.events).find((e) => e.daddr === '@bridle-test-abstract');
   assert.equal(ab?.verdict, 'deny');
   assert.equal(ab?.rule, 'network.default');
+});
+
+test('unix: under an allow list, a socket reached under an allowed name must be one of the allowed sockets', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  const ok = join(dir, 'ok.sock');
+  const other = join(dir, 'other.sock');
+  const later = join(dir, 'later.sock'); // allowed, but nothing there when the policy is applied
+  await unixServer(t, ok);
+  await unixServer(t, other);
+  const h = await netHarness(t, `version: 1
+name: net-unix-allow-ident
+network:
+  unix:
+    allow: [${ok}, ${later}]
+`);
+  // the session puts a name of another socket at the allowed path: allowed by name, killed by identity
+  const run = await h.run(['sh', '-c', `ln -s '${other}' '${later}' && exec python3 '${PROBE}' unix '${later}'`]);
+  assert.equal(run.status, 137, `killed (got ${run.status}: ${run.stdout})`);
+  const killed = connects(run.events).find((e) => e.family === 'unix' && e.verdict === 'deny' && e.daddr === other);
+  assert.equal(killed?.rule, 'network.default', 'reported under the name the socket was bound to');
+  rmSync(later);
+  // the allowed socket itself, through its own name, still works
+  assert.deepEqual((await probe(h, ['unix', ok])).results, ['ok']);
+  // a daemon then makes the allowed socket: within moments it is allowed by its identity
+  await unixServer(t, later);
+  let last = '';
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const r = await h.run(['python3', PROBE, 'unix', later]);
+    last = `${r.status} ${r.stdout.trim()}`;
+    if (r.status === 0 && r.stdout.trim() === 'ok') break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.equal(last, '0 ok', 'the socket made after the policy was applied is allowed once identified');
+});
+
+test('unix: the identity check reads the socket connect() connected, not what its descriptor holds when it returns', async (t) => {
+  const dir = tempDir(t, 'bridle-unix-');
+  const denied = join(dir, 'daemon.sock');
+  const alias = join(dir, 'alias.sock');
+  // a daemon that accepts nothing until told: with a backlog of 0 and one client queued, the next
+  // connect blocks until it accepts
+  const srv = spawn('python3', ['-c', [
+    'import socket, sys, time',
+    `s = socket.socket(socket.AF_UNIX); s.bind('${denied}'); s.listen(0)`,
+    "print('ready', flush=True)",
+    'sys.stdin.readline()',
+    'conns = [s.accept(), s.accept()]',
+    'time.sleep(30)',
+  ].join('\n')], { stdio: ['pipe', 'pipe', 'ignore'] });
+  t.after(() => void srv.kill('SIGKILL'));
+  await new Promise<void>((res) => srv.stdout!.once('data', () => res()));
+  symlinkSync(denied, alias);
+  const h = await netHarness(t, `version: 1
+name: net-unix-race
+network:
+  default: allow
+  unix:
+    deny: [${denied}]
+`);
+  const queued = connect(denied); // untagged: fills the backlog
+  queued.on('error', () => {});
+  t.after(() => void queued.destroy());
+  await new Promise<void>((res) => queued.once('connect', () => res()));
+  // a thread closes the descriptor while connect() waits (a dup of it keeps the socket); then the daemon
+  // accepts, and the connect completes on a descriptor number that is empty by then
+  const script = [
+    'import os, socket, threading, time',
+    'sock = socket.socket(socket.AF_UNIX)',
+    'fd = sock.fileno(); keep = os.dup(fd)',
+    'threading.Thread(target=lambda: (time.sleep(0.4), os.close(fd))).start()',
+    'try:',
+    `    sock.connect('${alias}')`,
+    "    print('connected', flush=True)",
+    'except OSError as e:',
+    "    print('error', e.errno, flush=True)",
+  ].join('\n');
+  const run = h.run(['python3', '-c', script]);
+  setTimeout(() => srv.stdin!.write('go\n'), 1200);
+  const r = await run;
+  assert.equal(r.status, 137, `the process is killed, though its descriptor was closed meanwhile (got ${r.status}: ${r.stdout})`);
+  assert.ok(connects(r.events).some((e) => e.family === 'unix' && e.verdict === 'deny' && e.rule === 'network.unix.deny[0]'));
 });
 
 test('unix: monitor mode reports by name and by identity and kills nothing', async (t) => {
