@@ -230,8 +230,13 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 		__builtin_memcpy(d->given, &a, 4);
 		d->sock_family = 4;
 		if (a == 0) {
-			/* connect(0.0.0.0) reaches this host: judge it as loopback */
-			a = bpf_htonl(0x7f000001);
+			/*
+			 * connect(0.0.0.0) reaches this host: the kernel sends it to the socket's bound source
+			 * address, or loopback when it has none; judged as that
+			 */
+			struct bpf_sock *sk = ctx->sk;
+			u32 src = sk ? sk->src_ip4 : 0;
+			a = src ? src : bpf_htonl(0x7f000001);
 			d->flags |= BRIDLE_NEV_ANY;
 		}
 		d->k.family = 4;
@@ -245,11 +250,17 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 	__builtin_memcpy(d->given + 8, &w2, 4);
 	__builtin_memcpy(d->given + 12, &w3, 4);
 	d->sock_family = 6;
-	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
-		/* IPv4-mapped: the IPv4 rules decide */
+	if ((w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) || (w0 == bpf_htonl(0x0064ff9b) && w1 == 0 && w2 == 0)) {
+		/*
+		 * IPv4-mapped, or NAT64's well-known prefix 64:ff9b::/96 (a network's translator carries it to
+		 * the IPv4 address in its last word): the IPv4 rules decide
+		 */
 		d->flags |= BRIDLE_NEV_MAPPED;
-		if (w3 == 0) {
-			w3 = bpf_htonl(0x7f000001);
+		if (w3 == 0 && w2 == bpf_htonl(0xffff)) {
+			/* as connect(0.0.0.0): the bound source address (mapped), or loopback */
+			struct bpf_sock *sk = ctx->sk;
+			u32 src = sk && sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0xffff) ? sk->src_ip6[3] : 0;
+			w3 = src ? src : bpf_htonl(0x7f000001);
 			d->flags |= BRIDLE_NEV_ANY;
 		}
 		d->k.family = 4;
@@ -546,6 +557,17 @@ static __always_inline void cache_verdict(struct sk_verdict *c, u32 policy, u32 
 	bpf_spin_unlock(&c->lock);
 }
 
+/* Is `d` (as judged: mapped and unspecified addresses resolved) bridle's resolver, on loopback? */
+static __always_inline bool to_resolver(struct dest *d, struct bridle_net_conf *conf)
+{
+	if (d->k.family == 4)
+		return conf->dns_port4 && d->port == conf->dns_port4 && d->k.addr[0] == 127 && d->k.addr[1] == 0 &&
+		       d->k.addr[2] == 0 && d->k.addr[3] == 1;
+	u32 w[4];
+	__builtin_memcpy(w, d->k.addr, 16);
+	return conf->dns_port6 && d->port == conf->dns_port6 && w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == bpf_htonl(1);
+}
+
 static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 op)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -563,9 +585,18 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, bool v6, u32 
 	struct verdict v = {};
 
 	bool dns_denied = false;
-	if ((cfg->flags & BRIDLE_NET_F_DNS) && d.proto == IPPROTO_UDP && d.port == DNS_PORT) {
-		u32 zero = 0;
-		struct bridle_net_conf *conf = bpf_map_lookup_elem(&net_conf, &zero);
+	u32 zero = 0;
+	struct bridle_net_conf *conf = bpf_map_lookup_elem(&net_conf, &zero);
+	if (conf && d.proto == IPPROTO_UDP && to_resolver(&d, conf)) {
+		/*
+		 * Straight to bridle's resolver, not through the redirect: it would take the query for whoever
+		 * used this source port last. Only the redirect below may send there.
+		 */
+		v.action = BRIDLE_DENY;
+		v.kind = BRIDLE_NK_CONTROL;
+		v.gen = cfg->gen;
+		dns_denied = true;
+	} else if ((cfg->flags & BRIDLE_NET_F_DNS) && d.proto == IPPROTO_UDP && d.port == DNS_PORT) {
 		u16 rport = conf ? (v6 ? conf->dns_port6 : conf->dns_port4) : 0;
 		if (rport && redirect_dns(ctx, tag, tgid, &d, rport, v6, op == BRIDLE_OP_CONNECT) == 0)
 			return 1;

@@ -7,6 +7,7 @@
 // format by hand.
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { connect as tcpConnect } from 'node:net';
+import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
@@ -16,7 +17,10 @@ import { ipToBytes } from '../policy/load.js';
 import { matchHost, type CompiledNet } from '../policy/netcompile.js';
 import { execId } from './ids.js';
 
-const RCODE = { SERVFAIL: 2, REFUSED: 5 } as const;
+const RCODE = { FORMERR: 1, SERVFAIL: 2, REFUSED: 5 } as const;
+
+/** An answered address stays allowed at most this long (s), whatever TTL the upstream gave. */
+const MAX_TTL = 86_400;
 
 export interface Upstream {
   host: string;
@@ -160,6 +164,14 @@ export class DnsResolver {
       this.reply(sock, rinfo, refusal(query, RCODE.REFUSED));
       return;
     }
+    // One standard query of one question, nothing else: the upstream gets a query built here from that
+    // question, not the session's bytes (other sections, other opcodes and more questions would pass
+    // data the rules never looked at, or names they never judged).
+    if (msg.length < 12 || ((msg.readUInt16BE(2) >> 11) & 0xf) !== 0 || msg.readUInt16BE(4) !== 1 || !q) {
+      this.stats.refused++;
+      this.reply(sock, rinfo, refusal(query, RCODE.FORMERR));
+      return;
+    }
     const slot = this.o.policy(client.policy);
     const name = (q?.name ?? '').toLowerCase().replace(/\.$/, '');
     const hit = slot && name ? matchHost(slot.compiled, name) : undefined;
@@ -178,7 +190,7 @@ export class DnsResolver {
     let answer: Buffer | undefined;
     try {
       if (!up) throw new Error('no DNS upstream (policy network.dns.upstream or /etc/resolv.conf)');
-      answer = await this.forward(msg, up, query.id ?? 0);
+      answer = await this.forward(upstreamQuery(query, q), up, query.id ?? 0);
     } catch {
       this.stats.failed++;
       this.reply(sock, rinfo, refusal(query, RCODE.SERVFAIL));
@@ -196,7 +208,7 @@ export class DnsResolver {
     if (hit?.action === 'allow' && addrs.length) {
       const floor = slot?.compiled.minTtl ?? this.o.minTtl ?? 10;
       for (const a of addrs) {
-        const ttl = Math.max(a.ttl, floor);
+        const ttl = Math.min(Math.max(a.ttl, floor), MAX_TTL);
         minTtl = minTtl === undefined ? ttl : Math.min(minTtl, ttl);
         // before the caller sees the answer: it may connect the moment it has it
         this.o.net.allowResolved(client.session, a.bytes, hit.hashes, client.ktime + BigInt(ttl) * 1_000_000_000n);
@@ -230,8 +242,20 @@ export class DnsResolver {
     sock.send(buf, rinfo.port, rinfo.address);
   }
 
-  /** One upstream exchange over UDP; a truncated answer is asked again over TCP. */
-  private forward(msg: Buffer, up: Upstream, id: number): Promise<Buffer> {
+  /**
+   * One upstream exchange over UDP from a socket connected to the upstream (the kernel drops datagrams
+   * from anywhere else), under a query id of the resolver's own; a truncated answer is asked again over
+   * TCP. The answer goes back under the client's id (`clientId`).
+   */
+  private async forward(query: Buffer, up: Upstream, clientId: number): Promise<Buffer> {
+    const id = randomInt(0x10000);
+    query.writeUInt16BE(id, 0);
+    const answer = await this.exchange(query, up, id);
+    answer.writeUInt16BE(clientId, 0);
+    return answer;
+  }
+
+  private exchange(msg: Buffer, up: Upstream, id: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const s = createSocket(isIP(up.host) === 6 ? 'udp6' : 'udp4');
       const handle = { close: () => done(new Error('resolver closed')) };
@@ -248,18 +272,18 @@ export class DnsResolver {
         else resolve(buf!);
       };
       s.on('error', (e) => done(e));
-      s.on('message', (buf, from) => {
-        if (from.port !== up.port || buf.length < 12 || buf.readUInt16BE(0) !== id) return;
+      s.on('message', (buf) => {
+        if (buf.length < 12 || buf.readUInt16BE(0) !== id) return;
         if (buf.readUInt16BE(2) & dnsPacket.TRUNCATED_RESPONSE) {
           this.forwardTcp(msg, up).then(
-            (full) => done(undefined, full),
+            (full) => (full.length >= 12 && full.readUInt16BE(0) === id ? done(undefined, full) : done(undefined, buf)),
             () => done(undefined, buf),
           );
           return;
         }
         done(undefined, buf);
       });
-      s.send(msg, up.port, up.host, (e) => e && done(e));
+      s.connect(up.port, up.host, () => s.send(msg, (e) => e && done(e)));
     });
   }
 
@@ -303,6 +327,18 @@ export class DnsResolver {
     for (const h of [...this.inflight]) h.close();
     await Promise.all(this.sockets.splice(0).map((s) => new Promise<void>((res) => s.close(() => res()))));
   }
+}
+
+/** The query the upstream gets: the client's one question and recursion flag, and an EDNS size if it sent one. */
+function upstreamQuery(query: dnsPacket.DecodedPacket, q: dnsPacket.Question): Buffer {
+  const opt = (query.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+  return dnsPacket.encode({
+    type: 'query',
+    id: 0,
+    flags: (query.flags ?? 0) & (dnsPacket.RECURSION_DESIRED | dnsPacket.CHECKING_DISABLED),
+    questions: [{ name: q.name, type: q.type, class: q.class }],
+    ...(opt ? { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: Math.min(Math.max(opt.udpPayloadSize ?? 512, 512), 4096) } as dnsPacket.Answer] } : {}),
+  });
 }
 
 /** A reply with only the question and an error code. */

@@ -1,7 +1,7 @@
 // Network reach decided in the real kernel (cgroup sock_addr programs at the cgroup v2 root), for tagged
 // sessions only. Traffic goes only to loopback addresses and to a network namespace the test creates.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
@@ -216,6 +216,26 @@ network:
   assert.equal(u.stdout, 'EPERM\n', 'io_uring connect denied');
   const u2 = await h.run([uring, '127.0.0.2', `${p2}`]);
   assert.equal(u2.stdout, 'ok\n', 'io_uring connect allowed');
+});
+
+test('connect(0.0.0.0) from a socket bound to an address is judged as that address; NAT64 addresses as the IPv4 they carry', async (t) => {
+  const p3 = await tcpServer(t, '127.0.0.3');
+  const h = await netHarness(t, `version: 1
+name: net-any-bound
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.3/32
+`);
+  // the kernel sends connect(0.0.0.0) to the socket's bound source address
+  const untagged = await new Promise<string>((res) => execFile('python3', [PROBE, 'tcpfrom', '127.0.0.3', '0.0.0.0', `${p3}`], (_e, out) => res(out)));
+  assert.equal(untagged, 'ok\n', 'untagged: reaches 127.0.0.3');
+  const r = await probe(h, ['tcpfrom', '127.0.0.3', '0.0.0.0', `${p3}`, 'tcpfrom', '::ffff:127.0.0.3', '::ffff:0.0.0.0', `${p3}`]);
+  assert.deepEqual(r.results, ['EPERM', 'EPERM']);
+  assert.ok(connects(r.events).filter((e) => e.verdict === 'deny').every((e) => e.rule === 'network.deny[0]'));
+  // 64:ff9b::127.0.0.3, in a network namespace of the session's own (nothing leaves it either way)
+  const n = await h.run(['unshare', '-n', 'python3', PROBE, 'tcp', '64:ff9b::7f00:3', '80']);
+  assert.equal(n.stdout, 'EPERM\n', 'judged as 127.0.0.3');
 });
 
 test('monitor mode reports would_deny and blocks nothing', async (t) => {

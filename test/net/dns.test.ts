@@ -140,3 +140,52 @@ network:
   assert.equal(d?.verdict, 'deny');
   assert.equal(d?.rule, 'network.dns.names');
 });
+
+test('host: the resolver forwards one question, rebuilt, and only what the kernel redirected to it', async (t) => {
+  const up = await dnsServer(t, { 'api.example.test': { A: ['127.0.0.7'] }, 'second.example.test': { A: ['127.0.0.8'] } });
+  const h = await netHarness(t, `version: 1
+name: net-dns-shape
+network:
+  default: allow
+  allow:
+    - host: api.example.test
+  dns:
+    upstream: 127.0.0.1:${up.port}
+`);
+  const port4 = h.sup.net!.dns!.port4;
+  assert.ok(port4 > 0);
+  // a test-side client (the product parses DNS with dns-packet): queries with extra content, each sent
+  // "to" 127.0.0.53:53, which the kernel hands to bridle's resolver; then one straight to the resolver
+  const script = `
+import socket, struct
+def name(n): return b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0'
+def q(n): return name(n) + struct.pack('>HH', 1, 1)
+def ask(msg, to=('127.0.0.53', 53)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    try:
+        s.sendto(msg, to)
+        d = s.recv(2048)
+        return 'id=%d rcode=%d an=%d' % (struct.unpack('>H', d[:2])[0], struct.unpack('>H', d[2:4])[0] & 15, struct.unpack('>H', d[6:8])[0])
+    except OSError as e:
+        return 'errno=%d' % e.errno
+    finally:
+        s.close()
+# two questions
+print(ask(struct.pack('>HHHHHH', 4660, 0x0100, 2, 0, 0, 0) + q('api.example.test') + q('second.example.test')))
+# one question, and a TXT record in the additional section carrying data
+txt = name('x.example.test') + struct.pack('>HHIH', 16, 1, 0, 11) + bytes([10]) + b'secretdata'
+print(ask(struct.pack('>HHHHHH', 4661, 0x0100, 1, 0, 0, 1) + q('api.example.test') + txt))
+# straight to the resolver's port, not through the redirect
+print(ask(struct.pack('>HHHHHH', 4662, 0x0100, 1, 0, 0, 0) + q('api.example.test'), ('127.0.0.1', ${port4})))
+`;
+  const r = await h.run(['python3', '-c', script]);
+  assert.deepEqual(r.stdout.trim().split('\n'), ['id=4660 rcode=1 an=0', 'id=4661 rcode=0 an=1', 'errno=1']);
+  assert.ok(!up.queries.includes('A second.example.test'), 'the second question never left');
+  assert.equal(up.raw.length, 1, 'one query reached the upstream');
+  const sent = up.raw[0]!;
+  assert.ok(!sent.includes(Buffer.from('secretdata')), 'the additional record did not go upstream');
+  assert.notEqual(sent.readUInt16BE(0), 4661, 'the upstream sees an id of the resolver, not the client\'s');
+  const direct = connects(r.events).find((e) => e.dport === port4);
+  assert.equal(direct?.verdict, 'deny');
+  assert.equal(direct?.rule, 'builtin.control_socket');
+});

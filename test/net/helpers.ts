@@ -79,11 +79,13 @@ export interface Records {
   [name: string]: { A?: string[]; AAAA?: string[]; CNAME?: string; ttl?: number };
 }
 
-/** An authoritative-only DNS server on 127.0.0.1 built with dns-packet; returns its port and the queries it saw. */
-export async function dnsServer(t: TestContext, records: Records): Promise<{ port: number; queries: string[] }> {
+/** An authoritative-only DNS server on 127.0.0.1 built with dns-packet; returns its port, the queries it saw and their bytes. */
+export async function dnsServer(t: TestContext, records: Records): Promise<{ port: number; queries: string[]; raw: Buffer[] }> {
   const queries: string[] = [];
+  const raw: Buffer[] = [];
   const s = createSocket('udp4');
   s.on('message', (msg, r) => {
+    raw.push(msg);
     let q: dnsPacket.DecodedPacket;
     try {
       q = dnsPacket.decode(msg);
@@ -124,7 +126,7 @@ export async function dnsServer(t: TestContext, records: Records): Promise<{ por
   });
   await new Promise<void>((res) => s.bind(0, '127.0.0.1', () => res()));
   t.after(() => new Promise<void>((res) => s.close(() => res())));
-  return { port: s.address().port, queries };
+  return { port: s.address().port, queries, raw };
 }
 
 /**
