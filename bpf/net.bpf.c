@@ -377,21 +377,21 @@ static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg
 	v->rule = cfg->default_rule;
 }
 
-static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest *d, u32 op, u32 verdict,
-				   struct verdict *v)
+/* A record of a decision about process `tgid` (exec key `key`), by thread `tid` of user `uid`. */
+static __always_inline void report_for(struct bridle_tag *tag, u32 tgid, u64 key, u32 tid, u32 uid, struct dest *d,
+				       u32 op, u32 verdict, struct verdict *v)
 {
 	struct bridle_net_ev *ev = bpf_ringbuf_reserve(&net_events, sizeof(*ev), 0);
 	if (!ev) {
 		count_loss(0);
 		return;
 	}
-	u64 id = bpf_get_current_pid_tgid();
 	hdr_fill(&ev->hdr, BRIDLE_EV_NET, sizeof(*ev));
 	ev->session = tag->session;
-	ev->key = caller_key(tgid);
+	ev->key = key;
 	ev->pid = tgid;
-	ev->tid = (u32)id;
-	ev->uid = (u32)bpf_get_current_uid_gid();
+	ev->tid = tid;
+	ev->uid = uid;
 	ev->policy = tag->policy;
 	ev->rule_id = v->rule;
 	ev->dport = d->port;
@@ -404,6 +404,14 @@ static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest
 	ev->gen = v->gen;
 	__builtin_memcpy(ev->daddr, d->given, 16);
 	bpf_ringbuf_submit(ev, rb_wake(&net_events, verdict != BRIDLE_ALLOW));
+}
+
+/* The same for the calling thread. */
+static __always_inline void report(struct bridle_tag *tag, u32 tgid, struct dest *d, u32 op, u32 verdict,
+				   struct verdict *v)
+{
+	report_for(tag, tgid, caller_key(tgid), (u32)bpf_get_current_pid_tgid(), (u32)bpf_get_current_uid_gid(), d, op,
+		   verdict, v);
 }
 
 /* Allowed datagrams are reported once per process, destination and second; connects and denials always. */
@@ -1199,5 +1207,171 @@ int BPF_PROG(bridle_uring_socket_guard, struct io_kiocb *req)
 		return 0;
 	struct io_socket *s = (void *)&req->cmd;
 	guard_family(BPF_CORE_READ(s, domain), BPF_CORE_READ(s, type), BPF_CORE_READ(s, protocol));
+	return 0;
+}
+
+/*
+ * Connections made before a decision could see them: by a process `bridle attach` has just tagged, or
+ * under the policy a reload replaces. The supervisor runs these iterators then: the first records each
+ * inet socket a session process holds (by cookie, never reused), and which of those a process outside
+ * every session holds too; the other two judge each connected TCP and UDP socket recorded against the
+ * session's policy in force, as a connect to its peer would be, and close a denied one (bpf_sock_destroy:
+ * the program gets ECONNABORTED). A socket also held outside the session is only reported
+ * (would_deny): enforcement never touches what is not a session's; so does monitor mode.
+ */
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+
+struct revisit_owner {
+	u32 tgid; /* a session process holding it (0: none seen yet) */
+	u32 uid;
+	u64 key;
+	u32 outside; /* a process outside every session holds it too: reported, not closed */
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct revisit_owner);
+} revisit SEC(".maps");
+
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_TIME_WAIT 6
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+#define TCP_NEW_SYN_RECV 12
+
+SEC("iter/task_file")
+int bridle_session_socks(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct task_struct *task = ctx->task;
+	if (!file || !task)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return 0;
+	u16 fam = sk->__sk_common.skc_family;
+	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	u64 cookie = bpf_get_socket_cookie(sk);
+	u32 tgid = task->tgid;
+	struct bridle_tag *tag = tag_of(tgid, task);
+	struct revisit_owner *o = bpf_map_lookup_elem(&revisit, &cookie);
+	if (!tag) {
+		/* held outside every session (inherited from before an attach, or passed over a unix socket) */
+		if (o) {
+			o->outside = 1;
+		} else {
+			struct revisit_owner n = { .outside = 1 };
+			bpf_map_update_elem(&revisit, &cookie, &n, BPF_NOEXIST);
+		}
+		return 0;
+	}
+	if (!net_policy(tag) || (o && o->tgid))
+		return 0;
+	if (o) {
+		o->tgid = tgid;
+		o->uid = BPF_CORE_READ(task, cred, uid.val);
+		o->key = proc_key(tgid, task);
+	} else {
+		struct revisit_owner n = { .tgid = tgid, .uid = BPF_CORE_READ(task, cred, uid.val), .key = proc_key(tgid, task) };
+		bpf_map_update_elem(&revisit, &cookie, &n, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+/* The peer of a connected socket as a connect to it would be judged (mapped and NAT64 forms as IPv4). */
+static __always_inline bool peer_dest(struct sock_common *skc, u32 proto, struct dest *d)
+{
+	__builtin_memset(d, 0, sizeof(*d));
+	d->proto = proto;
+	d->port = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	if (!d->port)
+		return false;
+	u16 fam = BPF_CORE_READ(skc, skc_family);
+	if (fam == AF_INET) {
+		u32 a = BPF_CORE_READ(skc, skc_daddr);
+		if (!a)
+			return false;
+		d->sock_family = 4;
+		__builtin_memcpy(d->given, &a, 4);
+		d->k.family = 4;
+		__builtin_memcpy(d->k.addr, &a, 4);
+		d->k.prefixlen = 64 + 32;
+		return true;
+	}
+	struct in6_addr a6 = BPF_CORE_READ(skc, skc_v6_daddr);
+	u32 w0 = a6.in6_u.u6_addr32[0], w1 = a6.in6_u.u6_addr32[1], w2 = a6.in6_u.u6_addr32[2], w3 = a6.in6_u.u6_addr32[3];
+	if (!(w0 | w1 | w2 | w3))
+		return false;
+	d->sock_family = 6;
+	__builtin_memcpy(d->given, &a6, 16);
+	if ((w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) || (w0 == bpf_htonl(0x0064ff9b) && w1 == 0 && w2 == 0)) {
+		d->flags |= BRIDLE_NEV_MAPPED;
+		d->k.family = 4;
+		__builtin_memcpy(d->k.addr, &w3, 4);
+		d->k.prefixlen = 64 + 32;
+		return true;
+	}
+	d->k.family = 6;
+	__builtin_memcpy(d->k.addr, &a6, 16);
+	d->k.prefixlen = 64 + 128;
+	return true;
+}
+
+static __always_inline void revisit_one(struct sock_common *skc, u32 proto)
+{
+	u64 cookie = bpf_get_socket_cookie(skc);
+	struct revisit_owner *o = bpf_map_lookup_elem(&revisit, &cookie);
+	if (!o || !o->tgid)
+		return;
+	u32 tgid = o->tgid;
+	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
+	if (!tag)
+		return;
+	struct bridle_net_cfg *cfg = net_policy(tag);
+	if (!cfg)
+		return;
+	struct dest d;
+	if (!peer_dest(skc, proto, &d))
+		return;
+	struct verdict v = {};
+	decide(tag, cfg, &d, &v);
+	if (v.action != BRIDLE_DENY)
+		return;
+	u32 verdict = net_verdict(v.action, net_monitor(tag, cfg));
+	if (verdict == BRIDLE_DENY && bpf_sock_destroy && !o->outside)
+		bpf_sock_destroy(skc);
+	else if (verdict == BRIDLE_DENY)
+		verdict = BRIDLE_WOULD_DENY; /* shared with a process outside the session, or no bpf_sock_destroy (Linux 6.5+): reported only */
+	report_for(tag, tgid, o->key, 0, o->uid, &d, BRIDLE_OP_REVISIT, verdict, &v);
+}
+
+SEC("iter/tcp")
+int bridle_revisit_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	u8 state = skc->skc_state;
+	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	revisit_one(skc, IPPROTO_TCP);
+	return 0;
+}
+
+SEC("iter/udp")
+int bridle_revisit_udp(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *u = ctx->udp_sk;
+	if (!u)
+		return 0;
+	revisit_one(&u->inet.sk.__sk_common, IPPROTO_UDP);
 	return 0;
 }

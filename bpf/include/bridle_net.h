@@ -31,6 +31,7 @@ enum bridle_net_op {
 	BRIDLE_OP_UNIX = 3,
 	BRIDLE_OP_SOCKET = 4, /* a raw, ICMP or packet socket: dport holds the socket type, daddr[0] the family */
 	BRIDLE_OP_SOCKOPT = 5, /* a socket option that routes past the hooks: dport holds the option, proto the level, daddr[0] the family */
+	BRIDLE_OP_REVISIT = 6, /* a connection made earlier, judged again (after attach, or a new policy): closed when denied */
 };
 
 /* bridle_net_ev.rule_kind: what decided */

@@ -121,7 +121,9 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
   const btf = existsSync('/sys/kernel/btf/vmlinux');
   add({ name: 'btf', ok: btf, detail: btf ? '/sys/kernel/btf/vmlinux' : 'no kernel BTF', fix: 'use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distro kernel since 2021 has it)', required: true });
   // A kfunc is a function named in the kernel's BTF: its name is in the string section.
-  const signalTask = btf && readFileSync('/sys/kernel/btf/vmlinux').includes('\0bpf_send_signal_task\0');
+  const btfBytes = btf ? readFileSync('/sys/kernel/btf/vmlinux') : undefined;
+  const kfunc = (name: string): boolean => !!btfBytes?.includes(`\0${name}\0`);
+  const signalTask = kfunc('bpf_send_signal_task');
   add({
     name: 'signal-task',
     ok: signalTask,
@@ -129,6 +131,15 @@ export async function runDoctor(root: string): Promise<DoctorReport> {
       ? 'bpf_send_signal_task: a session process the tag table has no room for, or one sharing its creator\'s descriptor table, is killed before it runs'
       : 'no bpf_send_signal_task: such processes are only reported (would_deny)',
     fix: 'needs Linux 6.13 or later',
+  });
+  const sockDestroy = kfunc('bpf_sock_destroy');
+  add({
+    name: 'sock-destroy',
+    ok: sockDestroy,
+    detail: sockDestroy
+      ? 'bpf_sock_destroy: connections a session made before `bridle attach` or a new policy are closed when that policy denies them'
+      : 'no bpf_sock_destroy: such connections are only reported (would_deny)',
+    fix: 'needs Linux 6.5 or later',
   });
   const bpffs = mounts().some((m) => m.type === 'bpf' && m.dir === '/sys/fs/bpf');
   add({ name: 'bpffs', ok: bpffs, detail: bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (bridle mounts it when it starts: its pins keep sessions governed if bridle dies)', fix: 'mount -t bpf bpf /sys/fs/bpf' });

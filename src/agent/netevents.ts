@@ -39,7 +39,7 @@ export function connectEvent(base: Base, r: RawNetRecord, compiled: CompiledNet 
     family: (r.family === 6 ? 'inet6' : 'inet') as ConnectEvent['family'],
     daddr: r.daddr,
     dport: r.dport,
-    op: r.op === NET_OP.SENDMSG ? 'sendmsg' : 'connect',
+    op: r.op === NET_OP.SENDMSG ? 'sendmsg' : r.op === NET_OP.REVISIT ? 'revisit' : 'connect',
     verdict: verdictName(r.verdict),
     rule,
     policy,

@@ -88,6 +88,19 @@ export class NetGuard {
     return this.net.applyPolicy(id, compiled);
   }
 
+  /**
+   * Connections made before a decision could see them are judged again (NetSensor.revisit). A failure
+   * (a kernel without socket iterators) is a warning: connects and sends are still decided.
+   */
+  revisit(warnings: string[]): void {
+    try {
+      this.net.revisit();
+    } catch (err) {
+      const w = `cannot judge existing connections again: ${(err as Error).message}`;
+      if (!warnings.includes(w)) warnings.push(w);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

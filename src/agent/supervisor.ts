@@ -108,6 +108,8 @@ export class Supervisor {
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
+    // connections its sessions made under the policy this one replaces meet this one
+    this.net?.revisit(this.warnings);
     this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
@@ -255,6 +257,8 @@ export class Supervisor {
       const parents = new Set(frontier.map((p) => p.pid));
       frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
     }
+    // what the tree connected to before it was tagged meets its policy now
+    this.net?.revisit(this.warnings);
     return { session, pids: tagged };
   }
 

@@ -82,7 +82,7 @@ export interface ConnectEvent extends EventBase {
   family: 'inet' | 'inet6' | 'unix';
   daddr: string;
   dport: number;
-  /** connect | sendmsg */
+  /** connect | sendmsg | revisit (a connection made earlier, judged again after attach or a new policy) */
   op?: string;
 }
 

@@ -237,7 +237,7 @@ export function decodeSeeds(b: Buffer): SeedRecord[] {
 // test/net/layout.test.ts; decoders live in src/kernel/net.ts.
 
 export const NET_EV = { NET: 16, UNIX: 17 } as const;
-export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3, SOCKET: 4, SOCKOPT: 5 } as const;
+export const NET_OP = { CONNECT: 1, SENDMSG: 2, UNIX: 3, SOCKET: 4, SOCKOPT: 5, REVISIT: 6 } as const;
 export const NET_KIND = { DEFAULT: 0, CIDR: 1, HOST: 2, DNS_TCP: 3, DNS_BIND: 4, UNIX: 5, CONTROL: 6, UNIX_INODE: 7, RAW: 8 } as const;
 export const NET_EVF = { MAPPED: 1, ANY: 2 } as const;
 export const NET_UEVF = { ABSTRACT: 1, KILLED: 2 } as const;

@@ -274,6 +274,31 @@ export class NetSensor extends LoadedObject {
     return s;
   }
 
+  /**
+   * Judges again the connections session processes hold (TCP, and UDP sockets with a peer) against their
+   * session's policy in force, as a connect to the peer would be: after `bridle attach` tags processes
+   * that connected before, and after a new policy. A denied one is closed (ECONNABORTED) and reported
+   * (op `revisit`); monitor mode only reports. Returns how many sockets of sessions were looked at.
+   */
+  revisit(): number {
+    const owners = this.map('revisit');
+    const clear = (): void => {
+      for (const k of owners.keys()) owners.delete(k);
+    };
+    clear();
+    try {
+      this.obj.program('bridle_session_socks').iterRead();
+      const n = owners.keys().length;
+      if (n) {
+        this.obj.program('bridle_revisit_tcp').iterRead();
+        this.obj.program('bridle_revisit_udp').iterRead();
+      }
+      return n;
+    } finally {
+      clear();
+    }
+  }
+
   /** Where bridle's resolver listens (host order, 0 = not listening): port-53 UDP of sessions goes there. */
   setDnsPorts(port4: number, port6: number): void {
     const f = NET_LAYOUT.bridle_net_conf.fields;

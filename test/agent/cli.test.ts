@@ -22,6 +22,7 @@ test('doctor reports kernel features, the backend, and fixes', () => {
   assert.equal(compat.ok, /emulation off/.test(compat.detail) && /no x32 ABI/.test(compat.detail));
   // this kernel (6.18) has the kfunc that kills a process before it runs
   assert.equal(rep.checks.find((c) => c.name === 'signal-task')?.ok, true);
+  assert.equal(rep.checks.find((c) => c.name === 'sock-destroy')?.ok, true);
   const lsm = rep.checks.find((c) => c.name === 'bpf-lsm')!;
   // the backend follows from what actually loaded
   assert.equal(rep.backend, lsm.ok ? 'bpf-lsm' : 'sigkill');

@@ -1,0 +1,172 @@
+// Connections made before a decision could see them: under a policy a reload then tightens, and by a
+// process `bridle attach` tags afterwards. Each is judged again against the policy in force, as a connect
+// to its peer would be; a denied one is closed. Untagged processes' connections are untouched.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { waitFor } from '../../src/agent/run.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { tempDir } from '../helpers/kernel.js';
+import { connects, netHarness } from './helpers.js';
+
+/** A TCP echo server on `host` that keeps each connection open. */
+async function echoServer(t: TestContext, host: string): Promise<number> {
+  const conns = new Set<Socket>();
+  const srv = createServer((c) => {
+    conns.add(c);
+    c.on('close', () => conns.delete(c));
+    c.on('error', () => {});
+    c.pipe(c);
+  });
+  await new Promise<void>((res) => srv.listen(0, host, () => res()));
+  t.after(() => new Promise<void>((res) => {
+    for (const c of conns) c.destroy();
+    srv.close(() => res());
+  }));
+  return (srv.address() as { port: number }).port;
+}
+
+async function udpEchoOn(t: TestContext, host: string): Promise<number> {
+  const s = createSocket('udp4');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  await new Promise<void>((res) => s.bind(0, host, () => res()));
+  t.after(() => new Promise<void>((res) => s.close(() => res())));
+  return s.address().port;
+}
+
+/**
+ * A python program that opens its connections, says `ready` (a file), waits for `go` (a file), then uses
+ * each connection once and prints what became of it.
+ */
+function holder(dir: string, conns: Array<[string, 'tcp' | 'udp', string, number]>): string[] {
+  return ['python3', '-c', `
+import errno, os, socket, time
+conns = []
+for name, kind, host, port in ${JSON.stringify(conns)}:
+    s = socket.create_connection((host, port)) if kind == 'tcp' else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if kind == 'udp':
+        s.connect((host, port))
+    s.settimeout(2)
+    conns.append((name, s))
+open('${dir}/ready', 'w').close()
+while not os.path.exists('${dir}/go'):
+    time.sleep(0.02)
+for name, s in conns:
+    try:
+        s.send(b'ping')
+        print(name, 'ok' if s.recv(16) == b'ping' else 'closed', flush=True)
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno), flush=True)
+`];
+}
+
+test('a policy that tightens closes the connections its sessions already have to what it now denies', async (t) => {
+  const dir = tempDir(t, 'bridle-revisit-');
+  const denied = await echoServer(t, '127.0.0.2');
+  const kept = await echoServer(t, '127.0.0.1');
+  const udp = await udpEchoOn(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: net-open
+network:
+  default: allow
+`);
+  const run = h.run(holder(dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept], ['udp-denied', 'udp', '127.0.0.2', udp]]));
+  // an untagged process holding a connection to the same address
+  const untagged = spawn('python3', holder(dir, [['untagged', 'tcp', '127.0.0.2', denied]]).slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void untagged.kill('SIGKILL'));
+  let untaggedOut = '';
+  untagged.stdout!.on('data', (d) => (untaggedOut += d));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
+  await new Promise((r) => setTimeout(r, 200)); // both holders have connected
+  h.sup.setPolicy(parsePolicy(`version: 1
+name: net-closed
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`, 'closed.yaml'));
+  writeFileSync(join(dir, 'go'), '');
+  const r = await run;
+  const got = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(' ')));
+  assert.equal(got['tcp-kept'], 'ok', 'a connection the new policy allows stays');
+  assert.notEqual(got['tcp-denied'], 'ok', `the denied TCP connection is closed (got ${got['tcp-denied']})`);
+  assert.notEqual(got['udp-denied'], 'ok', `the denied connected UDP socket is closed (got ${got['udp-denied']})`);
+  const rev = connects(r.events).filter((e) => e.op === 'revisit');
+  assert.deepEqual(rev.map((e) => [e.proto, e.daddr, e.verdict, e.rule]).sort(), [
+    ['tcp', '127.0.0.2', 'deny', 'network.deny[0]'],
+    ['udp', '127.0.0.2', 'deny', 'network.deny[0]'],
+  ]);
+  await new Promise<void>((res) => (untagged.exitCode !== null ? res() : untagged.once('exit', () => res())));
+  assert.equal(untaggedOut, 'untagged ok\n', 'the untagged process keeps its connection');
+});
+
+test('bridle attach closes the connections the tree made before to what its policy denies', async (t) => {
+  const dir = tempDir(t, 'bridle-revisit-');
+  const denied = await echoServer(t, '127.0.0.2');
+  const kept = await echoServer(t, '127.0.0.1');
+  const h = await netHarness(t, `version: 1
+name: net-attach
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  const p = spawn('python3', holder(dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept]]).slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void p.kill('SIGKILL'));
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
+  const { session } = h.sup.attach(p.pid!);
+  writeFileSync(join(dir, 'go'), '');
+  await new Promise<void>((res) => (p.exitCode !== null ? res() : p.once('exit', () => res())));
+  const got = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')));
+  assert.equal(got['tcp-kept'], 'ok');
+  assert.notEqual(got['tcp-denied'], 'ok', `closed (got ${got['tcp-denied']})`);
+  const name = h.sup.engine.sessions.get(session)?.name;
+  assert.ok(await waitFor(() => connects(h.events).some((e) => e.session === name && e.op === 'revisit'), 3000), 'reported');
+  const rev = connects(h.events).find((e) => e.session === name && e.op === 'revisit');
+  assert.equal(rev?.verdict, 'deny');
+  assert.equal(rev?.daddr, '127.0.0.2');
+});
+
+test('a connection a process outside the session holds too is reported, not closed', async (t) => {
+  const dir = tempDir(t, 'bridle-revisit-');
+  const denied = await echoServer(t, '127.0.0.2');
+  const h = await netHarness(t, `version: 1
+name: net-shared
+network:
+  default: allow
+  deny:
+    - cidr: 127.0.0.2/32
+`);
+  // the parent connects and forks; only the child is attached; both hold the socket
+  const p = spawn('python3', ['-c', `
+import os, socket, time
+s = socket.create_connection(('127.0.0.2', ${denied})); s.settimeout(2)
+pid = os.fork()
+if pid == 0:
+    open('${dir}/child', 'w').write(str(os.getpid()))
+    while not os.path.exists('${dir}/go'):
+        time.sleep(0.02)
+    s.send(b'ping')
+    print('child', 'ok' if s.recv(16) == b'ping' else 'closed', flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void p.kill('SIGKILL'));
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'child')), 10_000));
+  const child = Number(readFileSync(join(dir, 'child'), 'utf8'));
+  const { session } = h.sup.attach(child);
+  writeFileSync(join(dir, 'go'), '');
+  await new Promise<void>((res) => (p.exitCode !== null ? res() : p.once('exit', () => res())));
+  assert.equal(out, 'child ok\n', 'the shared connection stays');
+  const name = h.sup.engine.sessions.get(session)?.name;
+  const rev = connects(h.events).find((e) => e.session === name && e.op === 'revisit');
+  assert.equal(rev?.verdict, 'would_deny');
+});
