@@ -6,6 +6,7 @@
 // a backfill.
 import * as grpc from '@grpc/grpc-js';
 import { matchEvent, type EventFilter } from '../events/query.js';
+import { eventKind } from './ingest.js';
 import type { IngestResult } from './store.js';
 
 export interface Subscriber {
@@ -19,6 +20,17 @@ export interface Subscriber {
 
 export class Hub {
   private subs = new Set<Subscriber>();
+  /** Per subscriber: the event kinds (ingest.ts eventKind) its filter's types and verdicts allow; undefined: any. */
+  private kinds = new WeakMap<Subscriber, (kind: number) => boolean>();
+
+  /** Can some subscriber's filter match an event of this kind (type and verdict)? */
+  wants(kind: number): boolean {
+    for (const sub of this.subs) {
+      const k = this.kinds.get(sub);
+      if (!k || k(kind)) return true;
+    }
+    return false;
+  }
 
   constructor(private maxBacklogBytes = 32 * 1024 * 1024) {}
 
@@ -28,6 +40,12 @@ export class Hub {
 
   add(sub: Subscriber): void {
     this.subs.add(sub);
+    const { types, verdicts } = sub.filter;
+    if (types?.length || verdicts?.length) {
+      const t = types?.length ? new Set(types.map((x) => eventKind(x, undefined) >> 2)) : undefined;
+      const v = verdicts?.length ? new Set(verdicts.map((x) => eventKind('other', x) & 3)) : undefined;
+      this.kinds.set(sub, (kind) => (!t || t.has(kind >> 2)) && (!v || v.has(kind & 3)));
+    }
     const drop = (): void => {
       sub.closed = true;
       this.subs.delete(sub);

@@ -3,7 +3,7 @@
 // batches in one transaction when the store can, and say what to answer. It runs on the collector's event
 // loop for a store given to startCollector, and on the store's own thread for the embedded SQLite store
 // (store-thread.ts), which then does the decoding too, off the thread that serves gRPC.
-import { decodeForStore, num } from '../events/proto.js';
+import { decodeForStore, F, num, VERDICTS } from '../events/proto.js';
 import type { EventStore, IngestItem, IngestResult } from './store.js';
 import { decodeIngestRequest, type LIMITS, type WireAck } from './wire.js';
 
@@ -25,6 +25,8 @@ export type MessageOutcome =
        */
       freshAt?: number[];
       freshIds?: number[];
+      /** Each fresh event's eventKind(): subscribers' filters pick by it before anything is decoded again. */
+      freshKinds?: number[];
       fresh?: IngestResult['fresh'];
     }
   | { fatal: 'hello_twice' };
@@ -131,12 +133,14 @@ export async function ingestMessages(
         // the items' own event objects).
         o.freshAt = [];
         o.freshIds = [];
+        o.freshKinds = [];
         let j = 0;
         for (const f of res.fresh) {
           while (j < b.items.length && b.items[j]!.ev !== f.ev) j++;
           if (j === b.items.length) throw new Error('the store returned events it was not given');
           o.freshAt.push(b.at[j]!);
           o.freshIds.push(f.id);
+          o.freshKinds.push(eventKind(f.ev.type, f.ev.verdict));
         }
       }
       out[b.out] = o;
@@ -154,13 +158,24 @@ export async function ingestMessages(
   return out;
 }
 
-/** The fresh events of a batch outcome, decoded again from the message (for a subscriber). */
-export function freshEvents(msg: Uint8Array, o: Extract<MessageOutcome, { ack: WireAck }>): IngestResult['fresh'] {
+/** An event's type and verdict as one number (type's field number × 4 + verdict), for cheap filtering. */
+export function eventKind(type: string, verdict: string | undefined): number {
+  return (F.event[type as keyof typeof F.event] ?? F.event.other) * 4 + (verdict ? VERDICTS[verdict as keyof typeof VERDICTS] ?? 0 : 0);
+}
+
+/**
+ * The fresh events of a batch outcome, decoded again from the message for subscribers; with `wanted`,
+ * only those of a kind (eventKind) some subscriber's filter can match.
+ */
+export function freshEvents(msg: Uint8Array, o: Extract<MessageOutcome, { ack: WireAck }>, wanted?: (kind: number) => boolean): IngestResult['fresh'] {
   if (o.fresh) return o.fresh;
   if (!o.freshAt?.length) return [];
+  const pick: number[] = [];
+  for (let k = 0; k < o.freshAt.length; k++) if (!wanted || !o.freshKinds || wanted(o.freshKinds[k]!)) pick.push(k);
+  if (!pick.length) return [];
   const events = decodeIngestRequest(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)).batch?.events ?? [];
-  return o.freshAt.map((at, k) => {
-    const raw = events[at]!;
+  return pick.map((k) => {
+    const raw = events[o.freshAt![k]!]!;
     const { ev, tsMs } = decodeForStore(raw);
     return { ev, tsMs, raw, id: o.freshIds![k]! };
   });

@@ -268,7 +268,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         counters.rejected += o.rejected;
         if (o.warn) log.warn({ host: h, peer, rejected: o.rejected, error: o.warn }, 'refused events');
         send({ ack: o.ack });
-        if (hub.size && (o.fresh ?? o.freshAt)?.length) hub.publish(freshEvents(group[i]!, o));
+        if (hub.size && (o.fresh ?? o.freshAt)?.length) hub.publish(freshEvents(group[i]!, o, (kind) => hub.wants(kind)));
       }
     };
 

@@ -88,3 +88,33 @@ test('a store thread that cannot open the store again: calls fail at once for a 
   assert.equal(await store.lastSeq('h'), 0);
   assert.equal(store.restarts, 1);
 });
+
+test('live subscribers get what their filters match, the store thread having decoded each event once', async (t) => {
+  const tc = await startTestCollector(t);
+  const shipper = await createShipper({
+    collector: tc.address, spoolDir: join(tc.dir, 'spool'), host: 'host-f', tls: await tc.pki.agent('host-f'), log: quietLog(),
+  });
+  defer(t, () => shipper.close());
+  const denials = tc.query.subscribe({ types: ['exec'], verdicts: ['deny'] });
+  const everything = tc.query.subscribe({});
+  defer(t, () => denials.close());
+  defer(t, () => everything.close());
+  await waitFor(() => tc.collector.stats().subscribers === 2, 5000, 'subscribed');
+  const h = new SyntheticHost('host-f');
+  const { root, events } = h.startSession('f');
+  const all = [...events];
+  for (let i = 0; i < 50; i++) all.push(h.spawn(root, i % 10 === 0 ? '/usr/bin/nc' : '/usr/bin/true', ['x', String(i)], i % 10 === 0 ? 'deny' : 'allow').event);
+  for (const ev of all) shipper.emit(ev);
+  await shipper.flush(10_000);
+  const take = async (sub: typeof denials, n: number) => {
+    const it = sub[Symbol.asyncIterator]();
+    const got = [];
+    for (let i = 0; i < n; i++) got.push((await it.next()).value!);
+    return got;
+  };
+  const d = await take(denials, 5);
+  assert.deepEqual(d.map((e) => [e.type, e.verdict, e.argv?.[1]]), [0, 10, 20, 30, 40].map((i) => ['exec', 'deny', String(i)]));
+  const e = await take(everything, all.length);
+  assert.equal(e.length, all.length);
+  assert.deepEqual(e.map((x) => x.seq), all.map((x) => x.seq));
+});
