@@ -127,7 +127,8 @@ struct unix_pending_val {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 262144); /* more than the threads this kind of host can run at once */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, u64);
 	__type(value, struct unix_pending_val);
 } unix_pending SEC(".maps");
@@ -317,12 +318,12 @@ static __always_inline bool match_trie(void *trie, struct dest *d, u32 *rule)
 }
 
 /* host: rules: the address came from an answer to this session's own DNS query, not yet expired. */
-static __always_inline bool match_hosts(u64 session, u32 gen, struct dest *d, u32 *rule)
+static __always_inline bool match_hosts(u64 session, u32 gen, struct dest *d, u32 *rule, bool any_age)
 {
 	struct bridle_dnsaddr_key ak = { .session = session, .family = d->k.family };
 	__builtin_memcpy(ak.addr, d->k.addr, 16);
 	struct bridle_dnsaddr *a = bpf_map_lookup_elem(&dns_addrs, &ak);
-	if (!a || a->expires < bpf_ktime_get_boot_ns())
+	if (!a || (!any_age && a->expires < bpf_ktime_get_boot_ns()))
 		return false;
 	for (int i = 0; i < BRIDLE_NET_HOSTS; i++) {
 		if (!a->pattern[i])
@@ -342,7 +343,13 @@ struct verdict {
 	u32 gen;
 };
 
-static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg *cfg, struct dest *d, struct verdict *v)
+/*
+ * The verdict on `d` for a session under `cfg`. `established`: judging a connection made earlier (revisit),
+ * for which a host: address the session once resolved counts whatever its TTL says now (the TTL bounds
+ * new connects, not open ones).
+ */
+static __always_inline void decide_as(struct bridle_tag *tag, struct bridle_net_cfg *cfg, struct dest *d, struct verdict *v,
+				      bool established)
 {
 	u32 rule = 0;
 	d->k.gen = cfg->gen;
@@ -359,7 +366,7 @@ static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg
 		v->rule = rule;
 		return;
 	}
-	if (match_hosts(tag->session, cfg->gen, d, &rule)) {
+	if (match_hosts(tag->session, cfg->gen, d, &rule, established)) {
 		v->action = BRIDLE_ALLOW;
 		v->kind = BRIDLE_NK_HOST;
 		v->rule = rule;
@@ -375,6 +382,11 @@ static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg
 	v->action = cfg->default_action == BRIDLE_DENY ? BRIDLE_DENY : BRIDLE_ALLOW;
 	v->kind = BRIDLE_NK_DEFAULT;
 	v->rule = cfg->default_rule;
+}
+
+static __always_inline void decide(struct bridle_tag *tag, struct bridle_net_cfg *cfg, struct dest *d, struct verdict *v)
+{
+	decide_as(tag, cfg, d, v, false);
 }
 
 /* A record of a decision about process `tgid` (exec key `key`), by thread `tid` of user `uid`. */
@@ -911,7 +923,7 @@ int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 	u64 id = bpf_get_current_pid_tgid();
 	struct unix_pending_val v = { .fd = ctx->fd };
 	if (bpf_map_update_elem(&unix_pending, &id, &v, BPF_ANY)) {
-		/* 16,384 connects in flight: this one could not be checked afterwards, so it does not happen */
+		/* 262,144 connects in flight: this one could not be checked afterwards, so it does not happen */
 		struct bridle_tag *tag = caller_tag(tgid);
 		struct bridle_net_cfg *cfg = tag ? net_policy(tag) : NULL;
 		if (cfg && !net_monitor(tag, cfg))
@@ -1151,6 +1163,12 @@ int bridle_sock_create(struct bpf_sock *sk)
 SEC("cgroup/setsockopt")
 int bridle_setsockopt(struct bpf_sockopt *ctx)
 {
+	/*
+	 * Values over a page are not copied for the program; before Linux 6.5 the call fails (EFAULT) unless
+	 * the program says to use the caller's own buffer (optlen 0). Every process's setsockopt comes here.
+	 */
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
 	int level = ctx->level, opt = ctx->optname;
 	bool route = (level == IPPROTO_IP && opt == BRIDLE_IP_OPTIONS) ||
 		     (level == IPPROTO_IPV6 && (opt == BRIDLE_IPV6_RTHDR || opt == BRIDLE_IPV6_2292RTHDR ||
@@ -1212,29 +1230,56 @@ int BPF_PROG(bridle_uring_socket_guard, struct io_kiocb *req)
 
 /*
  * Connections made before a decision could see them: by a process `bridle attach` has just tagged, or
- * under the policy a reload replaces. The supervisor runs these iterators then: the first records each
- * inet socket a session process holds (by cookie, never reused), and which of those a process outside
- * every session holds too; the other two judge each connected TCP and UDP socket recorded against the
- * session's policy in force, as a connect to its peer would be, and close a denied one (bpf_sock_destroy:
- * the program gets ECONNABORTED). A socket also held outside the session is only reported
- * (would_deny): enforcement never touches what is not a session's; so does monitor mode.
+ * under the policy a reload replaces. The supervisor runs these iterators then: the first counts, by
+ * cookie (never reused), the descriptors session processes hold on each inet socket; the other two judge
+ * each outgoing connected TCP and UDP socket counted against the session's policy in force, as a connect
+ * to its peer would be, and close a denied one (bpf_sock_destroy: the program gets ECONNABORTED).
+ *  - Only what a connect would have decided: a socket whose local port has a listener (an accepted,
+ *    inbound connection) or lies outside the ephemeral range (a server's, or one bound on purpose) is
+ *    left alone, and so are a session's DNS sockets, which the redirect points at the resolver.
+ *  - Only what is the session's alone: a socket the file of which has references besides the session's
+ *    descriptors (a process outside every session holds it, or it is in flight over a unix socket, or an
+ *    io_uring holds it) is reported (would_deny), not closed. So is everything in monitor mode.
  */
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
 
 struct revisit_owner {
-	u32 tgid; /* a session process holding it (0: none seen yet) */
+	u32 tgid;
 	u32 uid;
 	u64 key;
-	u32 outside; /* a process outside every session holds it too: reported, not closed */
+	u32 slots; /* descriptors session processes hold on it */
 	u32 pad;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, u64);
 	__type(value, struct revisit_owner);
 } revisit SEC(".maps");
+
+/* Local ports with a TCP listener (the tcp iterator meets listeners first). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u32);
+	__type(value, u8);
+} revisit_listen SEC(".maps");
+
+/* The ephemeral port range (net.ipv4.ip_local_port_range), written by the supervisor before a run. */
+struct revisit_cfg {
+	u32 lo;
+	u32 hi;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct revisit_cfg);
+} revisit_conf SEC(".maps");
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
@@ -1250,6 +1295,10 @@ int bridle_session_socks(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	if (!file || !task)
 		return 0;
+	u32 tgid = task->tgid;
+	struct bridle_tag *tag = tag_of(tgid, task);
+	if (!tag || !net_policy(tag))
+		return 0;
 	struct socket *sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
@@ -1260,30 +1309,32 @@ int bridle_session_socks(struct bpf_iter__task_file *ctx)
 	if (fam != AF_INET && fam != AF_INET6)
 		return 0;
 	u64 cookie = bpf_get_socket_cookie(sk);
-	u32 tgid = task->tgid;
-	struct bridle_tag *tag = tag_of(tgid, task);
 	struct revisit_owner *o = bpf_map_lookup_elem(&revisit, &cookie);
-	if (!tag) {
-		/* held outside every session (inherited from before an attach, or passed over a unix socket) */
-		if (o) {
-			o->outside = 1;
-		} else {
-			struct revisit_owner n = { .outside = 1 };
-			bpf_map_update_elem(&revisit, &cookie, &n, BPF_NOEXIST);
-		}
-		return 0;
-	}
-	if (!net_policy(tag) || (o && o->tgid))
-		return 0;
 	if (o) {
-		o->tgid = tgid;
-		o->uid = BPF_CORE_READ(task, cred, uid.val);
-		o->key = proc_key(tgid, task);
-	} else {
-		struct revisit_owner n = { .tgid = tgid, .uid = BPF_CORE_READ(task, cred, uid.val), .key = proc_key(tgid, task) };
-		bpf_map_update_elem(&revisit, &cookie, &n, BPF_NOEXIST);
+		__sync_fetch_and_add(&o->slots, 1);
+		return 0;
 	}
+	struct revisit_owner n = { .tgid = tgid, .uid = BPF_CORE_READ(task, cred, uid.val), .key = proc_key(tgid, task), .slots = 1 };
+	bpf_map_update_elem(&revisit, &cookie, &n, BPF_NOEXIST);
 	return 0;
+}
+
+/* struct file before Linux 6.13 counted its references in f_count. */
+struct file___old {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+/* References to the file of socket `skc`; 0 when they cannot be told. */
+static __always_inline u64 file_refs(struct sock_common *skc)
+{
+	struct file *f = BPF_CORE_READ((struct sock *)skc, sk_socket, file);
+	if (!f)
+		return 0;
+	if (bpf_core_field_exists(((struct file___old *)0)->f_count))
+		return BPF_CORE_READ((struct file___old *)f, f_count.counter);
+	/* file_ref_t: one reference is 0; released or saturated counts are far above this */
+	s64 c = BPF_CORE_READ(f, f_ref.refcnt.counter);
+	return c >= 0 && c < (1LL << 40) ? (u64)c + 1 : 0;
 }
 
 /* The peer of a connected socket as a connect to it would be judged (mapped and NAT64 forms as IPv4). */
@@ -1329,7 +1380,13 @@ static __always_inline void revisit_one(struct sock_common *skc, u32 proto)
 {
 	u64 cookie = bpf_get_socket_cookie(skc);
 	struct revisit_owner *o = bpf_map_lookup_elem(&revisit, &cookie);
-	if (!o || !o->tgid)
+	if (!o)
+		return;
+	/* outgoing only: a local port in the ephemeral range, and no listener on it */
+	u32 zero = 0;
+	struct revisit_cfg *rc = bpf_map_lookup_elem(&revisit_conf, &zero);
+	u32 lport = BPF_CORE_READ(skc, skc_num);
+	if (!rc || lport < rc->lo || lport > rc->hi || bpf_map_lookup_elem(&revisit_listen, &lport))
 		return;
 	u32 tgid = o->tgid;
 	struct bridle_tag *tag = bpf_map_lookup_elem(&tags, &tgid);
@@ -1341,15 +1398,18 @@ static __always_inline void revisit_one(struct sock_common *skc, u32 proto)
 	struct dest d;
 	if (!peer_dest(skc, proto, &d))
 		return;
+	struct bridle_net_conf *conf = bpf_map_lookup_elem(&net_conf, &zero);
+	if (proto == IPPROTO_UDP && conf && to_resolver(&d, conf))
+		return; /* a DNS socket the redirect pointed at bridle's resolver */
 	struct verdict v = {};
-	decide(tag, cfg, &d, &v);
+	decide_as(tag, cfg, &d, &v, true);
 	if (v.action != BRIDLE_DENY)
 		return;
 	u32 verdict = net_verdict(v.action, net_monitor(tag, cfg));
-	if (verdict == BRIDLE_DENY && bpf_sock_destroy && !o->outside)
+	if (verdict == BRIDLE_DENY && bpf_sock_destroy && file_refs(skc) == o->slots)
 		bpf_sock_destroy(skc);
 	else if (verdict == BRIDLE_DENY)
-		verdict = BRIDLE_WOULD_DENY; /* shared with a process outside the session, or no bpf_sock_destroy (Linux 6.5+): reported only */
+		verdict = BRIDLE_WOULD_DENY; /* not the session's alone, or no bpf_sock_destroy (Linux 6.5+): reported only */
 	report_for(tag, tgid, o->key, 0, o->uid, &d, BRIDLE_OP_REVISIT, verdict, &v);
 }
 
@@ -1360,7 +1420,13 @@ int bridle_revisit_tcp(struct bpf_iter__tcp *ctx)
 	if (!skc)
 		return 0;
 	u8 state = skc->skc_state;
-	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+	if (state == TCP_LISTEN) {
+		u32 port = skc->skc_num;
+		u8 one = 1;
+		bpf_map_update_elem(&revisit_listen, &port, &one, BPF_ANY);
+		return 0;
+	}
+	if (state == TCP_CLOSE || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return 0;
 	revisit_one(skc, IPPROTO_TCP);
 	return 0;

@@ -19,6 +19,9 @@ import { execId } from './ids.js';
 
 const RCODE = { FORMERR: 1, SERVFAIL: 2, REFUSED: 5 } as const;
 
+/** Question types a session may ask under `network.dns.names: hosts`. */
+const ADDRESS_TYPES: ReadonlySet<string> = new Set(['A', 'AAAA', 'CNAME', 'HTTPS', 'SVCB']);
+
 /** An answered address stays allowed at most this long (s), whatever TTL the upstream gave. */
 const MAX_TTL = 86_400;
 
@@ -173,6 +176,13 @@ export class DnsResolver {
       return;
     }
     const slot = this.o.policy(client.policy);
+    // With names limited to host: allow rules, only the usual questions about addresses: the type and
+    // class of a question could otherwise carry a few bits each.
+    if (slot?.compiled.namesRule !== undefined && ((q.class ?? 'IN') !== 'IN' || !ADDRESS_TYPES.has(q.type))) {
+      this.stats.refused++;
+      this.reply(sock, rinfo, refusal(query, RCODE.REFUSED));
+      return;
+    }
     const name = (q?.name ?? '').toLowerCase().replace(/\.$/, '');
     const hit = slot && name ? matchHost(slot.compiled, name) : undefined;
     // a name a host: deny rule matches; or, with network.dns.names: hosts, one no host: allow rule matches
@@ -248,7 +258,8 @@ export class DnsResolver {
    * TCP. The answer goes back under the client's id (`clientId`).
    */
   private async forward(query: Buffer, up: Upstream, clientId: number): Promise<Buffer> {
-    const id = randomInt(0x10000);
+    // never the client's own (a random id equal to it would tell the upstream nothing, but a test could not tell)
+    const id = (clientId + 1 + randomInt(0xffff)) & 0xffff;
     query.writeUInt16BE(id, 0);
     const answer = await this.exchange(query, up, id);
     answer.writeUInt16BE(clientId, 0);
@@ -283,7 +294,7 @@ export class DnsResolver {
         }
         done(undefined, buf);
       });
-      s.connect(up.port, up.host, () => s.send(msg, (e) => e && done(e)));
+      s.connect(up.port, up.host, (err?: Error) => (err ? done(err) : s.send(msg, (e) => e && done(e))));
     });
   }
 
@@ -329,15 +340,19 @@ export class DnsResolver {
   }
 }
 
-/** The query the upstream gets: the client's one question and recursion flag, and an EDNS size if it sent one. */
+/**
+ * The query the upstream gets, built from the client's one question: recursion desired, and a fixed EDNS
+ * size when the client sent EDNS (nothing else of the client's message goes upstream; the name keeps its
+ * letter case, which clients that randomise it check in the answer).
+ */
 function upstreamQuery(query: dnsPacket.DecodedPacket, q: dnsPacket.Question): Buffer {
-  const opt = (query.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+  const edns = (query.additionals ?? []).some((a) => a.type === 'OPT');
   return dnsPacket.encode({
     type: 'query',
     id: 0,
-    flags: (query.flags ?? 0) & (dnsPacket.RECURSION_DESIRED | dnsPacket.CHECKING_DISABLED),
+    flags: dnsPacket.RECURSION_DESIRED,
     questions: [{ name: q.name, type: q.type, class: q.class }],
-    ...(opt ? { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: Math.min(Math.max(opt.udpPayloadSize ?? 512, 512), 4096) } as dnsPacket.Answer] } : {}),
+    ...(edns ? { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as dnsPacket.Answer] } : {}),
   });
 }
 

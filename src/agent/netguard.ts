@@ -18,6 +18,9 @@ export interface NetGuardOptions {
   noResolver?: boolean;
 }
 
+/** Runs of NetGuard.revisit are at least this far apart. */
+const REVISIT_GAP_MS = 250;
+
 export class NetGuard {
   /** Resolves when the resolver listens (or failed to: see warnings). */
   readonly ready: Promise<void>;
@@ -79,8 +82,9 @@ export class NetGuard {
   }
 
   /** Compiles the network section; throws PolicyError before anything is written. */
-  static compile(policy: Policy): CompiledNet {
-    return compileNet(policy);
+  /** `inForce`: the compile in force, when the policy compiles again because a watched path changed. */
+  static compile(policy: Policy, inForce?: CompiledNet): CompiledNet {
+    return compileNet(policy, inForce);
   }
 
   /** Installs a compiled network section as policy `id` (one atomic switch in the kernel). */
@@ -92,7 +96,18 @@ export class NetGuard {
    * Connections made before a decision could see them are judged again (NetSensor.revisit). A failure
    * (a kernel without socket iterators) is a warning: connects and sends are still decided.
    */
-  revisit(warnings: string[]): void {
+  revisit(warnings: string[], now = false): void {
+    // at most every REVISIT_GAP_MS (a session changing a watched path makes the policy compile again):
+    // a run asked for sooner happens at the end of the gap, unless asked for `now` (an attach)
+    const wait = this.lastRevisit + REVISIT_GAP_MS - performance.now();
+    if (wait > 0 && !now) {
+      this.revisitTimer ??= setTimeout(() => {
+        this.revisitTimer = undefined;
+        if (!this.closed) this.revisit(warnings);
+      }, wait);
+      return;
+    }
+    this.lastRevisit = performance.now();
     try {
       this.net.revisit();
     } catch (err) {
@@ -100,10 +115,13 @@ export class NetGuard {
       if (!warnings.includes(w)) warnings.push(w);
     }
   }
+  private lastRevisit = -Infinity;
+  private revisitTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.revisitTimer);
     await this.ready;
     await this.dns?.close();
     await this.net.close();

@@ -101,7 +101,7 @@ export class Supervisor {
    */
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
     const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
-    const net = NetGuard.compile(policy);
+    const net = NetGuard.compile(policy, keep ? this.net?.net.compiled(id) : undefined);
     // unix sockets are checked by identity too: a daemon that restarts makes a new socket file
     const sockets = net.unix.filter((u) => !u.path.startsWith('@')).map((u) => u.path);
     const socketIds = this.sensor.identify(sockets);
@@ -109,7 +109,7 @@ export class Supervisor {
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
     // connections its sessions made under the policy this one replaces meet this one
-    this.net?.revisit(this.warnings);
+    if ([...this.engine.sessions.values()].some((s) => s.policyId === id && s.ended === undefined)) this.net?.revisit(this.warnings);
     this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
@@ -258,7 +258,7 @@ export class Supervisor {
       frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
     }
     // what the tree connected to before it was tagged meets its policy now
-    this.net?.revisit(this.warnings);
+    this.net?.revisit(this.warnings, true);
     return { session, pids: tagged };
   }
 

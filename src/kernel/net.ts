@@ -275,16 +275,23 @@ export class NetSensor extends LoadedObject {
   }
 
   /**
-   * Judges again the connections session processes hold (TCP, and UDP sockets with a peer) against their
-   * session's policy in force, as a connect to the peer would be: after `bridle attach` tags processes
-   * that connected before, and after a new policy. A denied one is closed (ECONNABORTED) and reported
-   * (op `revisit`); monitor mode only reports. Returns how many sockets of sessions were looked at.
+   * Judges again the outgoing connections session processes hold (TCP, and UDP sockets with a peer)
+   * against their session's policy in force, as a connect to the peer would be: after `bridle attach`
+   * tags processes that connected before, and after a new policy. A denied one the session alone holds is
+   * closed (ECONNABORTED); either way it is reported (op `revisit`). Returns how many sockets of sessions
+   * were looked at.
    */
   revisit(): number {
     const owners = this.map('revisit');
+    const listeners = this.map('revisit_listen');
     const clear = (): void => {
-      for (const k of owners.keys()) owners.delete(k);
+      for (const m of [owners, listeners]) for (const k of m.keys()) m.delete(k);
     };
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const cfg = Buffer.alloc(8);
+    cfg.writeUInt32LE(lo ?? 32768, 0);
+    cfg.writeUInt32LE(hi ?? 60999, 4);
+    this.map('revisit_conf').update(u32(0), cfg);
     clear();
     try {
       this.obj.program('bridle_session_socks').iterRead();

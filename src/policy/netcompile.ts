@@ -123,16 +123,22 @@ export function unixForms(path: string): { hashes: bigint[]; ident?: { dev: bigi
 }
 
 /**
- * The identity of the socket file an allow entry names, only when the path itself is one (directories on
- * the way may be symlinks, /var/run → /run). A symlink or anything else put at an allowed path, which a
- * session that can write there may do, gives none: a connect through it reaches a socket that is not one
- * of the allowed ones.
+ * The identity of the socket file an allow entry names: the path itself when it is one (directories on the
+ * way may be symlinks, /var/run → /run). Through a symlink only when `followLinks` (a policy being loaded:
+ * podman's /var/run/docker.sock). When the policy compiles again because a watched path changed, a
+ * symlink at an allowed path may be a session's (one that can write there), so `previous`, the identity
+ * the compile in force took, is kept only if the link still leads to it.
  */
-export function allowedSocketIdent(path: string): { dev: bigint; ino: bigint } | undefined {
+export function allowedSocketIdent(path: string, followLinks = true, previous?: { dev: bigint; ino: bigint }): { dev: bigint; ino: bigint } | undefined {
   if (path.startsWith('@')) return undefined;
   try {
     const real = join(realpathSync(dirname(path)), basename(path));
-    return lstatSync(real).isSocket() ? identity(real) : undefined;
+    const st = lstatSync(real);
+    if (st.isSocket()) return identity(real);
+    if (!st.isSymbolicLink() || !lstatSync(realpathSync(real)).isSocket()) return undefined;
+    const target = identity(real);
+    if (followLinks) return target;
+    return previous && previous.dev === target.dev && previous.ino === target.ino ? target : undefined;
   } catch {
     return undefined;
   }
@@ -291,7 +297,11 @@ function buildTrie(items: { rule: NetRule; id: number }[], table: SetTable, prob
 }
 
 /** Compiles the network section. Throws PolicyError (file:line:col) for what the kernel cannot hold. */
-export function compileNet(policy: Policy): CompiledNet {
+/**
+ * `inForce`: the compile in force when a watched path changed (not a policy being loaded): allowed unix
+ * sockets are then not followed through symlinks that lead somewhere new (allowedSocketIdent).
+ */
+export function compileNet(policy: Policy, inForce?: CompiledNet): CompiledNet {
   const net = policy.network;
   const rules: RuleRef[] = [{ id: 'network.default', text: `default ${net.default}` }];
   const problems: PolicyProblem[] = [];
@@ -327,7 +337,7 @@ export function compileNet(policy: Policy): CompiledNet {
     // By name at the connect, and by identity after it: under an allow list, a socket reached under an
     // allowed name must be one of the allowed sockets (not, say, the Docker socket bind mounted there).
     const { hashes } = unixForms(path);
-    const ident = allowedSocketIdent(path);
+    const ident = allowedSocketIdent(path, !inForce, inForce?.unix.find((u) => u.action === 'allow' && u.path === path)?.ident);
     const same = (a?: { dev: bigint; ino: bigint }) => !!a && !!ident && a.dev === ident.dev && a.ino === ident.ino;
     const denied = unix.some((u) => u.action === 'deny' && same(u.ident)); // another name of a denied socket
     unix.push({ path, hashes, ...(ident && !denied ? { ident } : {}), action: 'allow', rule: rules.length });

@@ -139,6 +139,17 @@ network:
   const d = dnsEvents(r.events).find((e) => e.name === 'c2vjcmv0.exfil.test');
   assert.equal(d?.verdict, 'deny');
   assert.equal(d?.rule, 'network.dns.names');
+  // an allowed name, asked as another type (TXT) or class (CH): refused, since those could carry bits too
+  const ask = (qtype: number, qclass: number) => `import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(struct.pack('>HHHHHH', 9, 0x0100, 1, 0, 0, 0) + b'\\x03api\\x07example\\x04test\\x00' + struct.pack('>HH', ${qtype}, ${qclass}), ('127.0.0.53', 53))
+print(struct.unpack('>H', s.recv(512)[2:4])[0] & 15)`;
+  const seen = up.queries.length;
+  for (const [qt, qc] of [[16, 1], [1, 3]] as const) {
+    const q = await h.run(['python3', '-c', ask(qt, qc)]);
+    assert.equal(q.stdout, '5\n', `type ${qt} class ${qc} refused`);
+  }
+  assert.equal(up.queries.length, seen, 'neither reached the upstream');
 });
 
 test('host: the resolver forwards one question, rebuilt, and only what the kernel redirected to it', async (t) => {

@@ -4,14 +4,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { connect as connectTcp, createServer, type Socket } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { waitFor } from '../../src/agent/run.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { tempDir } from '../helpers/kernel.js';
-import { connects, netHarness } from './helpers.js';
+import { connects, dnsServer, netHarness } from './helpers.js';
 
 /** A TCP echo server on `host` that keeps each connection open. */
 async function echoServer(t: TestContext, host: string): Promise<number> {
@@ -42,7 +42,7 @@ async function udpEchoOn(t: TestContext, host: string): Promise<number> {
  * A python program that opens its connections, says `ready` (a file), waits for `go` (a file), then uses
  * each connection once and prints what became of it.
  */
-function holder(dir: string, conns: Array<[string, 'tcp' | 'udp', string, number]>): string[] {
+function holder(dir: string, conns: Array<[string, 'tcp' | 'udp', string, number]>, ready = 'ready'): string[] {
   return ['python3', '-c', `
 import errno, os, socket, time
 conns = []
@@ -52,7 +52,7 @@ for name, kind, host, port in ${JSON.stringify(conns)}:
         s.connect((host, port))
     s.settimeout(2)
     conns.append((name, s))
-open('${dir}/ready', 'w').close()
+open('${dir}/${ready}', 'w').close()
 while not os.path.exists('${dir}/go'):
     time.sleep(0.02)
 for name, s in conns:
@@ -76,12 +76,11 @@ network:
 `);
   const run = h.run(holder(dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept], ['udp-denied', 'udp', '127.0.0.2', udp]]));
   // an untagged process holding a connection to the same address
-  const untagged = spawn('python3', holder(dir, [['untagged', 'tcp', '127.0.0.2', denied]]).slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  const untagged = spawn('python3', holder(dir, [['untagged', 'tcp', '127.0.0.2', denied]], 'ready-untagged').slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
   t.after(() => void untagged.kill('SIGKILL'));
   let untaggedOut = '';
   untagged.stdout!.on('data', (d) => (untaggedOut += d));
-  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
-  await new Promise((r) => setTimeout(r, 200)); // both holders have connected
+  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')) && existsSync(join(dir, 'ready-untagged')), 10_000), 'connections open');
   h.sup.setPolicy(parsePolicy(`version: 1
 name: net-closed
 network:
@@ -169,4 +168,57 @@ os.waitpid(pid, 0)
   const name = h.sup.engine.sessions.get(session)?.name;
   const rev = connects(h.events).find((e) => e.session === name && e.op === 'revisit');
   assert.equal(rev?.verdict, 'would_deny');
+});
+
+test('what a connect would not decide, or still allows, stays up: an accepted connection, the DNS socket, a host: address past its TTL', async (t) => {
+  const dir = tempDir(t, 'bridle-revisit-');
+  const api = await echoServer(t, '127.0.0.7');
+  const up = await dnsServer(t, { 'api.example.test': { A: ['127.0.0.7'], ttl: 1 } });
+  const yaml = `version: 1
+name: net-stays
+network:
+  default: deny
+  allow:
+    - host: api.example.test
+      ports: [${api}]
+  dns:
+    upstream: 127.0.0.1:${up.port}
+    min_ttl: 1
+`;
+  const h = await netHarness(t, yaml);
+  const run = h.run(['python3', '-c', `
+import os, socket, struct, time
+q = struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(l)]) + l.encode() for l in 'api.example.test'.split('.')) + b'\\0' + struct.pack('>HH', 1, 1)
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); dns.settimeout(3)
+dns.connect(('127.0.0.53', 53)); dns.send(q); dns.recv(512)
+web = socket.create_connection(('127.0.0.7', ${api})); web.settimeout(3)
+srv = socket.socket(); srv.bind(('127.0.0.2', 0)); srv.listen(1)
+open('${dir}/port', 'w').write(str(srv.getsockname()[1]))
+inbound, _ = srv.accept(); inbound.settimeout(3)
+open('${dir}/ready', 'w').close()
+while not os.path.exists('${dir}/go'):
+    time.sleep(0.02)
+for name, use in (('web', lambda: (web.send(b'ping'), web.recv(16))[1] == b'ping'), ('dns', lambda: (dns.send(q), len(dns.recv(512)) > 12)[1]), ('inbound', lambda: inbound.send(inbound.recv(16)) == 4)):
+    try:
+        print(name, 'ok' if use() else 'closed', flush=True)
+    except OSError as e:
+        print(name, e, flush=True)
+`]);
+  assert.ok(await waitFor(() => existsSync(join(dir, 'port')) && readFileSync(join(dir, 'port'), 'utf8') !== '', 10_000), 'listening');
+  // an untagged client of the session's server
+  const client = await new Promise<Socket>((res, rej) => {
+    const c = connectTcp(Number(readFileSync(join(dir, 'port'), 'utf8')), '127.0.0.2', () => res(c));
+    c.on('error', rej);
+  });
+  t.after(() => void client.destroy());
+  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
+  await new Promise((r) => setTimeout(r, 1500)); // the host: answer's TTL (1 s) runs out
+  h.sup.setPolicy(parsePolicy(yaml, 'again.yaml')); // a new policy: every connection is judged again
+  const echoed = new Promise<string>((res) => client.once('data', (d) => res(String(d))));
+  client.write('ping');
+  writeFileSync(join(dir, 'go'), '');
+  const r = await run;
+  assert.equal(r.stdout, 'web ok\ndns ok\ninbound ok\n');
+  assert.equal(await echoed, 'ping', 'the untagged client still talks to the session\'s server');
+  assert.deepEqual(connects(r.events).filter((e) => e.op === 'revisit'), [], 'nothing was judged denied');
 });

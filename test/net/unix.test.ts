@@ -138,14 +138,18 @@ test('unix: under an allow list, a socket reached under an allowed name must be 
   const ok = join(dir, 'ok.sock');
   const other = join(dir, 'other.sock');
   const later = join(dir, 'later.sock'); // allowed, but nothing there when the policy is applied
+  const linked = join(dir, 'linked.sock'); // allowed, a symlink to a socket when the policy is loaded
   await unixServer(t, ok);
   await unixServer(t, other);
+  symlinkSync(ok, linked);
   const h = await netHarness(t, `version: 1
 name: net-unix-allow-ident
 network:
   unix:
-    allow: [${ok}, ${later}]
+    allow: [${ok}, ${later}, ${linked}]
 `);
+  // a symlink that was there when the policy was loaded leads to an allowed socket (podman's docker.sock)
+  assert.deepEqual((await probe(h, ['unix', linked])).results, ['ok']);
   // the session puts a name of another socket at the allowed path: allowed by name, killed by identity
   const run = await h.run(['sh', '-c', `ln -s '${other}' '${later}' && exec python3 '${PROBE}' unix '${later}'`]);
   assert.equal(run.status, 137, `killed (got ${run.status}: ${run.stdout})`);
