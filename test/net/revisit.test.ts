@@ -5,13 +5,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp, createServer, type Socket } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { waitFor } from '../../src/agent/run.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { tempDir } from '../helpers/kernel.js';
-import { connects, dnsServer, netHarness } from './helpers.js';
+import { connects, dnsServer, netHarness, udpEcho } from './helpers.js';
 
 /** A TCP echo server on `host` that keeps each connection open. */
 async function echoServer(t: TestContext, host: string): Promise<number> {
@@ -28,14 +27,6 @@ async function echoServer(t: TestContext, host: string): Promise<number> {
     srv.close(() => res());
   }));
   return (srv.address() as { port: number }).port;
-}
-
-async function udpEchoOn(t: TestContext, host: string): Promise<number> {
-  const s = createSocket('udp4');
-  s.on('message', (m, r) => s.send(m, r.port, r.address));
-  await new Promise<void>((res) => s.bind(0, host, () => res()));
-  t.after(() => new Promise<void>((res) => s.close(() => res())));
-  return s.address().port;
 }
 
 /**
@@ -68,7 +59,7 @@ test('a policy that tightens closes the connections its sessions already have to
   const dir = tempDir(t, 'bridle-revisit-');
   const denied = await echoServer(t, '127.0.0.2');
   const kept = await echoServer(t, '127.0.0.1');
-  const udp = await udpEchoOn(t, '127.0.0.2');
+  const udp = await udpEcho(t, '127.0.0.2');
   const h = await netHarness(t, `version: 1
 name: net-open
 network:
