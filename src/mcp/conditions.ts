@@ -70,12 +70,17 @@ export const ARG_OPS = ['equals', 'one_of', 'prefix', 'suffix', 'regex', 'min', 
 
 const reCache = new Map<string, RegExp>();
 
-/** Regexes in `args:` match the whole value (they are anchored for you), with Unicode semantics. */
-export function compileArgRegex(source: string): RegExp {
-  let re = reCache.get(source);
+/**
+ * Regexes in `args:` match the whole value (they are anchored for you), with Unicode semantics. For a
+ * deny rule `.` also matches a line break (`dotAll`): `rm .*` must catch "rm -rf /\necho". An allow rule
+ * keeps `.` off line breaks, so that allowing `ls .*` does not allow a second line.
+ */
+export function compileArgRegex(source: string, dotAll = false): RegExp {
+  const key = `${dotAll ? 's' : '-'}${source}`;
+  let re = reCache.get(key);
   if (!re) {
-    re = new RegExp(`^(?:${source})$`, 'u');
-    reCache.set(source, re);
+    re = new RegExp(`^(?:${source})$`, dotAll ? 'us' : 'u');
+    reCache.set(key, re);
   }
   return re;
 }
@@ -109,49 +114,88 @@ const show = (v: unknown): string => {
   return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s;
 };
 
-/** One string-valued check applied to a value, or to every element when the value is a list of strings. */
-function eachString(v: unknown, pred: (s: string) => boolean): boolean {
+/** Marks a reason as "could not be evaluated" (a wrong type): a deny rule then denies. */
+const unfit = (error: string): { error: string } => ({ error });
+
+/**
+ * One string-valued check applied to a value, or to the elements when the value is a list of strings.
+ * For an allow rule every element must pass; for a deny rule one is enough (the rule is about any of
+ * them). A value that is not a string, or a list holding anything else, is `unfit`.
+ */
+function eachString(v: unknown, pred: (s: string) => boolean, deny: boolean): boolean | 'unfit' {
   if (typeof v === 'string') return pred(v);
-  if (Array.isArray(v)) return v.every((x) => typeof x === 'string' && pred(x));
-  return false;
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) return 'unfit';
+  return deny ? v.some((x) => pred(x as string)) : v.every((x) => pred(x as string));
 }
 
 /**
  * Checks one structured condition against the call's arguments. Returns undefined when it holds, or the
  * reason it does not (a missing argument fails unless the condition says `optional: true`).
+ *
+ * `forDeny`: the condition belongs to a deny rule, which must not be escaped by shape: it holds when any
+ * element of a list matches, a `.` in a regex matches line breaks too, and a value it cannot judge (of
+ * another type than the check takes, a relative path for `under`, a number JSON could not hold) comes
+ * back as `{error}`, which denies.
  */
-export function checkArg(cond: ArgCondition, args: Record<string, unknown>): string | undefined {
+export function checkArg(cond: ArgCondition, args: Record<string, unknown>, forDeny = false): string | { error: string } | undefined {
   const { found, value } = getPath(args, splitPath(cond.path));
   const o = cond.ops;
   if (!found || value === undefined) return o.optional ? undefined : `argument '${cond.path}' is required by this rule`;
   const name = `argument '${cond.path}'`;
-  if ('equals' in o && !isDeepStrictEqual(value, o.equals)) return `${name} must equal ${show(o.equals)}, got ${show(value)}`;
+  const strings = (pred: (s: string) => boolean, what: string): string | { error: string } | undefined => {
+    const r = eachString(value, pred, forDeny);
+    if (r === true) return undefined;
+    if (r === 'unfit' && forDeny) return unfit(`${name} is not a string or a list of strings (got ${show(value)}), so ${what} cannot be judged`);
+    return `${name} ${what}, got ${show(value)}`;
+  };
+  if ('equals' in o && !isDeepStrictEqual(value, o.equals)) {
+    const sameType = typeof value === typeof o.equals && Array.isArray(value) === Array.isArray(o.equals) && (value === null) === (o.equals === null);
+    if (forDeny && !sameType) return unfit(`${name} is ${show(value)}, not of the type of ${show(o.equals)}`);
+    return `${name} must equal ${show(o.equals)}, got ${show(value)}`;
+  }
   if (o.one_of) {
     const ok = (x: unknown) => o.one_of!.some((c) => isDeepStrictEqual(x, c));
-    const good = Array.isArray(value) && !o.one_of.some((c) => Array.isArray(c)) ? value.every(ok) : ok(value);
+    const list = Array.isArray(value) && !o.one_of.some((c) => Array.isArray(c));
+    const good = list ? (forDeny ? (value as unknown[]).some(ok) : (value as unknown[]).every(ok)) : ok(value);
     if (!good) return `${name} must be one of ${show(o.one_of)}, got ${show(value)}`;
   }
-  if (o.prefix !== undefined && !eachString(value, (s) => s.startsWith(o.prefix!))) {
-    return `${name} must start with ${show(o.prefix)}, got ${show(value)}`;
+  if (o.prefix !== undefined) {
+    const why = strings((s) => s.startsWith(o.prefix!), `must start with ${show(o.prefix)}`);
+    if (why) return why;
   }
-  if (o.suffix !== undefined && !eachString(value, (s) => s.endsWith(o.suffix!))) {
-    return `${name} must end with ${show(o.suffix)}, got ${show(value)}`;
+  if (o.suffix !== undefined) {
+    const why = strings((s) => s.endsWith(o.suffix!), `must end with ${show(o.suffix)}`);
+    if (why) return why;
   }
   if (o.regex !== undefined) {
-    const re = compileArgRegex(o.regex);
-    if (!eachString(value, (s) => re.test(s))) return `${name} must match /${o.regex}/, got ${show(value)}`;
+    const re = compileArgRegex(o.regex, forDeny);
+    const why = strings((s) => re.test(s), `must match /${o.regex}/`);
+    if (why) return why;
   }
-  if (o.under !== undefined && !eachString(value, (s) => isUnder(s, o.under!))) {
-    return `${name} must be an absolute path under ${o.under} (no '..' escapes), got ${show(value)}`;
+  if (o.under !== undefined) {
+    if (forDeny) {
+      // a relative path lies wherever the server's working directory is: it cannot be judged
+      const paths = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
+      const rel = paths.find((p) => typeof p === 'string' && (!p.startsWith('/') || p.includes('\0')));
+      if (rel !== undefined) return unfit(`${name} holds ${show(rel)}, not an absolute path, so 'under ${o.under}' cannot be judged`);
+    }
+    const why = strings((s) => isUnder(s, o.under!), `must be an absolute path under ${o.under} (no '..' escapes)`);
+    if (why) return why;
   }
   if (o.min !== undefined || o.max !== undefined) {
-    if (typeof value !== 'number' || !Number.isFinite(value)) return `${name} must be a number, got ${show(value)}`;
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      const why = `${name} must be a number, got ${show(value)}`;
+      return forDeny ? unfit(why) : why;
+    }
     if (o.min !== undefined && value < o.min) return `${name} must be at least ${o.min}, got ${value}`;
     if (o.max !== undefined && value > o.max) return `${name} must be at most ${o.max}, got ${value}`;
   }
   if (o.max_length !== undefined) {
     const len = typeof value === 'string' ? [...value].length : Array.isArray(value) ? value.length : undefined;
-    if (len === undefined) return `${name} must be a string or a list, got ${show(value)}`;
+    if (len === undefined) {
+      const why = `${name} must be a string or a list, got ${show(value)}`;
+      return forDeny ? unfit(why) : why;
+    }
     if (len > o.max_length) return `${name} is ${len} long, more than max_length ${o.max_length}`;
   }
   return undefined;

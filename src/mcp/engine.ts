@@ -129,7 +129,7 @@ function conditions(s: CompiledServer, r: CompiledRule, tool: string, args: Reco
     if (!v) return `when: ${r.rule.when} is false`;
   }
   for (const c of r.rule.args) {
-    const why = checkArg(c, args);
+    const why = checkArg(c, args, r.rule.action === 'deny');
     if (why) return why;
   }
   if (r.rule.sql) {

@@ -22,8 +22,9 @@ export function foldName(name: string): string {
 
 export function compileGlob(source: string): Glob {
   if (source === '') throw new GlobError('empty pattern');
-  const re = new RegExp(`^(?:${globToRegex(source)})$`, 'u');
-  const folded = new RegExp(`^(?:${globToRegex(foldName(source))})$`, 'u');
+  // `*` and `?` stand for any characters, line breaks included (`deny: ["*"]` must catch "a\nb")
+  const re = new RegExp(`^(?:${globToRegex(source)})$`, 'us');
+  const folded = new RegExp(`^(?:${globToRegex(foldName(source))})$`, 'us');
   return {
     source,
     test: (name) => re.test(name),

@@ -34,6 +34,11 @@ function forwardHeaders(h: IncomingHttpHeaders): Record<string, string | string[
 }
 
 /** Headers passed from the server back to the client. */
+/** The media type of a Content-Type header, lower-cased, without parameters ('' when none). */
+function mediaType(v: string | string[] | undefined): string {
+  return String(Array.isArray(v) ? v[0] : v ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
 function backHeaders(h: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(h)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
@@ -125,9 +130,9 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
       headers['content-type'] = 'application/json';
       headers.accept = 'application/json, text/event-stream';
       const req = mod.request(upstream, { method: 'POST', agent, headers: { ...headers, 'content-length': String(Buffer.byteLength(json)) } }, (res) => {
-        const ct = String(res.headers['content-type'] ?? '');
+        const ct = mediaType(res.headers['content-type']);
         res.setEncoding('utf8');
-        if (ct.includes('text/event-stream')) {
+        if (ct === 'text/event-stream') {
           const sse = new SseSplitter((lines) => void rewriteEvent(lines, (d) => s.session.fromServer(d)));
           res.on('data', (t: string) => sse.push(t));
           res.on('end', () => sse.end());
@@ -135,7 +140,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
           let body = '';
           res.on('data', (t: string) => (body += t));
           res.on('end', () => {
-            if (ct.includes('application/json')) s.session.fromServer(body);
+            if (ct === 'application/json') s.session.fromServer(body);
           });
         }
         res.on('error', () => undefined);
@@ -263,13 +268,13 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
   /** Passes the server's answer back through the session (JSON body or SSE stream). */
   const relay = (ures: IncomingMessage, res: ServerResponse, session: McpSession, id: string | number | undefined): void => {
     const status = ures.statusCode ?? 502;
-    const ct = String(ures.headers['content-type'] ?? '');
+    const ct = mediaType(ures.headers['content-type']);
     const headers = backHeaders(ures.headers);
     if (status >= 400 && id !== undefined) {
       // The call never ran (or failed in transport): close it in the session so it is logged.
       session.fromServer(JSON.stringify(errorResponse(id, INTERNAL_ERROR, `HTTP ${status} from the server`)));
     }
-    if (ct.includes('text/event-stream') && status < 400) {
+    if (ct === 'text/event-stream' && status < 400) {
       res.writeHead(status, headers);
       res.flushHeaders();
       const dec = new StringDecoder('utf8');
@@ -287,7 +292,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
       res.on('close', () => ures.destroy());
       return;
     }
-    if (ct.includes('application/json') && status < 400) {
+    if (ct === 'application/json' && status < 400) {
       const chunks: Buffer[] = [];
       ures.on('data', (c: Buffer) => chunks.push(c));
       ures.on('end', () => {
@@ -303,6 +308,21 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
       ures.on('error', () => res.destroy());
       return;
     }
+    if (status < 400) {
+      // Any other body (another type, a type in other letter case a client still reads as JSON) would
+      // reach the client unchecked: only an empty answer (202 Accepted) passes.
+      ures.resume();
+      ures.on('end', () => {
+        if (status === 202 || status === 204) {
+          res.writeHead(status, headers);
+          res.end();
+        } else {
+          log.warn({ status, contentType: ures.headers['content-type'] }, 'MCP server answered with a content type the proxy does not read; refused');
+          reply(res, 502, errorResponse(id ?? null, INTERNAL_ERROR, `bridle: the server answered with content type '${String(ures.headers['content-type'] ?? '')}', neither application/json nor text/event-stream`));
+        }
+      });
+      return;
+    }
     res.writeHead(status, headers);
     ures.pipe(res);
   };
@@ -315,11 +335,9 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
         s.session.close('the client ended the session');
         sessions.delete(sid);
       }
-      if (s) relay(ures, res, s.session, undefined);
-      else {
-        res.writeHead(ures.statusCode ?? 502, backHeaders(ures.headers));
-        ures.pipe(res);
-      }
+      // A stream of a session the proxy does not know goes through a session of its own, which passes
+      // notifications and drops answers to requests it never saw.
+      relay(ures, res, s ? s.session : newSess().session, undefined);
     });
     up.on('error', (err) => {
       log.error({ upstream: upstream.href, err: err.message }, 'MCP upstream request failed');

@@ -83,7 +83,8 @@ function readStore(path: string): StoreFile {
 }
 
 export class PinStore {
-  private pins: Record<string, Pin>;
+  /** A Map, not an object: a tool may be named `toString` or `__proto__`. */
+  private pins: Map<string, Pin>;
   /** Changes reported already in this process, so a change is reported once per new digest. */
   private reported = new Set<string>();
 
@@ -93,26 +94,29 @@ export class PinStore {
     readonly server: string,
     private readonly opts: { repin?: boolean; persist?: boolean } = {},
   ) {
-    this.pins = { ...(readStore(path).servers[server]?.tools ?? {}) };
+    const servers = readStore(path).servers;
+    const tools = Object.hasOwn(servers, server) ? servers[server]?.tools : undefined;
+    this.pins = new Map(tools ? Object.entries(tools) : []);
   }
 
   get(tool: string): Pin | undefined {
-    return this.pins[tool];
+    return this.pins.get(tool);
   }
 
   /**
    * Compares a listing with the pins: new tools are pinned (and saved), changed ones returned. With
    * repin, a changed definition replaces its pin. `fresh` lists only changes not returned before.
    */
-  observe(defs: readonly ToolDef[], now = new Date()): PinObservation & { fresh: PinChange[] } {
-    const out = { added: [] as string[], changed: [] as PinChange[], repinned: [] as PinChange[], fresh: [] as PinChange[] };
-    const updates: Record<string, Pin> = {};
+  observe(defs: readonly ToolDef[], now = new Date()): PinObservation & { fresh: PinChange[]; saveError?: Error } {
+    const out: PinObservation & { fresh: PinChange[]; saveError?: Error } = { added: [], changed: [], repinned: [], fresh: [] };
+    const updates = new Map<string, Pin>();
     for (const def of defs) {
       if (typeof def?.name !== 'string') continue;
       const current = pinOf(def, now);
-      const pinned = this.pins[def.name];
+      const pinned = this.pins.get(def.name);
       if (!pinned) {
-        this.pins[def.name] = updates[def.name] = current;
+        this.pins.set(def.name, current);
+        updates.set(def.name, current);
         out.added.push(def.name);
         continue;
       }
@@ -120,7 +124,8 @@ export class PinStore {
       const fields = PINNED_FIELDS.filter((f) => canonicalJson(pinned.definition[f]) !== canonicalJson(current.definition[f]));
       const change: PinChange = { tool: def.name, fields, pinned, current };
       if (this.opts.repin) {
-        this.pins[def.name] = updates[def.name] = current;
+        this.pins.set(def.name, current);
+        updates.set(def.name, current);
         out.repinned.push(change);
       } else {
         out.changed.push(change);
@@ -131,11 +136,18 @@ export class PinStore {
         }
       }
     }
-    if (Object.keys(updates).length && this.opts.persist !== false) this.save(updates);
+    if (updates.size && this.opts.persist !== false) {
+      // what the listing holds is decided above, saved or not
+      try {
+        this.save(updates);
+      } catch (err) {
+        out.saveError = err as Error;
+      }
+    }
     return out;
   }
 
-  private save(updates: Record<string, Pin>): void {
+  private save(updates: Map<string, Pin>): void {
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     let store: StoreFile;
     try {
@@ -143,10 +155,11 @@ export class PinStore {
     } catch {
       store = { version: 1, servers: {} };
     }
-    const tools = (store.servers[this.server] ??= { tools: {} }).tools;
-    for (const [name, pin] of Object.entries(updates)) {
+    if (!Object.hasOwn(store.servers, this.server)) Object.defineProperty(store.servers, this.server, { value: { tools: {} }, enumerable: true, writable: true, configurable: true });
+    const tools = store.servers[this.server]!.tools;
+    for (const [name, pin] of updates) {
       // Another proxy may have pinned this tool meanwhile: keep its pin unless we are re-pinning.
-      if (!tools[name] || this.opts.repin) tools[name] = pin;
+      if (!Object.hasOwn(tools, name) || this.opts.repin) Object.defineProperty(tools, name, { value: pin, enumerable: true, writable: true, configurable: true });
     }
     const tmp = `${this.path}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(store, null, 2) + '\n', { mode: 0o600 });

@@ -126,9 +126,12 @@ export class Governor {
     try {
       obs = pins.observe(defs);
     } catch (err) {
-      this.log.error({ err: (err as Error).message, store: pins.path }, 'could not save MCP tool pins');
+      // nothing could be compared: every tool of the listing counts as changed (fail closed)
+      this.log.error({ err: (err as Error).message, store: pins.path }, 'could not check MCP tool pins');
+      for (const d of defs) if (typeof d?.name === 'string') this.changed.set(d.name, `pins could not be checked: ${(err as Error).message}`);
       return;
     }
+    if (obs.saveError) this.log.error({ err: obs.saveError.message, store: pins.path }, 'could not save MCP tool pins');
     for (const d of defs) if (typeof d.name === 'string' && !obs.changed.some((c) => c.tool === d.name)) this.changed.delete(d.name);
     for (const c of obs.changed) this.changed.set(c.tool, `${c.fields.join(', ')} changed; pinned ${c.pinned.first_seen}`);
     for (const c of obs.fresh) {
@@ -156,10 +159,20 @@ interface PendingCall {
   args: unknown;
   t0: number;
   decision: Decision;
+  /** The client cancelled it; the server may still answer, and what it answers is logged. */
+  cancelled?: boolean;
 }
 interface PendingList {
   kind: 'list';
   firstPage: boolean;
+}
+/** Any other request forwarded: its answer is passed on, and only an answer to a request is. */
+interface PendingOther {
+  kind: 'other';
+}
+/** A tools/call being decided: its id is taken before anything is awaited. */
+interface PendingDeciding {
+  kind: 'deciding';
 }
 
 const now = (): number => performance.now();
@@ -171,7 +184,7 @@ export class McpSession {
   private stale = false;
   private lastRefresh = 0;
   private refreshing: Promise<void> | undefined;
-  private readonly pending = new Map<string, PendingCall | PendingList>();
+  private readonly pending = new Map<string, PendingCall | PendingList | PendingOther | PendingDeciding>();
   private readonly own = new Map<string, { resolve(m: JsonRpcMessage): void; timer: NodeJS.Timeout }>();
   private seq = 0;
   private readonly ownPrefix = `bridle-${randomBytes(6).toString('hex')}-`;
@@ -271,6 +284,7 @@ export class McpSession {
       return { forward: JSON.stringify(msg), replies: [] };
     }
     if (method === 'tools/call') return this.toolCall(msg as unknown as JsonRpcMessage & { id: Id }, params);
+    this.pending.set(key, { kind: 'other' });
     return { forward: JSON.stringify(msg), replies: [] };
   }
 
@@ -300,6 +314,9 @@ export class McpSession {
       return this.refuse(msg.id, INVALID_PARAMS, 'mcp.protocol.invalid', 'tools/call needs params.name, a non-empty string; not forwarded');
     }
     let decision: Decision;
+    // the id is taken now: another request with it while this one waits is refused as a duplicate
+    const key = keyOf(msg.id);
+    this.pending.set(key, { kind: 'deciding' });
     await this.gov.ready;
     const listErr = await this.ensureTools(name);
     if (listErr) {
@@ -309,21 +326,20 @@ export class McpSession {
       decision = decide(this.gov.compiled, { tool: name, args: params.arguments, tools: this.tools!, changed: this.gov.changed });
     }
     if (decision.verdict === 'deny') {
+      this.pending.delete(key);
       this.gov.emitToolCall(name, params.arguments, 'deny', decision.rule, decision.reason, { latency_ms: ms(t0), is_error: true });
       this.gov.log.info({ tool: name, rule: decision.rule, reason: decision.reason }, 'MCP tool call denied');
       return { replies: [JSON.stringify(deniedResult(msg.id, this.gov.server, name, decision))] };
     }
     if (decision.verdict === 'would_deny') this.gov.log.warn({ tool: name, rule: decision.rule, reason: decision.reason }, 'MCP tool call would be denied (monitor mode)');
-    this.pending.set(keyOf(msg.id), { kind: 'call', tool: name, args: params.arguments, t0, decision });
+    this.pending.set(key, { kind: 'call', tool: name, args: params.arguments, t0, decision });
     return { forward: JSON.stringify(msg), replies: [] };
   }
 
+  /** The call stays pending: a server may finish it anyway, and its answer is what gets logged. */
   private cancelled(requestId: Id): void {
-    const key = keyOf(requestId);
-    const p = this.pending.get(key);
-    if (p?.kind !== 'call') return;
-    this.pending.delete(key);
-    this.gov.emitToolCall(p.tool, p.args, p.decision.verdict, p.decision.rule, `${p.decision.reason}; cancelled by the client`, { latency_ms: ms(p.t0), is_error: true });
+    const p = this.pending.get(keyOf(requestId));
+    if (p?.kind === 'call') p.cancelled = true;
   }
 
   /** Makes sure the tool list is known and current enough to judge a call to `name`. Returns an error text. */
@@ -423,12 +439,20 @@ export class McpSession {
       return null;
     }
     const p = this.pending.get(key);
-    if (!p) return text;
+    if (!p || p.kind === 'deciding') {
+      // No request of the client's has this id (of this type: "6" is not 6): a client that matched it
+      // loosely would take it for an answer the proxy never saw, unchecked and unlogged.
+      this.gov.log.warn({ id: msg.id }, 'server answered no pending request (id unknown, or of another type); dropped');
+      this.gov.emitViolation('mcp_protocol', `MCP server '${this.gov.server}': an answer with id ${JSON.stringify(msg.id)} matched no request; dropped`);
+      return null;
+    }
     this.pending.delete(key);
+    if (p.kind === 'other') return text;
     if (p.kind === 'call') {
       const result = msg.result as { isError?: unknown } | undefined;
       const isError = 'error' in msg || result?.isError === true;
-      this.gov.emitToolCall(p.tool, p.args, p.decision.verdict, p.decision.rule, p.decision.reason, { latency_ms: ms(p.t0), is_error: isError });
+      const reason = p.cancelled ? `${p.decision.reason}; cancelled by the client` : p.decision.reason;
+      this.gov.emitToolCall(p.tool, p.args, p.decision.verdict, p.decision.rule, reason, { latency_ms: ms(p.t0), is_error: isError });
       return text;
     }
     // tools/list answer: remember the tools, pin them, show only what the policy allows.

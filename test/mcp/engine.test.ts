@@ -203,6 +203,46 @@ rules:
     assert.equal(decide(s, { tool: 'read_multiple_files', args: { paths: ['/work/a', '/etc/shadow'] } }).verdict, 'deny');
     assert.equal(decide(s, { tool: 'read_multiple_files', args: { paths: ['/work/a', 7] } }).verdict, 'deny');
   });
+  test('deny rules with args: are not escaped by shape (one element of a list, a line break, a relative path, another type, a number JSON cannot hold)', () => {
+    const s = server(`default: allow
+schema: off
+rules:
+  - tool: read_multiple_files
+    action: deny
+    args:
+      paths: { under: /home/u/.ssh }
+  - tool: run
+    action: deny
+    args:
+      cmd: { regex: "rm .*" }
+  - tool: push
+    action: deny
+    args:
+      force: { equals: true }
+  - tool: batch
+    action: deny
+    args:
+      n: { min: 1000 }
+  - tool: "del*"
+    action: deny
+`);
+    const cases: [string, Record<string, unknown>][] = [
+      ['read_multiple_files', { paths: ['/work/a', '/home/u/.ssh/id_rsa'] }],
+      ['read_multiple_files', { paths: 'secrets/k' }],
+      ['read_multiple_files', { paths: ['/work/a', 'id_rsa'] }],
+      ['run', { cmd: 'rm -rf /\necho' }],
+      ['push', { force: 'true' }],
+      ['batch', { n: JSON.parse('1e400') }],
+      ['batch', { n: '5000' }],
+      ['del\nete', {}],
+    ];
+    for (const [tool, args] of cases) assert.equal(decide(s, { tool, args }).verdict, 'deny', `${tool} ${JSON.stringify(args)}`);
+    // what the rules do not name stays allowed
+    assert.equal(decide(s, { tool: 'read_multiple_files', args: { paths: ['/work/a', '/work/b'] } }).verdict, 'allow');
+    assert.equal(decide(s, { tool: 'run', args: { cmd: 'ls -l' } }).verdict, 'allow');
+    assert.equal(decide(s, { tool: 'push', args: { force: false } }).verdict, 'allow');
+    assert.equal(decide(s, { tool: 'batch', args: { n: 10 } }).verdict, 'allow');
+  });
   test('monitor mode reports would_deny', () => {
     const m = server('tools:\n  deny: [x]', 's', 'monitor');
     const d = decide(m, { tool: 'x', args: {} });

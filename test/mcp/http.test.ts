@@ -120,3 +120,38 @@ test('http: denied calls never reach the server; malformed, batched, oversized a
   const wrongCase = await fresh.callTool({ name: 'Get_Issue', arguments: { repo: 'a', number: 2 } });
   assert.equal((wrongCase._meta as any)['bridle/decision'].rule, 'mcp.protocol.tool_case');
 });
+
+test('http: an answer reaches the client only through the checks: content types by media type, ids exactly', async (t) => {
+  const dir = tempDir(t);
+  // an upstream whose answers the test chooses: content type, and the id it echoes
+  let contentType = 'application/json';
+  let echoId: (id: unknown) => unknown = (id) => id;
+  const { createServer } = await import('node:http');
+  const up = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const m = JSON.parse(body);
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: echoId(m.id), result: {} }));
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => up.close(() => r())));
+  const { url } = await startHttpBridle(t, { policy: writePolicy(dir, POLICY), server: 'toy', dir, upstream: `http://127.0.0.1:${(up.address() as { port: number }).port}/mcp` });
+  let n = 0;
+  const ping = async () => {
+    const r = await fetch(url, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method: 'ping' }), headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' } });
+    return { status: r.status, body: (await r.json()) as any };
+  };
+  contentType = 'Application/JSON; charset=utf-8';
+  let r = await ping();
+  assert.deepEqual([r.status, r.body.id, r.body.result], [200, n, {}], 'read as JSON whatever its letter case');
+  contentType = 'text/plain';
+  r = await ping();
+  assert.equal(r.status, 502, 'another type is not passed on unread');
+  contentType = 'application/json';
+  echoId = (id) => String(id);
+  r = await ping();
+  assert.equal(r.status, 502, 'an answer under "1" for request 1 is not passed on');
+});

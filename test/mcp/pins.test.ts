@@ -34,6 +34,17 @@ test('pins: digests ignore key order; the store keeps other servers and survives
   assert.throws(() => new PinStore(path, 'one'), /not valid JSON.*fix or remove it/);
 });
 
+test('pins: tools named like Object.prototype members are pinned like any other, and do not switch pinning off', (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'p.json');
+  const names = ['toString', 'constructor', '__proto__', 'hasOwnProperty'];
+  const first = new PinStore(path, 'one').observe([...names.map((name) => ({ name, description: 'A' })), { name: 'run', description: 'benign' }]);
+  assert.deepEqual(first.added, [...names, 'run']);
+  const again = new PinStore(path, 'one').observe([...names.map((name) => ({ name, description: 'B' })), { name: 'run', description: 'EVIL' }]);
+  assert.deepEqual(again.changed.map((c) => c.tool), [...names, 'run'], 'each change is seen after a restart');
+  assert.equal(again.saveError, undefined);
+});
+
 test('pins: a rug pull blocks the changed tool (pin: block), is reported, and --repin accepts it', async (t) => {
   const dir = tempDir(t);
   const file = writePolicy(dir, policy('block'));

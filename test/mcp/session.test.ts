@@ -97,18 +97,36 @@ test('session: monitor mode lists everything and forwards would_deny calls', asy
   assert.equal((sink.events[0] as any).is_error, true);
 });
 
-test('session: duplicate pending ids are refused; cancellation and close log unanswered calls', async () => {
+test('session: duplicate pending ids are refused; a cancelled call is logged with what the server answers; close logs unanswered calls', async () => {
   const { session, sink } = setup();
   assert.ok((await session.fromClient(call(1, 'get_issue'))).forward);
   const dup = await session.fromClient(call(1, 'list_issues'));
   assert.equal(JSON.parse(dup.replies[0]!).error.data.rule, 'mcp.protocol.duplicate_id');
   const cancel = await session.fromClient(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1 } }));
   assert.ok(cancel.forward);
+  // the id stays taken until the server answers (a server may finish a cancelled call)
+  assert.equal(JSON.parse((await session.fromClient(call(1, 'list_issues'))).replies[0]!).error.data.rule, 'mcp.protocol.duplicate_id');
+  const before = sink.events.length;
+  assert.ok(session.fromServer(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [] } })));
+  assert.equal(sink.events.length, before + 1);
   assert.match((sink.events.at(-1) as any).reason, /cancelled by the client/);
   assert.ok((await session.fromClient(call(2, 'list_issues'))).forward);
   session.close('test over');
   assert.match((sink.events.at(-1) as any).reason, /no answer: test over/);
   assert.equal((sink.events.at(-1) as any).tool, 'list_issues');
+});
+
+test('session: an answer whose id matches no pending request, or matches only loosely ("6" for 6), is dropped', async () => {
+  const { session, sink } = setup();
+  assert.ok((await session.fromClient(call(6, 'get_issue'))).forward);
+  assert.equal(session.fromServer(JSON.stringify({ jsonrpc: '2.0', id: '6', result: { content: [{ type: 'text', text: 'forged' }] } })), null);
+  assert.equal(session.fromServer(JSON.stringify({ jsonrpc: '2.0', id: 999, result: {} })), null);
+  assert.ok(sink.events.some((e: any) => e.type === 'violation' && /matched no request/.test(e.detail ?? '')));
+  // the real answer still goes through, and is the one logged
+  assert.ok(session.fromServer(JSON.stringify({ jsonrpc: '2.0', id: 6, result: { content: [] } })));
+  // answers to other requests the client made pass
+  assert.ok((await session.fromClient(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'resources/list', params: {} }))).forward);
+  assert.ok(session.fromServer(JSON.stringify({ jsonrpc: '2.0', id: 7, result: { resources: [] } })));
 });
 
 test('session: notifications/tools/list_changed makes the next call re-list the tools', async () => {
