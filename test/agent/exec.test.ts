@@ -509,6 +509,14 @@ exec: { default: allow }
   assert.equal(local, g, 'the untagged sleep has the local pid of the session shell');
   // the namespace's init (the unshare's child), by its global pid
   const init = Number(readFileSync(`/proc/${victim.pid}/task/${victim.pid}/children`, 'utf8').trim().split(' ')[0]);
+  // ending the namespace's init ends everything in it (ending unshare would leave it running)
+  t.after(() => {
+    try {
+      process.kill(init, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  });
   writeFileSync(join(d, 'ns'), String(init));
   const r = await run;
   assert.equal(r.stdout, `foreign=${KILLED}\nown=0\n`);

@@ -139,7 +139,7 @@ import os, socket, time
 s = socket.create_connection(('127.0.0.2', ${denied})); s.settimeout(2)
 pid = os.fork()
 if pid == 0:
-    open('${dir}/child', 'w').write(str(os.getpid()))
+    open('${dir}/child.tmp', 'w').write(str(os.getpid())); os.rename('${dir}/child.tmp', '${dir}/child')
     while not os.path.exists('${dir}/go'):
         time.sleep(0.02)
     s.send(b'ping')
@@ -152,6 +152,13 @@ os.waitpid(pid, 0)
   p.stdout!.on('data', (d) => (out += d));
   assert.ok(await waitFor(() => existsSync(join(dir, 'child')), 10_000));
   const child = Number(readFileSync(join(dir, 'child'), 'utf8'));
+  t.after(() => {
+    try {
+      process.kill(child, 'SIGKILL'); // it holds the parent's output pipe open
+    } catch {
+      /* gone */
+    }
+  });
   const { session } = h.sup.attach(child);
   writeFileSync(join(dir, 'go'), '');
   await new Promise<void>((res) => (p.exitCode !== null ? res() : p.once('exit', () => res())));
@@ -184,7 +191,7 @@ dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); dns.settimeout(3)
 dns.connect(('127.0.0.53', 53)); dns.send(q); dns.recv(512)
 web = socket.create_connection(('127.0.0.7', ${api})); web.settimeout(3)
 srv = socket.socket(); srv.bind(('127.0.0.2', 0)); srv.listen(1)
-open('${dir}/port', 'w').write(str(srv.getsockname()[1]))
+open('${dir}/port.tmp', 'w').write(str(srv.getsockname()[1])); os.rename('${dir}/port.tmp', '${dir}/port')
 inbound, _ = srv.accept(); inbound.settimeout(3)
 open('${dir}/ready', 'w').close()
 while not os.path.exists('${dir}/go'):
