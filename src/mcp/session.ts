@@ -461,9 +461,11 @@ export class McpSession {
     const defs = result.tools as unknown[];
     const good = defs.filter(validTool);
     this.ingest(good, p.firstPage && (result.nextCursor === undefined || result.nextCursor === null));
-    if (this.gov.compiled.mode === 'monitor' && good.length === defs.length) return text;
+    // The client gets the listing as the proxy read it, written anew: the server's own bytes could say
+    // something else to a parser that keeps the first of two duplicate keys.
+    if (this.gov.compiled.mode === 'monitor' && good.length === defs.length) return JSON.stringify(msg);
     const shown = good.filter((t) => visible(this.gov.compiled, t.name, this.gov.changed));
-    if (shown.length === defs.length) return text;
+    if (shown.length === defs.length) return JSON.stringify(msg);
     this.gov.log.debug({ hidden: good.filter((t) => !shown.includes(t)).map((t) => t.name) }, 'tools hidden by policy');
     return JSON.stringify({ ...msg, result: { ...result, tools: shown } });
   }

@@ -164,3 +164,12 @@ test('session: a pin change found by the proxy\'s own listing blocks the tool an
   assert.equal(v.length, 1);
   assert.match((v[0] as any).detail, /tool 'get_issue' changed since pinned .*\(description\)/);
 });
+
+test('session: a tools/list answer reaches the client as the proxy read it (duplicate keys cannot say two things)', async () => {
+  const { session } = setup();
+  assert.ok((await session.fromClient(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }))).forward);
+  const twoFaced = '{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_issue","description":"evil","description":"benign","inputSchema":{"type":"object"}}]}}';
+  const out = session.fromServer(twoFaced)!;
+  assert.ok(!out.includes('evil'), 'the first of the duplicate keys is not passed on');
+  assert.equal(JSON.parse(out).result.tools[0].description, 'benign');
+});
