@@ -37,10 +37,10 @@ export interface CompiledExec {
   /** Deny entries kept from earlier compiles of the policy (carryDenies), oldest first. */
   carried: Carried[];
   /**
-   * Deny rule paths and what they were when compiled (`dev:ino` of what the path leads to, '' when
-   * nothing): the supervisor compiles again when one of them changes.
+   * Deny rule paths, and allow `path:` rule paths (`allow`), and what they were when compiled (`dev:ino`
+   * of what the path leads to, '' when nothing): the supervisor compiles again when one of them changes.
    */
-  watched: Array<{ path: string; ident: string; within?: boolean }>;
+  watched: Array<{ path: string; ident: string; within?: boolean; allow?: boolean; refused?: boolean }>;
 }
 
 /** Dynamic loaders that can run a program given as an argument (`ld.so /usr/bin/x`). */
@@ -158,6 +158,19 @@ function ruleValue(action: number, ruleId: number): Buffer {
 
 const actionCode = (a: Action) => (a === 'deny' ? VERDICT.DENY : VERDICT.ALLOW);
 
+/** Did root put this file there: root owns it, its directory and the directory of the name (a symlink), none writable by group or others? */
+function installedByRoot(path: string): boolean {
+  try {
+    const real = realpathSync(path);
+    return [real, dirname(real), dirname(path)].every((p) => {
+      const st = statSync(p);
+      return st.uid === 0 && (st.mode & 0o022) === 0;
+    });
+  } catch {
+    return false;
+  }
+}
+
 function describe(r: ExecRule): string {
   if (r.kind === 'path') return `${r.action} path ${r.path}`;
   if (r.kind === 'dir') return `${r.action} dir ${r.dir}`;
@@ -228,13 +241,22 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       // The loader checked the file exists. Gone since (uninstalled): nothing by identity, but a deny rule
       // keeps its name rule and its watch, and what it denied before stays denied (carryDenies).
       const id = one(r.path);
-      if (id) put(ident, identKey(gen, id), action, ruleId);
+      // An allowed file replaced since the policy was loaded (a package upgrade) is followed only when
+      // root put it there (root owns it and its directory, neither writable by others): a file swapped in
+      // by a session that can write at the path is not what the policy allowed. Refused, it stays refused
+      // until the path changes again or the policy is loaded anew.
+      let refused = false;
+      const prev = !deny && keep && id ? keep.watched.find((w) => w.allow && w.path === r.path) : undefined;
+      if (prev) refused = prev.ident !== identString(id) ? !installedByRoot(r.path) : !!prev.refused;
+      if (id && !refused) put(ident, identKey(gen, id), action, ruleId);
       if (deny) {
         // also by name: what an upgrade (or anyone) puts at the path later is denied too. Allow rules stay
         // by identity: a file swapped in at an allowed path is not what the policy allowed.
         const nk = nameKey(gen, KEY_KIND.EXEC_NAME, r.path, one);
         if (nk) put(ident, nk, action, ruleId);
         watched.push({ path: r.path, ident: identString(id) });
+      } else {
+        watched.push({ path: r.path, ident: identString(id), allow: true, ...(refused ? { refused } : {}) });
       }
       execDeny ||= deny;
     } else if (r.kind === 'dir') {

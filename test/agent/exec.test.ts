@@ -117,6 +117,40 @@ exec:
   assert.equal(h.execs((e) => e.path === '/usr/bin/id')[0]?.rule, 'exec.allow[0]');
 });
 
+test('an allowed path: file replaced by root (an upgrade) is followed; one swapped in by another user is not', async (t) => {
+  const dir = tempDir(t); // root's, mode 0700: only root can put files in it
+  const tool = join(dir, 'tool');
+  copyFileSync('/usr/bin/true', tool);
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: deny
+  allow: [{ dir: /usr }, { path: ${tool} }]
+`);
+  const runs = async () => (await h.run([tool])).status;
+  assert.equal(await runs(), 0);
+  // an upgrade: a new file renamed over the old one, as package managers do
+  const replace = (owner?: number) => {
+    copyFileSync('/usr/bin/true', `${tool}.new`);
+    if (owner !== undefined) spawnSync('chown', [String(owner), `${tool}.new`]);
+    renameSync(`${tool}.new`, tool);
+  };
+  replace();
+  let status = -1;
+  for (let i = 0; i < 50 && status !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    status = await runs();
+  }
+  assert.equal(status, 0, 'the upgraded file runs once the policy compiled again');
+  // a file another user owns put at the path: not what the policy allowed, then or after
+  replace(65534);
+  await new Promise((r) => setTimeout(r, 600)); // the policy compiles again meanwhile
+  assert.equal(await runs(), KILLED);
+  assert.equal(h.execs((e) => e.path === tool).at(-1)?.rule, 'exec.default');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await runs(), KILLED, 'still denied after later compiles');
+});
+
 test('what is put at a denied path later is denied; dir: rules hold through hard links, bind mounts of a subdirectory and any depth', async (t) => {
   const dir = tempDir(t);
   const denied = join(dir, 'denied');
