@@ -220,6 +220,34 @@ struct dest {
 	u8 flags;                /* BRIDLE_NEV_* */
 };
 
+/* The key `d` is judged by: IPv4 address `a` (network order). */
+static __always_inline void dest_key4(struct dest *d, u32 a)
+{
+	d->k.family = 4;
+	__builtin_memcpy(d->k.addr, &a, 4);
+	d->k.prefixlen = 64 + 32;
+}
+
+/* The key `d` is judged by: IPv6 address w0..w3 (network order). */
+static __always_inline void dest_key6(struct dest *d, u32 w0, u32 w1, u32 w2, u32 w3)
+{
+	d->k.family = 6;
+	__builtin_memcpy(d->k.addr, &w0, 4);
+	__builtin_memcpy(d->k.addr + 4, &w1, 4);
+	__builtin_memcpy(d->k.addr + 8, &w2, 4);
+	__builtin_memcpy(d->k.addr + 12, &w3, 4);
+	d->k.prefixlen = 64 + 128;
+}
+
+/*
+ * An IPv6 address that carries an IPv4 one in its last word, which the IPv4 rules decide: IPv4-mapped, or
+ * NAT64's well-known prefix 64:ff9b::/96 (a network's translator carries it to that IPv4 address).
+ */
+static __always_inline bool carries_v4(u32 w0, u32 w1, u32 w2)
+{
+	return (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) || (w0 == bpf_htonl(0x0064ff9b) && w1 == 0 && w2 == 0);
+}
+
 static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d, bool v6)
 {
 	__builtin_memset(d, 0, sizeof(*d));
@@ -240,9 +268,7 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 			a = src ? src : bpf_htonl(0x7f000001);
 			d->flags |= BRIDLE_NEV_ANY;
 		}
-		d->k.family = 4;
-		__builtin_memcpy(d->k.addr, &a, 4);
-		d->k.prefixlen = 64 + 32;
+		dest_key4(d, a);
 		return;
 	}
 	u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
@@ -251,11 +277,7 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 	__builtin_memcpy(d->given + 8, &w2, 4);
 	__builtin_memcpy(d->given + 12, &w3, 4);
 	d->sock_family = 6;
-	if ((w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) || (w0 == bpf_htonl(0x0064ff9b) && w1 == 0 && w2 == 0)) {
-		/*
-		 * IPv4-mapped, or NAT64's well-known prefix 64:ff9b::/96 (a network's translator carries it to
-		 * the IPv4 address in its last word): the IPv4 rules decide
-		 */
+	if (carries_v4(w0, w1, w2)) {
 		d->flags |= BRIDLE_NEV_MAPPED;
 		if (w3 == 0 && w2 == bpf_htonl(0xffff)) {
 			/* as connect(0.0.0.0): the bound source address (mapped), or loopback */
@@ -264,9 +286,7 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 			w3 = src ? src : bpf_htonl(0x7f000001);
 			d->flags |= BRIDLE_NEV_ANY;
 		}
-		d->k.family = 4;
-		__builtin_memcpy(d->k.addr, &w3, 4);
-		d->k.prefixlen = 64 + 32;
+		dest_key4(d, w3);
 		return;
 	}
 	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0) {
@@ -274,12 +294,7 @@ static __always_inline void read_dest(struct bpf_sock_addr *ctx, struct dest *d,
 		w3 = bpf_htonl(1);
 		d->flags |= BRIDLE_NEV_ANY;
 	}
-	d->k.family = 6;
-	__builtin_memcpy(d->k.addr, &w0, 4);
-	__builtin_memcpy(d->k.addr + 4, &w1, 4);
-	__builtin_memcpy(d->k.addr + 8, &w2, 4);
-	__builtin_memcpy(d->k.addr + 12, &w3, 4);
-	d->k.prefixlen = 64 + 128;
+	dest_key6(d, w0, w1, w2, w3);
 }
 
 /* Does port set `set` hold (proto, port)? On a hit, *rule is the rule that listed it. */
@@ -1295,10 +1310,7 @@ int bridle_session_socks(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	if (!file || !task)
 		return 0;
-	u32 tgid = task->tgid;
-	struct bridle_tag *tag = tag_of(tgid, task);
-	if (!tag || !net_policy(tag))
-		return 0;
+	/* every open file of every task comes here: the cheap tests first */
 	struct socket *sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
@@ -1307,6 +1319,10 @@ int bridle_session_socks(struct bpf_iter__task_file *ctx)
 		return 0;
 	u16 fam = sk->__sk_common.skc_family;
 	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	u32 tgid = task->tgid;
+	struct bridle_tag *tag = tag_of(tgid, task);
+	if (!tag || !net_policy(tag))
 		return 0;
 	u64 cookie = bpf_get_socket_cookie(sk);
 	struct revisit_owner *o = bpf_map_lookup_elem(&revisit, &cookie);
@@ -1352,9 +1368,7 @@ static __always_inline bool peer_dest(struct sock_common *skc, u32 proto, struct
 			return false;
 		d->sock_family = 4;
 		__builtin_memcpy(d->given, &a, 4);
-		d->k.family = 4;
-		__builtin_memcpy(d->k.addr, &a, 4);
-		d->k.prefixlen = 64 + 32;
+		dest_key4(d, a);
 		return true;
 	}
 	struct in6_addr a6 = BPF_CORE_READ(skc, skc_v6_daddr);
@@ -1363,16 +1377,12 @@ static __always_inline bool peer_dest(struct sock_common *skc, u32 proto, struct
 		return false;
 	d->sock_family = 6;
 	__builtin_memcpy(d->given, &a6, 16);
-	if ((w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) || (w0 == bpf_htonl(0x0064ff9b) && w1 == 0 && w2 == 0)) {
+	if (carries_v4(w0, w1, w2)) {
 		d->flags |= BRIDLE_NEV_MAPPED;
-		d->k.family = 4;
-		__builtin_memcpy(d->k.addr, &w3, 4);
-		d->k.prefixlen = 64 + 32;
+		dest_key4(d, w3);
 		return true;
 	}
-	d->k.family = 6;
-	__builtin_memcpy(d->k.addr, &a6, 16);
-	d->k.prefixlen = 64 + 128;
+	dest_key6(d, w0, w1, w2, w3);
 	return true;
 }
 

@@ -18,9 +18,6 @@ export interface NetGuardOptions {
   noResolver?: boolean;
 }
 
-/** Runs of NetGuard.revisit are at least this far apart. */
-const REVISIT_GAP_MS = 250;
-
 export class NetGuard {
   /** Resolves when the resolver listens (or failed to: see warnings). */
   readonly ready: Promise<void>;
@@ -30,7 +27,7 @@ export class NetGuard {
   private constructor(
     readonly net: NetSensor,
     private readonly engine: Engine,
-    warnings: string[],
+    private readonly warnings: string[],
     opts: NetGuardOptions,
   ) {
     // a session's DNS-allowed addresses go when the session ends
@@ -81,8 +78,10 @@ export class NetGuard {
     if (r) this.engine.handleNet(r);
   }
 
-  /** Compiles the network section; throws PolicyError before anything is written. */
-  /** `inForce`: the compile in force, when the policy compiles again because a watched path changed. */
+  /**
+   * Compiles the network section; throws PolicyError before anything is written. `inForce`: the compile in
+   * force, when the policy compiles again because a watched path changed.
+   */
   static compile(policy: Policy, inForce?: CompiledNet): CompiledNet {
     return compileNet(policy, inForce);
   }
@@ -96,32 +95,18 @@ export class NetGuard {
    * Connections made before a decision could see them are judged again (NetSensor.revisit). A failure
    * (a kernel without socket iterators) is a warning: connects and sends are still decided.
    */
-  revisit(warnings: string[], now = false): void {
-    // at most every REVISIT_GAP_MS (a session changing a watched path makes the policy compile again):
-    // a run asked for sooner happens at the end of the gap, unless asked for `now` (an attach)
-    const wait = this.lastRevisit + REVISIT_GAP_MS - performance.now();
-    if (wait > 0 && !now) {
-      this.revisitTimer ??= setTimeout(() => {
-        this.revisitTimer = undefined;
-        if (!this.closed) this.revisit(warnings);
-      }, wait);
-      return;
-    }
-    this.lastRevisit = performance.now();
+  revisit(): void {
     try {
       this.net.revisit();
     } catch (err) {
       const w = `cannot judge existing connections again: ${(err as Error).message}`;
-      if (!warnings.includes(w)) warnings.push(w);
+      if (!this.warnings.includes(w)) this.warnings.push(w);
     }
   }
-  private lastRevisit = -Infinity;
-  private revisitTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.revisitTimer);
     await this.ready;
     await this.dns?.close();
     await this.net.close();

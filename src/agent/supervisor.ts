@@ -108,8 +108,9 @@ export class Supervisor {
     const gen = this.sensor.applyPolicy(id, compiled);
     const netGen = this.net?.apply(id, net);
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
-    // connections its sessions made under the policy this one replaces meet this one
-    if ([...this.engine.sessions.values()].some((s) => s.policyId === id && s.ended === undefined)) this.net?.revisit(this.warnings);
+    // connections its sessions made under the policy this one replaces meet this one (a compile again
+    // after a watched path changed has the same network rules: nothing to judge again)
+    if (!keep && [...this.engine.sessions.values()].some((s) => s.policyId === id && s.ended === undefined)) this.net?.revisit();
     this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
     if (this.pins) {
@@ -258,7 +259,7 @@ export class Supervisor {
       frontier = now.filter((p) => parents.has(p.ppid) && !seen.has(p.pid) && p.pid !== process.pid);
     }
     // what the tree connected to before it was tagged meets its policy now
-    this.net?.revisit(this.warnings, true);
+    this.net?.revisit();
     return { session, pids: tagged };
   }
 

@@ -6,7 +6,7 @@
 // a backfill.
 import * as grpc from '@grpc/grpc-js';
 import { matchEvent, type EventFilter } from '../events/query.js';
-import { eventKind } from './ingest.js';
+import { typeCode, VERDICTS } from '../events/proto.js';
 import type { IngestResult } from './store.js';
 
 export interface Subscriber {
@@ -16,19 +16,16 @@ export interface Subscriber {
   pending?: Array<{ id: number; raw: Buffer }>;
   minId: number;
   closed: boolean;
+  /** The event kinds (ingest.ts eventKind) its filter's types and verdicts allow; unset: any. Set by Hub.add. */
+  kinds?: (kind: number) => boolean;
 }
 
 export class Hub {
   private subs = new Set<Subscriber>();
-  /** Per subscriber: the event kinds (ingest.ts eventKind) its filter's types and verdicts allow; undefined: any. */
-  private kinds = new WeakMap<Subscriber, (kind: number) => boolean>();
 
   /** Can some subscriber's filter match an event of this kind (type and verdict)? */
   wants(kind: number): boolean {
-    for (const sub of this.subs) {
-      const k = this.kinds.get(sub);
-      if (!k || k(kind)) return true;
-    }
+    for (const sub of this.subs) if (!sub.kinds || sub.kinds(kind)) return true;
     return false;
   }
 
@@ -42,9 +39,9 @@ export class Hub {
     this.subs.add(sub);
     const { types, verdicts } = sub.filter;
     if (types?.length || verdicts?.length) {
-      const t = types?.length ? new Set(types.map((x) => eventKind(x, undefined) >> 2)) : undefined;
-      const v = verdicts?.length ? new Set(verdicts.map((x) => eventKind('other', x) & 3)) : undefined;
-      this.kinds.set(sub, (kind) => (!t || t.has(kind >> 2)) && (!v || v.has(kind & 3)));
+      const t = types?.length ? new Set(types.map(typeCode)) : undefined;
+      const v = verdicts?.length ? new Set(verdicts.map((x) => VERDICTS[x])) : undefined;
+      sub.kinds = (kind) => (!t || t.has(kind >> 2)) && (!v || v.has(kind & 3));
     }
     const drop = (): void => {
       sub.closed = true;

@@ -3,7 +3,7 @@
 // batches in one transaction when the store can, and say what to answer. It runs on the collector's event
 // loop for a store given to startCollector, and on the store's own thread for the embedded SQLite store
 // (store-thread.ts), which then does the decoding too, off the thread that serves gRPC.
-import { decodeForStore, F, num, VERDICTS } from '../events/proto.js';
+import { decodeForStore, num, typeCode, VERDICTS } from '../events/proto.js';
 import type { EventStore, IngestItem, IngestResult } from './store.js';
 import { decodeIngestRequest, type LIMITS, type WireAck } from './wire.js';
 
@@ -27,12 +27,15 @@ export type MessageOutcome =
       freshIds?: number[];
       /** Each fresh event's eventKind(): subscribers' filters pick by it before anything is decoded again. */
       freshKinds?: number[];
+      /** Where each fresh event's bytes are in the message (offset, length, …), so that none is looked for again. */
+      freshSpans?: number[];
       fresh?: IngestResult['fresh'];
     }
   | { fatal: 'hello_twice' };
 
 interface Batch {
   out: number;
+  msg: Uint8Array;
   lastSeq: number;
   items: IngestItem[];
   /** Position of each item in the message's events. */
@@ -82,7 +85,7 @@ export async function ingestMessages(
       out.push({ ack: { last_seq: lastSeq, rejected: events.length, error }, stored: 0, duplicates: 0, rejected: events.length, warn: error });
       continue;
     }
-    const b: Batch = { out: out.length, lastSeq, items: [], at: [], rejected: 0, firstError: '' };
+    const b: Batch = { out: out.length, msg, lastSeq, items: [], at: [], rejected: 0, firstError: '' };
     for (let i = 0; i < events.length; i++) {
       const raw = events[i]!;
       let why = '';
@@ -134,13 +137,16 @@ export async function ingestMessages(
         o.freshAt = [];
         o.freshIds = [];
         o.freshKinds = [];
+        o.freshSpans = [];
         let j = 0;
         for (const f of res.fresh) {
           while (j < b.items.length && b.items[j]!.ev !== f.ev) j++;
           if (j === b.items.length) throw new Error('the store returned events it was not given');
+          const raw = b.items[j]!.raw; // a view into the message
           o.freshAt.push(b.at[j]!);
           o.freshIds.push(f.id);
           o.freshKinds.push(eventKind(f.ev.type, f.ev.verdict));
+          o.freshSpans.push(raw.byteOffset - b.msg.byteOffset, raw.byteLength);
         }
       }
       out[b.out] = o;
@@ -160,7 +166,7 @@ export async function ingestMessages(
 
 /** An event's type and verdict as one number (type's field number × 4 + verdict), for cheap filtering. */
 export function eventKind(type: string, verdict: string | undefined): number {
-  return (F.event[type as keyof typeof F.event] ?? F.event.other) * 4 + (verdict ? VERDICTS[verdict as keyof typeof VERDICTS] ?? 0 : 0);
+  return typeCode(type) * 4 + (verdict ? VERDICTS[verdict as keyof typeof VERDICTS] ?? 0 : 0);
 }
 
 /**
@@ -173,9 +179,9 @@ export function freshEvents(msg: Uint8Array, o: Extract<MessageOutcome, { ack: W
   const pick: number[] = [];
   for (let k = 0; k < o.freshAt.length; k++) if (!wanted || !o.freshKinds || wanted(o.freshKinds[k]!)) pick.push(k);
   if (!pick.length) return [];
-  const events = decodeIngestRequest(Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)).batch?.events ?? [];
+  const bytes = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength);
   return pick.map((k) => {
-    const raw = events[o.freshAt![k]!]!;
+    const raw = bytes.subarray(o.freshSpans![2 * k]!, o.freshSpans![2 * k]! + o.freshSpans![2 * k + 1]!);
     const { ev, tsMs } = decodeForStore(raw);
     return { ev, tsMs, raw, id: o.freshIds![k]! };
   });

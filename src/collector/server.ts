@@ -155,7 +155,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       ended(err) {
         // What the calls it held stored was neither acknowledged nor sent to subscribers: the agents send
         // it again (stored once), and subscribers are told to resubscribe with a backfill to get it.
-        log.error({ err: err.message }, 'the store thread ended; ingest streams and live subscribers are ended, a new thread starts');
+        log.error({ err: err.message }, 'the store thread ended; the ingest calls it held fail, live subscribers are ended, a new thread starts');
         hub.failAll('the collector\'s store thread restarted; resubscribe with a backfill');
       },
       restarted: (n) => log.warn({ restarts: n }, 'the store thread is running again'),

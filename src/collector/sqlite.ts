@@ -15,7 +15,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decodeForStore, F, VERDICTS } from '../events/proto.js';
+import { decodeForStore, F, typeCode, VERDICTS } from '../events/proto.js';
 import { matchEvent, type EventFilter } from '../events/query.js';
 import type { BridleEvent } from '../events/types.js';
 import { WalCheckpointer } from './checkpointer.js';
@@ -116,9 +116,6 @@ CREATE TABLE IF NOT EXISTS chunk_daddrs (daddr TEXT NOT NULL, chunk_id INTEGER N
 CREATE TABLE IF NOT EXISTS seq_ranges (host_id INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (host_id, lo)) WITHOUT ROWID;
 `;
 
-/** Type code of an event: the Event.body field number of the type (stable, never reused); 99 = a type this schema does not know. */
-const TYPE_CODE: Record<string, number> = { ...F.event };
-const typeCode = (t: string): number => TYPE_CODE[t] ?? F.event.other;
 
 export interface SqliteStoreOptions {
   /** 'normal' (default): survives a collector crash. 'full': also survives power loss. */

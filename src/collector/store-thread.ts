@@ -247,11 +247,8 @@ export class ThreadedSqliteStore implements EventStore, MessageStore {
       const worker = this.worker;
       if (!worker) return;
       const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      const id = this.nextId++;
-      const closed = new Promise<void>((resolve) => {
-        this.calls.set(id, { resolve: () => resolve(), reject: () => resolve() });
-        worker.postMessage({ op: 'close', args: [], id } satisfies StoreCall);
-      }).then(() => exited);
+      // the thread is still there (live() hands it back while closing): the call goes after what it has
+      const closed = this.query('close').then(() => exited, () => exited);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
       clearTimeout(timer);

@@ -323,6 +323,11 @@ export function decodeEvent(bytes: Uint8Array): BridleEvent {
 // event type through both paths, so the two cannot drift apart.
 
 /** Field numbers (events.proto). */
+/** Type code of an event: the Event.body field number of the type (stable, never reused); 99 = a type this schema does not know. */
+export function typeCode(type: string): number {
+  return Object.hasOwn(F.event, type) && type !== 'header' ? F.event[type as keyof typeof F.event] : F.event.other;
+}
+
 export const F = {
   event: { header: 1, session_start: 10, session_end: 11, exec: 12, exit: 13, connect: 14, dns: 15, tool_call: 16, violation: 17, loss: 18, policy: 19, other: 99 },
   header: { ts: 1, host: 2, session: 3, exec_id: 4, parent_exec_id: 5, pid: 6, ppid: 7, uid: 8, seq: 9, verdict: 10, rule: 11, policy: 12 },

@@ -167,7 +167,8 @@ export function liveTagged(tags: BpfMap): number {
   return live;
 }
 
-function emptyMap(m: BpfMap): void {
+/** Deletes every entry of `m`. */
+export function emptyMap(m: BpfMap): void {
   for (const k of m.keys()) m.delete(k);
 }
 

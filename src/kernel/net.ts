@@ -9,6 +9,7 @@ import { LoadedObject } from './loaded.js';
 import { ATTACH, BpfObject, probe, type BpfMap } from './binding.js';
 import { NET_EV, NET_LAYOUT } from './layout.js';
 import { ROOT } from './sensor.js';
+import { emptyMap } from './failclosed.js';
 import { bytesToIp } from '../policy/load.js';
 import { RULE_NODE, unixForms, type CompiledNet } from '../policy/netcompile.js';
 
@@ -284,15 +285,11 @@ export class NetSensor extends LoadedObject {
   revisit(): number {
     const owners = this.map('revisit');
     const listeners = this.map('revisit_listen');
-    const clear = (): void => {
-      for (const m of [owners, listeners]) for (const k of m.keys()) m.delete(k);
-    };
     const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
     const cfg = Buffer.alloc(8);
     cfg.writeUInt32LE(lo ?? 32768, 0);
     cfg.writeUInt32LE(hi ?? 60999, 4);
     this.map('revisit_conf').update(u32(0), cfg);
-    clear();
     try {
       this.obj.program('bridle_session_socks').iterRead();
       const n = owners.keys().length;
@@ -302,7 +299,9 @@ export class NetSensor extends LoadedObject {
       }
       return n;
     } finally {
-      clear();
+      // empty for the next run (they start empty)
+      emptyMap(owners);
+      emptyMap(listeners);
     }
   }
 

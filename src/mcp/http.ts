@@ -33,12 +33,12 @@ function forwardHeaders(h: IncomingHttpHeaders): Record<string, string | string[
   return out;
 }
 
-/** Headers passed from the server back to the client. */
 /** The media type of a Content-Type header, lower-cased, without parameters ('' when none). */
 function mediaType(v: string | string[] | undefined): string {
   return String(Array.isArray(v) ? v[0] : v ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
+/** Headers passed from the server back to the client. */
 function backHeaders(h: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(h)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
@@ -310,7 +310,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
     }
     if (status < 400) {
       // Any other body (another type, a type in other letter case a client still reads as JSON) would
-      // reach the client unchecked: only an empty answer (202 Accepted) passes.
+      // reach the client unchecked: only an empty answer (202 Accepted, 204 No Content) passes.
       ures.resume();
       ures.on('end', () => {
         if (status === 202 || status === 204) {

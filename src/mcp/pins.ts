@@ -82,6 +82,11 @@ function readStore(path: string): StoreFile {
   return d as StoreFile;
 }
 
+/** obj[key] = value as an own property, also for keys like `__proto__` (a tool or server may be named so). */
+function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 export class PinStore {
   /** A Map, not an object: a tool may be named `toString` or `__proto__`. */
   private pins: Map<string, Pin>;
@@ -155,11 +160,11 @@ export class PinStore {
     } catch {
       store = { version: 1, servers: {} };
     }
-    if (!Object.hasOwn(store.servers, this.server)) Object.defineProperty(store.servers, this.server, { value: { tools: {} }, enumerable: true, writable: true, configurable: true });
+    if (!Object.hasOwn(store.servers, this.server)) setOwn(store.servers, this.server, { tools: {} });
     const tools = store.servers[this.server]!.tools;
     for (const [name, pin] of updates) {
       // Another proxy may have pinned this tool meanwhile: keep its pin unless we are re-pinning.
-      if (!Object.hasOwn(tools, name) || this.opts.repin) Object.defineProperty(tools, name, { value: pin, enumerable: true, writable: true, configurable: true });
+      if (!Object.hasOwn(tools, name) || this.opts.repin) setOwn(tools, name, pin);
     }
     const tmp = `${this.path}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(store, null, 2) + '\n', { mode: 0o600 });

@@ -463,7 +463,6 @@ export class McpSession {
     this.ingest(good, p.firstPage && (result.nextCursor === undefined || result.nextCursor === null));
     // The client gets the listing as the proxy read it, written anew: the server's own bytes could say
     // something else to a parser that keeps the first of two duplicate keys.
-    if (this.gov.compiled.mode === 'monitor' && good.length === defs.length) return JSON.stringify(msg);
     const shown = good.filter((t) => visible(this.gov.compiled, t.name, this.gov.changed));
     if (shown.length === defs.length) return JSON.stringify(msg);
     this.gov.log.debug({ hidden: good.filter((t) => !shown.includes(t)).map((t) => t.name) }, 'tools hidden by policy');

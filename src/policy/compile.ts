@@ -231,6 +231,8 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   let execDeny = false;
   let execDirDeny = false;
   let argvDeny = false;
+  // what the compile in force took for each allow path: rule (followed only when root replaced the file)
+  const allowWatched = keep && new Map(keep.watched.filter((w) => w.allow).map((w) => [w.path, w]));
   // deny rules first so that, within one action, the first rule in the file is the one reported
   for (const r of [...policy.exec.deny, ...policy.exec.allow]) {
     const ruleId = rules.length;
@@ -246,7 +248,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       // by a session that can write at the path is not what the policy allowed. Refused, it stays refused
       // until the path changes again or the policy is loaded anew.
       let refused = false;
-      const prev = !deny && keep && id ? keep.watched.find((w) => w.allow && w.path === r.path) : undefined;
+      const prev = !deny && id ? allowWatched?.get(r.path) : undefined;
       if (prev) refused = prev.ident !== identString(id) ? !installedByRoot(r.path) : !!prev.refused;
       if (id && !refused) put(ident, identKey(gen, id), action, ruleId);
       if (deny) {

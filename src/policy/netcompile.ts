@@ -110,16 +110,25 @@ export function unixHash(path: string): bigint {
  * other name of the same socket file is caught by its identity after the connect.
  */
 export function unixForms(path: string): { hashes: bigint[]; ident?: { dev: bigint; ino: bigint } } {
-  if (path.startsWith('@')) return { hashes: [unixHash(path)] };
+  const hashes = unixHashes(path);
+  if (path.startsWith('@')) return { hashes };
+  try {
+    return { hashes, ident: identity(path) };
+  } catch {
+    return { hashes }; // not there yet: by name only until it exists when the policy is next applied
+  }
+}
+
+/** The hashes of every spelling of a unix: entry the kernel hook may see (as written, normalized, real). */
+function unixHashes(path: string): bigint[] {
+  if (path.startsWith('@')) return [unixHash(path)];
   const forms = new Set([path, normalize(path)]);
-  let ident: { dev: bigint; ino: bigint } | undefined;
   try {
     forms.add(realpathSync(path));
-    ident = identity(path);
   } catch {
-    /* not there yet: by name only until it exists when the policy is next applied */
+    /* not there yet */
   }
-  return { hashes: [...forms].filter((f) => Buffer.byteLength(f) <= 108).map(unixHash), ...(ident ? { ident } : {}) };
+  return [...forms].filter((f) => Buffer.byteLength(f) <= 108).map(unixHash);
 }
 
 /**
@@ -296,8 +305,8 @@ function buildTrie(items: { rule: NetRule; id: number }[], table: SetTable, prob
   return out;
 }
 
-/** Compiles the network section. Throws PolicyError (file:line:col) for what the kernel cannot hold. */
 /**
+ * Compiles the network section. Throws PolicyError (file:line:col) for what the kernel cannot hold.
  * `inForce`: the compile in force when a watched path changed (not a policy being loaded): allowed unix
  * sockets are then not followed through symlinks that lead somewhere new (allowedSocketIdent).
  */
@@ -336,7 +345,7 @@ export function compileNet(policy: Policy, inForce?: CompiledNet): CompiledNet {
     if (unix.some((u) => u.path === path)) return; // deny beats allow
     // By name at the connect, and by identity after it: under an allow list, a socket reached under an
     // allowed name must be one of the allowed sockets (not, say, the Docker socket bind mounted there).
-    const { hashes } = unixForms(path);
+    const hashes = unixHashes(path);
     const ident = allowedSocketIdent(path, !inForce, inForce?.unix.find((u) => u.action === 'allow' && u.path === path)?.ident);
     const same = (a?: { dev: bigint; ino: bigint }) => !!a && !!ident && a.dev === ident.dev && a.ino === ident.ino;
     const denied = unix.some((u) => u.action === 'deny' && same(u.ident)); // another name of a denied socket

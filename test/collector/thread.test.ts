@@ -89,7 +89,7 @@ test('a store thread that cannot open the store again: calls fail at once for a 
   assert.equal(store.restarts, 1);
 });
 
-test('live subscribers get what their filters match, the store thread having decoded each event once', async (t) => {
+test('live subscribers get what their filters match, type and verdict filters included', async (t) => {
   const tc = await startTestCollector(t);
   const shipper = await createShipper({
     collector: tc.address, spoolDir: join(tc.dir, 'spool'), host: 'host-f', tls: await tc.pki.agent('host-f'), log: quietLog(),

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import { killPid } from '../helpers/proc.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -36,14 +37,7 @@ export function writePolicy(dir: string, yaml: string, name = 'policy.yaml'): st
   return p;
 }
 
-export function killPid(pid: number | undefined | null): void {
-  if (!pid) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
+export { killPid };
 
 export function readEvents(file: string): Record<string, any>[] {
   if (!existsSync(file)) return [];

@@ -33,14 +33,18 @@ export const connects = (events: { type: string }[]): ConnectEvent[] => events.f
 export const dnsEvents = (events: { type: string }[]): DnsEvent[] => events.filter((e): e is DnsEvent => e.type === 'dns');
 export const execs = (events: { type: string }[]): ExecEvent[] => events.filter((e): e is ExecEvent => e.type === 'exec');
 
-/** A TCP server on `host` that greets and closes; returns its port. */
-export async function tcpServer(t: TestContext, host = '127.0.0.1', port = 0): Promise<number> {
+/**
+ * A TCP server on `host` that greets and closes (`echo`: that sends back what it gets and keeps the
+ * connection open); returns its port.
+ */
+export async function tcpServer(t: TestContext, host = '127.0.0.1', port = 0, echo = false): Promise<number> {
   const conns = new Set<import('node:net').Socket>();
   const srv = createServer((c) => {
     conns.add(c);
     c.on('close', () => conns.delete(c));
     c.on('error', () => {});
-    c.end('hi\n');
+    if (echo) c.pipe(c);
+    else c.end('hi\n');
   });
   await new Promise<void>((res, rej) => {
     srv.once('error', rej);

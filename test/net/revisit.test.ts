@@ -2,32 +2,23 @@
 // process `bridle attach` tags afterwards. Each is judged again against the policy in force, as a connect
 // to its peer would be; a denied one is closed. Untagged processes' connections are untouched.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect as connectTcp, createServer, type Socket } from 'node:net';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { waitFor } from '../../src/agent/run.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { tempDir } from '../helpers/kernel.js';
-import { connects, dnsServer, netHarness, udpEcho } from './helpers.js';
+import { killPid } from '../helpers/proc.js';
+import { connects, dnsServer, netHarness, tcpServer, udpEcho } from './helpers.js';
 
 /** A TCP echo server on `host` that keeps each connection open. */
-async function echoServer(t: TestContext, host: string): Promise<number> {
-  const conns = new Set<Socket>();
-  const srv = createServer((c) => {
-    conns.add(c);
-    c.on('close', () => conns.delete(c));
-    c.on('error', () => {});
-    c.pipe(c);
-  });
-  await new Promise<void>((res) => srv.listen(0, host, () => res()));
-  t.after(() => new Promise<void>((res) => {
-    for (const c of conns) c.destroy();
-    srv.close(() => res());
-  }));
-  return (srv.address() as { port: number }).port;
-}
+const echoServer = (t: TestContext, host: string): Promise<number> => tcpServer(t, host, 0, true);
+
+/** Resolves when `child` has exited. */
+const exited = (child: ChildProcess): Promise<void> =>
+  new Promise<void>((res) => (child.exitCode !== null || child.signalCode !== null ? res() : child.once('exit', () => res())));
 
 /**
  * A python program that opens its connections, says `ready` (a file), waits for `go` (a file), then uses
@@ -90,7 +81,7 @@ network:
     ['tcp', '127.0.0.2', 'deny', 'network.deny[0]'],
     ['udp', '127.0.0.2', 'deny', 'network.deny[0]'],
   ]);
-  await new Promise<void>((res) => (untagged.exitCode !== null ? res() : untagged.once('exit', () => res())));
+  await exited(untagged);
   assert.equal(untaggedOut, 'untagged ok\n', 'the untagged process keeps its connection');
 });
 
@@ -112,7 +103,7 @@ network:
   assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
   const { session } = h.sup.attach(p.pid!);
   writeFileSync(join(dir, 'go'), '');
-  await new Promise<void>((res) => (p.exitCode !== null ? res() : p.once('exit', () => res())));
+  await exited(p);
   const got = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')));
   assert.equal(got['tcp-kept'], 'ok');
   assert.notEqual(got['tcp-denied'], 'ok', `closed (got ${got['tcp-denied']})`);
@@ -152,16 +143,10 @@ os.waitpid(pid, 0)
   p.stdout!.on('data', (d) => (out += d));
   assert.ok(await waitFor(() => existsSync(join(dir, 'child')), 10_000));
   const child = Number(readFileSync(join(dir, 'child'), 'utf8'));
-  t.after(() => {
-    try {
-      process.kill(child, 'SIGKILL'); // it holds the parent's output pipe open
-    } catch {
-      /* gone */
-    }
-  });
+  t.after(() => killPid(child)); // it holds the parent's output pipe open
   const { session } = h.sup.attach(child);
   writeFileSync(join(dir, 'go'), '');
-  await new Promise<void>((res) => (p.exitCode !== null ? res() : p.once('exit', () => res())));
+  await exited(p);
   assert.equal(out, 'child ok\n', 'the shared connection stays');
   const name = h.sup.engine.sessions.get(session)?.name;
   const rev = connects(h.events).find((e) => e.session === name && e.op === 'revisit');
