@@ -6,13 +6,14 @@
 // untagged, which shows what the syscall tracepoints cost every process on the host.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnHeld } from '../src/agent/spawn.js';
 import { Supervisor } from '../src/agent/supervisor.js';
 import type { Policy } from '../src/policy/types.js';
 import { parsePolicy } from '../src/policy/load.js';
+import { measureBpf, withBpfStats } from './bpfstats.js';
 
 const N = Number(process.env.BENCH_EXECS ?? 1500);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -136,68 +137,24 @@ async function openBench(): Promise<void> {
   ]);
 }
 
-// ---- time spent in bridle's BPF programs, counted by the kernel: other load on the machine does not stretch
-// it the way it stretches wall time (it counts the runs of every process, the loop's by far the most) ----
-
-const STATS = '/proc/sys/kernel/bpf_stats_enabled';
-
-/** Run time (ns) and runs of the BPF programs this process holds, from /proc/self/fdinfo (each program once). */
-function bpfRunTime(): { ns: number; runs: number } {
-  const seen = new Set<string>();
-  let ns = 0;
-  let runs = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let info: string;
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) !== 'anon_inode:bpf-prog') continue;
-      info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
-    } catch {
-      continue; // closed meanwhile
-    }
-    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-    const id = String(field('prog_id'));
-    if (seen.has(id)) continue;
-    seen.add(id);
-    ns += field('run_time_ns');
-    runs += field('run_cnt');
-  }
-  return { ns, runs };
-}
-
 /**
- * With the kernel counting BPF run time (kernel.bpf_stats_enabled, restored afterwards; counting itself
- * costs a little, so the timed rounds above run without it): how long bridle's programs ran per loop
- * iteration, untagged and tagged. This is the part of each ratio that bridle's kernel side adds.
+ * With the kernel counting BPF run time (the timed rounds above run without it): how long bridle's
+ * programs ran per loop iteration, untagged and tagged. This is the part of each ratio that bridle's
+ * kernel side adds (it counts the runs of every process, the loop's by far the most).
  */
 async function bpfTimePerIteration(what: string, per: number, policies: Policy[], jobs: Array<[string, (sup: Supervisor) => Promise<unknown>]>): Promise<void> {
-  // Restored however this process ends (a signal, or a closed stdout that throws EPIPE).
-  const before = readFileSync(STATS, 'utf8').trim();
-  const restore = (): void => writeFileSync(STATS, before);
-  const onSignal = (sig: NodeJS.Signals): void => {
-    restore();
-    process.kill(process.pid, sig);
-  };
-  process.once('exit', restore);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const sup = Supervisor.open();
-  try {
-    writeFileSync(STATS, '1');
-    policies.forEach((p, i) => sup.setPolicy(p, i + 1));
-    for (const [name, job] of jobs) {
-      const t0 = bpfRunTime();
-      await job(sup);
-      const t1 = bpfRunTime();
-      if (t1.runs === t0.runs) throw new Error(`no BPF program run counted (${STATS} not honoured?)`);
-      console.log(`  BPF run time per ${what}, ${name.padEnd(22)} ${((t1.ns - t0.ns) / per / 1000).toFixed(2).padStart(6)} µs  (${((t1.runs - t0.runs) / per).toFixed(1)} program runs)`);
+  await withBpfStats(async () => {
+    const sup = Supervisor.open();
+    try {
+      policies.forEach((p, i) => sup.setPolicy(p, i + 1));
+      for (const [name, job] of jobs) {
+        const t = await measureBpf(() => job(sup));
+        console.log(`  BPF run time per ${what}, ${name.padEnd(22)} ${(t.ns / per / 1000).toFixed(2).padStart(6)} µs  (${(t.runs / per).toFixed(1)} program runs)`);
+      }
+    } finally {
+      await sup.close();
     }
-  } finally {
-    restore();
-    process.off('exit', restore);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await sup.close();
-  }
+  });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

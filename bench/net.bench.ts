@@ -18,6 +18,7 @@ import { BpfObject } from '../src/kernel/binding.js';
 import { cgroup2Root } from '../src/kernel/net.js';
 import { Sensor } from '../src/kernel/sensor.js';
 import { normalizeCidr, parsePolicy } from '../src/policy/load.js';
+import { measureBpf, withBpfStats, type RunTime } from './bpfstats.js';
 import type { NetRule, Policy, PortRange } from '../src/policy/types.js';
 
 const CONNECTS = Number(process.env.BENCH_CONNECTS ?? 20_000);
@@ -432,6 +433,44 @@ async function main() {
       }
     }
 
+    // With the kernel counting BPF run time (not during the timed rounds: counting costs a little), the
+    // time the programs themselves take per call: the part of each ratio that is bridle's code, apart from
+    // the hook's own cost (the empty programs' row is what any program pays to be called at all).
+    const bpf = {} as Record<'emptyHook' | 'untagged' | 'tagged10' | 'tagged100k', Record<Loop, RunTime>>;
+    await withBpfStats(async () => {
+      const hook = BpfObject.open(hookObj);
+      try {
+        hook.load();
+        for (const name of ['bench_connect4', 'bench_sendmsg4']) hook.program(name).attachCgroup(cgroup);
+        bpf.emptyHook = { tcp: await measureBpf(() => runUntagged(bin, 'tcp', ports.tcp)), udp: await measureBpf(() => runUntagged(bin, 'udp', ports.udp)) };
+      } finally {
+        hook.close();
+      }
+      const sup = Supervisor.open();
+      try {
+        if (!sup.net) throw new Error(`network sensor not open: ${sup.warnings.join('; ')}`);
+        await sup.net.ready;
+        const seen = new Map<string, number>();
+        sup.engine.addSink({
+          emit: (ev) => {
+            const n = ev.type === 'connect' ? seen.get(ev.session) : undefined;
+            if (n !== undefined) seen.set(ev.session, n + 1);
+          },
+        });
+        sup.setPolicy(p10, 1);
+        bpf.untagged = { tcp: await measureBpf(() => runUntagged(bin, 'tcp', ports.tcp)), udp: await measureBpf(() => runUntagged(bin, 'udp', ports.udp)) };
+        for (const [key, p] of [['tagged10', p10], ['tagged100k', p100k]] as const) {
+          sup.setPolicy(p, 1);
+          bpf[key] = {
+            tcp: await measureBpf(() => runTagged(sup, 1, bin, 'tcp', ports.tcp, seen)),
+            udp: await measureBpf(() => runTagged(sup, 1, bin, 'udp', ports.udp, seen)),
+          };
+        }
+      } finally {
+        await sup.close();
+      }
+    });
+
     console.log(`net bench: ${CONNECTS} TCP connect+close / ${SENDS} UDP sendto to 127.0.0.1 per run, ${ROUNDS} interleaved rounds, medians`);
     console.log(`  (spread: largest deviation from the median; client CPU: the loop's own CPU time, user + system)`);
     for (const [loop, title] of [['tcp', 'TCP connect+close'], ['udp', 'UDP sendto (unconnected)']] as const) {
@@ -449,6 +488,15 @@ async function main() {
       // paired within each round (the two runs are next to each other), then the median over rounds
       const vs = (f: 'wall' | 'cpu') => median(res.tagged100k[loop].map((s, i) => s[f] / res.tagged10[loop][i]![f])).toFixed(3);
       console.log(`    ${'100,000 vs 10 rules'.padEnd(24)} ${' '.repeat(32)}${vs('wall')}    ${' '.repeat(19)}  ${vs('cpu')}  (target ≤ 1.00 ± noise; per round)`);
+    }
+    for (const [loop, title] of [['tcp', 'TCP connect+close'], ['udp', 'UDP sendto']] as const) {
+      const base = (1e6 * median(res.none[loop].map((s) => s.wall))) / COUNT[loop]; // ns per call, no sensor
+      console.log(`  BPF run time per ${title} (no sensor: ${(base / 1000).toFixed(2)} µs a call), counted by the kernel, % of a call (the empty programs' row is what counting and calling a program cost by themselves)`);
+      for (const [key, name] of [['emptyHook', 'empty cgroup programs'], ['untagged', 'sensor loaded, untagged'], ['tagged10', 'tagged, 10 rules'], ['tagged100k', 'tagged, 100,000 rules']] as const) {
+        const t = bpf[key][loop];
+        const calls = COUNT[loop] + Math.floor(COUNT[loop] / 20) + 1; // with the warm-up
+        console.log(`    ${name.padEnd(24)} ${(t.ns / calls).toFixed(0).padStart(6)} ns  ${((100 * t.ns) / calls / base).toFixed(2).padStart(5)}%  (${(t.runs / calls).toFixed(1)} program runs)`);
+      }
     }
     for (const [key, name] of [['tagged10', '10 rules'], ['tagged100k', '100,000 rules']] as const) {
       const d = drains[key];

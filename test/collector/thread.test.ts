@@ -8,7 +8,7 @@ import { createShipper } from '../../src/agent/shipper.js';
 import { startCollector } from '../../src/collector/server.js';
 import { SqliteStore } from '../../src/collector/sqlite.js';
 import { ThreadedSqliteStore } from '../../src/collector/store-thread.js';
-import { decodeEventFast } from '../../src/events/proto.js';
+import { decodeEventFast, encodeEvent, isoToMs } from '../../src/events/proto.js';
 import { defer, quietLog, startTestCollector, SyntheticHost, tempDir, waitFor } from './helpers.js';
 
 test('a store the collector cannot open fails its start with the store\'s own error', async (t) => {
@@ -117,4 +117,36 @@ test('live subscribers get what their filters match, type and verdict filters in
   const e = await take(everything, all.length);
   assert.equal(e.length, all.length);
   assert.deepEqual(e.map((x) => x.seq), all.map((x) => x.seq));
+});
+
+test('ingest() of decoded events on the store thread: stored whole with their ids, replays counted, a bad batch refused whole', async (t) => {
+  const dir = tempDir(t);
+  const dbPath = join(dir, 'collector.db');
+  const store = await ThreadedSqliteStore.open(dbPath);
+  defer(t, () => store.close());
+  const h = new SyntheticHost('host-i');
+  const { root, events } = h.startSession('i');
+  const evs = [...events, ...Array.from({ length: 20 }, (_, i) => h.spawn(root, '/usr/bin/true', ['true', String(i)]).event)];
+  evs.forEach((ev, i) => (ev.seq = i + 1)); // as the shipper numbers them
+  const items = evs.map((ev) => ({ ev, tsMs: isoToMs(ev.ts), raw: encodeEvent(ev) }));
+  const first = await store.ingest('host-i', items.slice(0, 10));
+  assert.deepEqual([first.stored, first.duplicates], [10, 0]);
+  assert.deepEqual(first.fresh.map((f) => f.ev.seq), evs.slice(0, 10).map((e) => e.seq), 'the fresh events, in order');
+  assert.equal(new Set(first.fresh.map((f) => f.id)).size, 10, 'each with its own store id');
+  const again = await store.ingest('host-i', items);
+  assert.deepEqual([again.stored, again.duplicates], [items.length - 10, 10], 'the first ten are replays');
+  assert.equal(await store.lastSeq('host-i'), evs.at(-1)!.seq);
+
+  // Refused before anything is stored: an event of another host, and one over the size limit.
+  const other = new SyntheticHost('host-x');
+  const x = other.startSession('x').events[0]!;
+  x.seq = evs.length + 1;
+  await assert.rejects(store.ingest('host-i', [{ ev: x, tsMs: isoToMs(x.ts), raw: encodeEvent(x) }]), /event for host 'host-x' in a batch of host 'host-i'/);
+  const big = h.spawn(root, '/usr/bin/true', ['true', 'x'.repeat(2 << 20)]).event;
+  const later = h.spawn(root, '/usr/bin/true', ['true', 'after']).event;
+  later.seq = evs.length + 1;
+  big.seq = evs.length + 2;
+  await assert.rejects(store.ingest('host-i', [{ ev: later, tsMs: isoToMs(later.ts), raw: encodeEvent(later) }, { ev: big, tsMs: isoToMs(big.ts), raw: encodeEvent(big) }]), /over the limit/);
+  assert.equal(await store.lastSeq('host-i'), evs.at(-1)!.seq, 'nothing of the refused batches was stored');
+  assert.equal((await store.queryEvents({ session: 'i' }, 1000)).length, evs.length);
 });
