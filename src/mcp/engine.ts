@@ -11,6 +11,8 @@
 //   7. every rule naming the tool, in order: allow-action rules' conditions must hold; deny-action rules
 //      deny when theirs hold. A condition that cannot be evaluated denies.
 // In monitor mode the verdict of a denial is `would_deny` and the caller forwards the call anyway.
+import { realpathSync } from 'node:fs';
+import { posix } from 'node:path';
 import type { McpRule, McpServerPolicy } from '../policy/mcp.js';
 import type { Mode } from '../policy/types.js';
 import type { Verdict } from '../events/types.js';
@@ -51,15 +53,24 @@ export interface CompiledServer {
   deny: { id: string; glob: Glob }[];
   rules: CompiledRule[];
   redact: Glob[][];
+  resources: { allow: { id: string; glob: Glob }[]; deny: { id: string; glob: Glob }[] };
+  /** credentials.files.deny as absolute paths (every home for `~/`), with the rule each came from. */
+  credentials: { id: string; path: string }[];
 }
 
-/** Compiles globs and expressions once. Throws only on input parseMcpSection would have rejected. */
-export function compileServer(policy: McpServerPolicy, mode: Mode, globalRedact: string[] = []): CompiledServer {
+/**
+ * Compiles globs and expressions once. Throws only on input parseMcpSection would have rejected.
+ * `credentials`: the policy's credentials.files.deny entries, already expanded to absolute paths.
+ */
+export function compileServer(policy: McpServerPolicy, mode: Mode, globalRedact: string[] = [], credentials: { id: string; path: string }[] = []): CompiledServer {
+  const globs = (ps: { id: string; glob: string }[]) => ps.map((p) => ({ id: p.id, glob: compileGlob(p.glob) }));
   return {
     policy,
     mode,
-    allow: policy.allow.map((p) => ({ id: p.id, glob: compileGlob(p.glob) })),
-    deny: policy.deny.map((p) => ({ id: p.id, glob: compileGlob(p.glob) })),
+    resources: { allow: globs(policy.resources.allow), deny: globs(policy.resources.deny) },
+    credentials: credentials.map((c) => ({ id: c.id, path: posix.normalize(c.path).replace(/(.)\/+$/, '$1') })),
+    allow: globs(policy.allow),
+    deny: globs(policy.deny),
     rules: policy.rules.map((rule) => ({
       rule,
       globs: rule.tools.map(compileGlob),
@@ -207,4 +218,98 @@ export function redactArgs(s: CompiledServer, args: unknown): unknown {
     return out;
   };
   return walk(args, s.redact);
+}
+
+// ---- resources (resources/read, resources/subscribe, resources/list) ----
+
+/** Longest resource URI judged; longer ones are denied (no server needs more, and globs stay cheap). */
+const MAX_URI = 8192;
+
+/**
+ * Every form a server could take `uri` for: as sent; as a URL parser normalises it; and with its
+ * percent-escapes decoded and its dot segments resolved (a server that decodes `..%2F` after the fact
+ * walks up a directory). For file: URIs, `path` is that decoded, resolved path. Undefined when the
+ * URI cannot be judged (not decodable, a NUL byte).
+ */
+function uriForms(uri: string): { forms: string[]; path?: string } | undefined {
+  const forms = new Set([uri]);
+  let url: URL | undefined;
+  try {
+    url = new URL(uri);
+    forms.add(url.href);
+  } catch {
+    /* not a URL the WHATWG parser takes: judged as written and decoded */
+  }
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(uri);
+  } catch {
+    return undefined;
+  }
+  if (decoded.includes('\0')) return undefined;
+  forms.add(decoded);
+  if (url?.protocol !== 'file:') return { forms: [...forms] };
+  let path: string;
+  try {
+    path = decodeURIComponent(url.pathname);
+  } catch {
+    return undefined;
+  }
+  if (path.includes('\0')) return undefined;
+  // both the parser's view and a server's that splits on the decoded path ("/a/..%2F..%2Fetc")
+  path = posix.normalize(path.startsWith('/') ? path : `/${path}`);
+  const host = url.hostname === 'localhost' ? '' : url.hostname;
+  forms.add(`file://${host}${path}`);
+  return { forms: [...forms], path };
+}
+
+/** The credentials.files.deny entry `path` falls under (itself or beneath), if any. */
+function credentialRule(s: CompiledServer, path: string): { id: string; path: string } | undefined {
+  const under = (p: string) => s.credentials.find((c) => p === c.path || p.startsWith(c.path === '/' ? '/' : `${c.path}/`));
+  const hit = under(path);
+  if (hit) return hit;
+  // a symlink beneath an allowed place that leads into a credential directory (the server follows it)
+  let real: string | undefined;
+  try {
+    real = realpathSync(path);
+  } catch {
+    return undefined; // nothing there (yet): the lexical check above is all there is
+  }
+  return real === path ? undefined : under(real);
+}
+
+/**
+ * The decision for reading (or subscribing to) resource `uri`. Order: the URI must be judgeable; a file:
+ * URI beneath a credentials.files.deny entry is denied; resources.deny (any form, letter case ignored)
+ * denies; resources.allow grants when every form of the URI matches one of its patterns; else the default.
+ */
+export function decideResource(s: CompiledServer, uri: unknown): Decision {
+  try {
+    const id = `${s.policy.id}.resources`;
+    if (typeof uri !== 'string' || uri === '') return deny(s, 'mcp.protocol.invalid', 'params.uri must be a non-empty string');
+    if (uri.length > MAX_URI) return deny(s, 'mcp.protocol.invalid', `params.uri is ${uri.length} characters long, over the limit of ${MAX_URI}`);
+    const f = uriForms(uri);
+    if (!f) return deny(s, `${id}.default`, `the URI '${uri}' cannot be judged (a bad percent-escape or a NUL byte)`);
+    if (f.path !== undefined) {
+      const c = credentialRule(s, f.path);
+      if (c) return deny(s, c.id, `'${uri}' is ${f.path === c.path ? '' : 'beneath '}${c.path}, a credential file the policy denies (credentials.files.deny)`);
+    }
+    for (const d of s.resources.deny) {
+      const hit = f.forms.find((x) => d.glob.testFolded(x));
+      if (hit !== undefined) return deny(s, d.id, `'${hit}' matches '${d.glob.source}' in ${id}.deny`);
+    }
+    const a = s.resources.allow.find((x) => f.forms.every((form) => x.glob.test(form)));
+    if (a) return { verdict: 'allow', rule: a.id, reason: `'${uri}' matches '${a.glob.source}' in ${id}.allow` };
+    if (s.policy.resources.default === 'allow') return { verdict: 'allow', rule: `${id}.default`, reason: `resources.default: allow for server '${s.policy.name}'` };
+    const partly = s.resources.allow.find((x) => f.forms.some((form) => x.glob.test(form)));
+    const why = partly ? ` ('${partly.glob.source}' matches it as written, but not as a server could read it: ${f.forms.filter((x) => !partly.glob.test(x)).join(', ')})` : '';
+    return deny(s, `${id}.default`, `'${uri}' is not in ${id}.allow${why} (default: deny)`);
+  } catch (err) {
+    return deny(s, 'mcp.error', `internal error while deciding: ${(err as Error).message}`);
+  }
+}
+
+/** Whether resources/list shows a resource: shown unless reading it would be denied (in monitor mode, always). */
+export function visibleResource(s: CompiledServer, uri: unknown): boolean {
+  return s.mode === 'monitor' || decideResource(s, uri).verdict === 'allow';
 }

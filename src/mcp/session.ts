@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { EventSink, ToolCallEvent, Verdict, ViolationEvent } from '../events/types.js';
 import type { Policy } from '../policy/types.js';
-import { compileServer, decide, redactArgs, visible, type CompiledServer, type Decision, type ToolDef } from './engine.js';
+import { credentialPaths } from '../policy/compile.js';
+import { compileServer, decide, decideResource, redactArgs, visible, visibleResource, type CompiledServer, type Decision, type ToolDef } from './engine.js';
 import {
   CLIENT_NOTIFICATIONS, CLIENT_REQUESTS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
   errorResponse, isId, isObject, type Id, type JsonRpcMessage,
@@ -66,7 +67,9 @@ export class Governor {
       const known = Object.keys(opts.policy.mcp.servers);
       throw new Error(`server '${opts.server}' is not in the policy's mcp.servers (${known.length ? `known: ${known.join(', ')}` : 'the policy names no MCP server'})`);
     }
-    this.compiled = compileServer(sp, opts.policy.mode, opts.policy.mcp.redact);
+    // a file: resource beneath a credential file or directory is denied like an open of it in a session
+    const creds = opts.policy.credentials.files.deny.flatMap((p, i) => credentialPaths(p).map((path) => ({ id: `credentials.files.deny[${i}]`, path })));
+    this.compiled = compileServer(sp, opts.policy.mode, opts.policy.mcp.redact, creds);
     // Until the parser is loaded, sql: read-only denies; calls wait for it instead.
     this.ready = sp.rules.some((r) => r.sql) ? loadSqlParser().catch((err: Error) => this.log.error({ err: err.message }, 'cannot load the SQL parser; sql: rules will deny')) : Promise.resolve();
     this.maxMessageBytes = opts.policy.mcp.maxMessageBytes;
@@ -174,6 +177,18 @@ interface PendingOther {
 interface PendingDeciding {
   kind: 'deciding';
 }
+/** resources/read or resources/subscribe, allowed (or would_deny): logged with the server's answer. */
+interface PendingResource {
+  kind: 'resource';
+  method: string;
+  uri: string;
+  t0: number;
+  decision: Decision;
+}
+/** resources/list: the answer shows only the resources the policy lets the client read. */
+interface PendingResourceList {
+  kind: 'resource_list';
+}
 
 const now = (): number => performance.now();
 const ms = (t0: number): number => Math.round((now() - t0) * 1000) / 1000;
@@ -184,7 +199,7 @@ export class McpSession {
   private stale = false;
   private lastRefresh = 0;
   private refreshing: Promise<void> | undefined;
-  private readonly pending = new Map<string, PendingCall | PendingList | PendingOther | PendingDeciding>();
+  private readonly pending = new Map<string, PendingCall | PendingList | PendingOther | PendingDeciding | PendingResource | PendingResourceList>();
   private readonly own = new Map<string, { resolve(m: JsonRpcMessage): void; timer: NodeJS.Timeout }>();
   private seq = 0;
   private readonly ownPrefix = `bridle-${randomBytes(6).toString('hex')}-`;
@@ -284,6 +299,11 @@ export class McpSession {
       return { forward: JSON.stringify(msg), replies: [] };
     }
     if (method === 'tools/call') return this.toolCall(msg as unknown as JsonRpcMessage & { id: Id }, params);
+    if (method === 'resources/read' || method === 'resources/subscribe') return this.resourceRequest(rid, method, params, msg);
+    if (method === 'resources/list') {
+      this.pending.set(key, { kind: 'resource_list' });
+      return { forward: JSON.stringify(msg), replies: [] };
+    }
     this.pending.set(key, { kind: 'other' });
     return { forward: JSON.stringify(msg), replies: [] };
   }
@@ -333,6 +353,26 @@ export class McpSession {
     }
     if (decision.verdict === 'would_deny') this.gov.log.warn({ tool: name, rule: decision.rule, reason: decision.reason }, 'MCP tool call would be denied (monitor mode)');
     this.pending.set(key, { kind: 'call', tool: name, args: params.arguments, t0, decision });
+    return { forward: JSON.stringify(msg), replies: [] };
+  }
+
+  /**
+   * Reading or subscribing to a resource: decided by its URI (decideResource) and logged as a tool_call
+   * event whose tool is the method and whose arguments are the params. A denied one is answered with an
+   * error naming the rule and never reaches the server.
+   */
+  private resourceRequest(id: Id, method: string, params: Record<string, unknown>, msg: Record<string, unknown>): ClientOutcome {
+    const t0 = now();
+    const d = decideResource(this.gov.compiled, params.uri);
+    const uri = typeof params.uri === 'string' ? params.uri : String(params.uri ?? '');
+    if (d.verdict === 'deny') {
+      this.gov.emitToolCall(method, { uri: params.uri }, 'deny', d.rule, d.reason, { latency_ms: ms(t0), is_error: true });
+      this.gov.log.info({ method, uri, rule: d.rule, reason: d.reason }, 'MCP resource request denied');
+      const text = `bridle denied ${method} of '${uri}' on MCP server '${this.gov.server}'. Rule: ${d.rule}. Reason: ${d.reason}. The request was not sent to the server.`;
+      return { replies: [JSON.stringify(errorResponse(id, INVALID_PARAMS, text, { rule: d.rule, reason: d.reason, verdict: d.verdict }))] };
+    }
+    if (d.verdict === 'would_deny') this.gov.log.warn({ method, uri, rule: d.rule, reason: d.reason }, 'MCP resource request would be denied (monitor mode)');
+    this.pending.set(keyOf(id), { kind: 'resource', method, uri, t0, decision: d });
     return { forward: JSON.stringify(msg), replies: [] };
   }
 
@@ -448,6 +488,18 @@ export class McpSession {
     }
     this.pending.delete(key);
     if (p.kind === 'other') return text;
+    if (p.kind === 'resource') {
+      this.gov.emitToolCall(p.method, { uri: p.uri }, p.decision.verdict, p.decision.rule, p.decision.reason, { latency_ms: ms(p.t0), is_error: 'error' in msg });
+      return text;
+    }
+    if (p.kind === 'resource_list') {
+      const result = msg.result;
+      if (!isObject(result) || !Array.isArray(result.resources)) return text;
+      const shown = result.resources.filter((r) => isObject(r) && visibleResource(this.gov.compiled, r.uri));
+      if (shown.length === result.resources.length) return JSON.stringify(msg);
+      this.gov.log.debug({ hidden: result.resources.length - shown.length }, 'resources hidden by policy');
+      return JSON.stringify({ ...msg, result: { ...result, resources: shown } });
+    }
     if (p.kind === 'call') {
       const result = msg.result as { isError?: unknown } | undefined;
       const isError = 'error' in msg || result?.isError === true;
@@ -476,6 +528,8 @@ export class McpSession {
     for (const [key, p] of this.pending) {
       if (p.kind === 'call') {
         this.gov.emitToolCall(p.tool, p.args, p.decision.verdict, p.decision.rule, `${p.decision.reason}; no answer: ${reason}`, { latency_ms: ms(p.t0), is_error: true });
+      } else if (p.kind === 'resource') {
+        this.gov.emitToolCall(p.method, { uri: p.uri }, p.decision.verdict, p.decision.rule, `${p.decision.reason}; no answer: ${reason}`, { latency_ms: ms(p.t0), is_error: true });
       }
       this.pending.delete(key);
     }

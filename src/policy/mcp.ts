@@ -66,6 +66,14 @@ export interface McpRule {
   src: Source;
 }
 
+/** Which resources (by URI) a client may read or subscribe to; listings show only those. */
+export interface ResourcePolicy {
+  /** For URIs neither list names. Default: deny when resources.allow is given, else allow. */
+  default: Action;
+  allow: ToolPattern[];
+  deny: ToolPattern[];
+}
+
 export interface McpServerPolicy {
   name: string;
   /** "mcp.servers.<name>" */
@@ -81,6 +89,7 @@ export interface McpServerPolicy {
   pin: PinMode;
   /** Validate arguments against the tool's inputSchema before forwarding. */
   schema: 'enforce' | 'off';
+  resources: ResourcePolicy;
   src: Source;
 }
 
@@ -96,7 +105,7 @@ export interface McpPolicy {
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
-const SERVER_KEYS = ['default', 'tools', 'rules', 'redact', 'pin', 'schema'] as const;
+const SERVER_KEYS = ['default', 'tools', 'rules', 'redact', 'pin', 'schema', 'resources'] as const;
 const RULE_KEYS = ['tool', 'action', 'when', 'args', 'sql'] as const;
 
 export function parseMcpSection(node: Node | null | undefined, ctx: YamlCtx): McpPolicy {
@@ -121,9 +130,10 @@ export function parseMcpSection(node: Node | null | undefined, ctx: YamlCtx): Mc
     const sm = ctx.mapping(value, id, SERVER_KEYS);
     if (!sm) continue;
     const tm = ctx.mapping(sm.get('tools'), `${id}.tools`, ['allow', 'deny']) ?? new Map<string, Node | null>();
-    const patterns = (action: Action): ToolPattern[] => {
-      const where = `${id}.tools.${action}`;
-      const listNode = tm.get(action);
+    const rm = ctx.mapping(sm.get('resources'), `${id}.resources`, ['default', 'allow', 'deny']) ?? new Map<string, Node | null>();
+    const patterns = (action: Action, section: 'tools' | 'resources' = 'tools'): ToolPattern[] => {
+      const where = `${id}.${section}.${action}`;
+      const listNode = (section === 'tools' ? tm : rm).get(action);
       const items = listNode != null && isScalar(listNode) ? [listNode] : ctx.seq(listNode, where);
       const out: ToolPattern[] = [];
       items.forEach((item, i) => {
@@ -150,6 +160,11 @@ export function parseMcpSection(node: Node | null | undefined, ctx: YamlCtx): Mc
       redact: parseRedact(ctx, sm.get('redact'), `${id}.redact`),
       pin: ctx.oneOf(sm.get('pin'), `${id}.pin`, ['block', 'report', 'off'] as const, 'block'),
       schema: ctx.oneOf(sm.get('schema'), `${id}.schema`, ['enforce', 'off'] as const, 'enforce'),
+      resources: {
+        default: ctx.oneOf(rm.get('default'), `${id}.resources.default`, ['allow', 'deny'] as const, rm.has('allow') ? 'deny' : 'allow'),
+        allow: patterns('allow', 'resources'),
+        deny: patterns('deny', 'resources'),
+      },
       src: src(keyNode),
     };
   }

@@ -61,6 +61,10 @@ mcp:
       redact: ["auth.*", password]
       tools:
         deny: drop_everything
+      resources:
+        allow: ["file:///srv/data/*"]
+        deny: "file:///srv/data/secret*"
+        default: allow
       rules:
         - tool: [query, "run_*"]
           sql: read-only
@@ -86,6 +90,11 @@ mcp:
   assert.equal(db.pin, 'report');
   assert.equal(db.schema, 'off');
   assert.deepEqual(db.deny.map((d) => d.glob), ['drop_everything']);
+  assert.deepEqual(
+    { default: db.resources.default, allow: db.resources.allow.map((a) => [a.id, a.glob]), deny: db.resources.deny.map((d) => [d.id, d.glob]) },
+    { default: 'allow', allow: [['mcp.servers.db.resources.allow[0]', 'file:///srv/data/*']], deny: [['mcp.servers.db.resources.deny[0]', 'file:///srv/data/secret*']] },
+  );
+  assert.equal(parsePolicy('version: 1\nname: d\nmcp:\n  servers:\n    a:\n      resources:\n        allow: [x]\n', 'p.yaml').mcp.servers.a!.resources.default, 'deny', 'an allow list makes the default deny');
   assert.deepEqual(db.rules[0]!.sql, { check: 'read-only', dialect: 'postgres' });
   assert.deepEqual(db.rules[1]!.sql, { check: 'read-only', dialect: 'postgres', arg: 'statement' });
   assert.equal(db.rules[2]!.action, 'deny');
@@ -124,6 +133,9 @@ mcp:
           sql: write-ok
         - when: "true"
       pin: sometimes
+      resources:
+        allow: ["file:///[x"]
+        read: [y]
   colour: blue
 `);
   const expect = [
@@ -139,7 +151,9 @@ mcp:
     /^p\.yaml:23:16: mcp\.servers\.github\.rules\[4\]\.sql must be 'read-only'/,
     /^p\.yaml:24:11: mcp\.servers\.github\.rules\[5\]\.tool is required/,
     /^p\.yaml:25:12: mcp\.servers\.github\.pin must be one of block \| report \| off/,
-    /^p\.yaml:26:3: mcp: unknown key 'colour'/,
+    /^p\.yaml:27:17: mcp\.servers\.github\.resources\.allow\[0\]: bad glob 'file:\/\/\/\[x'/,
+    /^p\.yaml:28:9: mcp\.servers\.github\.resources: unknown key 'read'/,
+    /^p\.yaml:29:3: mcp: unknown key 'colour'/,
   ];
   for (const re of expect) assert.ok(got.some((g) => re.test(g)), `no problem matches ${re}\ngot:\n${got.join('\n')}`);
   assert.equal(got.length, expect.length, got.join('\n'));
