@@ -16,6 +16,7 @@ import type { BridleEvent, EventSink, LossEvent } from '../events/types.js';
 import { batchRequestPrefix, CollectorClient, encodeHelloRequest, LIMITS, BATCH_EVENTS_FIELD, type WireAck, type WireIngestResponse } from '../collector/wire.js';
 import { channelCredentials, type TlsFiles } from '../collector/tls.js';
 import { Spool } from './spool.js';
+import { MAX_SEQ } from '../collector/ingest.js';
 
 export interface ShipperOptions {
   /** host:port of the collector. */
@@ -300,7 +301,10 @@ class SpoolShipper implements Shipper {
         this.log.error({ host: this.opts.host, collector_says: w.host }, 'collector assigned another host name');
       }
       const last = num(w.last_seq);
-      if (last > this.seq) {
+      if (last > MAX_SEQ) {
+        // not a count this agent could have reached: following it would stop the numbering (2^53)
+        this.log.error({ ours: this.seq, collector: last }, 'the collector says this host sent more events than can be counted; keeping our own numbering');
+      } else if (last > this.seq) {
         // Our counter is behind what the collector has for this host (the spool was lost): move past it.
         this.log.warn({ ours: this.seq, collector: last }, 'sequence counter behind the collector; moving past it');
         this.seq = last;

@@ -242,8 +242,12 @@ export class Supervisor {
     const session = newSessionNumber();
     const flags = this.flags(policyId);
     const tagged: number[] = [];
+    // The root's image as the kernel keys it (its last exec, when the sensor saw one), which its children's
+    // parent_exec_id and its own exit name; its start time only when it predates the sensor.
+    const img = this.sensor.imageOf(pid);
+    const rootKey = img && img.start === root.start ? img.key : root.start;
     this.engine.startSession(
-      { session, origin: 'attach', policyId, rootExecId: execId(pid, root.start), rootPid: pid },
+      { session, origin: 'attach', policyId, rootExecId: execId(pid, rootKey), rootPid: pid },
       { path: root.comm, ppid: root.ppid, uid: root.uid },
     );
     let frontier = [root];

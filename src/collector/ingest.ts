@@ -9,6 +9,31 @@ import { decodeIngestRequest, type LIMITS, type WireAck } from './wire.js';
 
 export type IngestLimits = Pick<typeof LIMITS, 'maxBatchBytes' | 'maxEventBytes'>;
 
+/**
+ * The largest sequence number an event may carry. A host's counter counts one per event (a century at a
+ * million a second stays far below); a number near 2^53 would stop counting up in the agent (the collector
+ * tells a reconnecting agent to continue from the host's last number), so every later event of the host
+ * would be taken for a duplicate.
+ */
+export const MAX_SEQ = 2 ** 50;
+
+/**
+ * Why an event cannot be stored for `host` in a batch that ends at `lastSeq` (0: not said), or '' when it
+ * can: its sequence number must be a count (1 up to MAX_SEQ, within the batch: duplicates are found by it),
+ * and its process ids must be of the host (an exec_id names its host first): another host's would rewrite
+ * that host's processes.
+ */
+export function eventProblem(ev: { host: string; seq?: number; exec_id?: string; parent_exec_id?: string }, host: string, lastSeq: number): string {
+  if (ev.host !== host) return `event for host '${ev.host}' on a stream of host '${host}'`;
+  const seq = ev.seq ?? 0;
+  if (!Number.isSafeInteger(seq) || seq < 1 || seq > MAX_SEQ) return `event sequence number ${seq} is not between 1 and ${MAX_SEQ}`;
+  if (lastSeq && seq > lastSeq) return `event sequence number ${seq} is past the batch's last (${lastSeq})`;
+  for (const id of [ev.exec_id, ev.parent_exec_id]) {
+    if (id && !id.startsWith(`${host}:`)) return `process id '${id.slice(0, 200)}' is not of host '${host}'`;
+  }
+  return '';
+}
+
 /** What became of one message, in the order of the messages. */
 export type MessageOutcome =
   | {
@@ -93,8 +118,8 @@ export async function ingestMessages(
       else {
         try {
           const { ev, tsMs } = decodeForStore(raw);
-          if (ev.host !== host) why = `event for host '${ev.host}' on a stream of host '${host}'`;
-          else {
+          why = eventProblem(ev, host, lastSeq);
+          if (!why) {
             b.items.push({ ev, tsMs, raw });
             b.at.push(i);
           }

@@ -206,6 +206,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     };
   }
 
+  /**
+   * The live Ingest stream of each host. One at a time: a second (an agent reconnecting before its old
+   * stream was noticed gone, or a copy of the host's key elsewhere) would interleave its numbering with the
+   * first's, and events of one would be taken for duplicates of the other's. The newer stream wins.
+   */
+  const hostStreams = new Map<string, () => void>();
+
   function ingest(call: grpc.ServerDuplexStream<Buffer, object>): void {
     counters.streams++;
     ingestCalls.add(call);
@@ -218,10 +225,15 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     let lastCommit = 0;
     let finished = false;
 
+    const superseded = (): void => {
+      log.warn({ host, peer }, 'a newer Ingest stream of this host took over; this one is ended');
+      finish(fail(grpc.status.ABORTED, `a newer stream of host '${host}' took over this one`));
+    };
     const finish = (status?: Partial<grpc.StatusObject>): void => {
       if (finished) return;
       finished = true;
       ingestCalls.delete(call);
+      if (host && hostStreams.get(host) === superseded) hostStreams.delete(host);
       if (status) call.emit('error', status);
       else call.end();
     };
@@ -251,7 +263,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         }
       }
       const lastSeq = await store.lastSeq(claimed);
+      if (finished) return;
       host = claimed;
+      const prev = hostStreams.get(host);
+      hostStreams.set(host, superseded);
+      prev?.();
       log.info({ host, peer, agent_version: req.hello?.agent_version, spool: req.hello?.spool_id }, 'agent connected');
       send({ welcome: { host, last_seq: lastSeq, max_batch_bytes: limits.maxBatchBytes, max_event_bytes: limits.maxEventBytes } });
     };
@@ -325,14 +341,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       inputDone = true;
       if (!busy && queue.length === 0) finish();
     });
-    call.on('error', () => {
+    const gone = (): void => {
       finished = true;
       ingestCalls.delete(call);
-    });
-    call.on('cancelled', () => {
-      finished = true;
-      ingestCalls.delete(call);
-    });
+      if (host && hostStreams.get(host) === superseded) hostStreams.delete(host);
+    };
+    call.on('error', gone);
+    call.on('cancelled', gone);
   }
 
   const server = new grpc.Server({

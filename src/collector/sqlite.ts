@@ -870,8 +870,10 @@ export class SqliteStore implements EventStore {
       const exact = q.path.includes('/');
       const sql = exact
         ? 'SELECT id, host_id FROM processes WHERE path = ? AND start_ts >= ? AND start_ts <= ? ORDER BY start_ts LIMIT ?'
-        : "SELECT id, host_id FROM processes WHERE (path = ? OR path LIKE '%/' || ?) AND start_ts >= ? AND start_ts <= ? ORDER BY start_ts LIMIT ?";
-      const rows = this.db.prepare(sql).all(...(exact ? [q.path, since, until, limit + 1] : [q.path, q.path, since, until, limit + 1])) as Row[];
+        : "SELECT id, host_id FROM processes WHERE (path = ? OR path LIKE '%/' || ? ESCAPE '\\') AND start_ts >= ? AND start_ts <= ? ORDER BY start_ts LIMIT ?";
+      // a basename is matched as written: '_' and '%' in it are not wildcards
+      const like = q.path.replace(/[\\%_]/g, '\\$&');
+      const rows = this.db.prepare(sql).all(...(exact ? [q.path, since, until, limit + 1] : [q.path, like, since, until, limit + 1])) as Row[];
       if (rows.length > limit) {
         truncated = true;
         rows.length = limit;

@@ -307,13 +307,13 @@ export class Sensor extends LoadedObject {
   }
 
   /** The current image of a live process as the kernel keys it (absent for processes older than the sensor). */
-  imageOf(pid: number): { key: bigint; parentKey: bigint; parentPid: number } | undefined {
+  imageOf(pid: number): { key: bigint; parentKey: bigint; parentPid: number; start: bigint } | undefined {
     const k = Buffer.alloc(4);
     k.writeUInt32LE(pid);
     const v = this.map('procs').lookup(k);
     if (!v) return undefined;
     const f = LAYOUT.bridle_proc.fields;
-    return { key: v.readBigUInt64LE(f.key), parentKey: v.readBigUInt64LE(f.parent_key), parentPid: v.readUInt32LE(f.parent_pid) };
+    return { key: v.readBigUInt64LE(f.key), parentKey: v.readBigUInt64LE(f.parent_key), parentPid: v.readUInt32LE(f.parent_pid), start: v.readBigUInt64LE(f.start) };
   }
 
   /** Ring-buffer reservation failures per hook since load. */

@@ -460,7 +460,12 @@ test('attach tags a running process and its existing descendants', async (t) => 
   await new Promise((r) => child.on('exit', r));
   assert.match(out, new RegExp(`outer=${KILLED}`));
   assert.match(out, new RegExp(`inner=${KILLED}`));
-  assert.ok(h.events.some((e) => e.type === 'session_start' && e.origin === 'attach'));
+  const start = h.events.find((e) => e.type === 'session_start' && e.origin === 'attach');
+  assert.ok(start);
+  // the root (which the sensor saw exec) is named as the kernel names it: its children point at it
+  const outer = h.execs((e) => e.path === '/usr/bin/wget' && e.ppid === child.pid)[0];
+  assert.ok(outer, 'the root\'s own wget was reported');
+  assert.equal(outer.parent_exec_id, start.exec_id, 'session_start names the image the root\'s children descend from');
 });
 
 test('a stale tag (pid reused by another process) does not apply; each image has its own exec_id', async (t) => {

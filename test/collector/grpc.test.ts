@@ -167,7 +167,7 @@ test('a host certificate cannot write as another host', async (t) => {
   b.call.write(encodeHelloRequest({ host: 'host-a' }));
   const h = new SyntheticHost('host-b');
   const { events } = h.startSession('spoof');
-  const mine = { ...events[1]!, host: 'host-a', seq: 2 } as BridleEvent;
+  const mine = { ...new SyntheticHost('host-a').startSession('own').events[1]!, seq: 2 } as BridleEvent;
   const forged = { ...events[0]!, seq: 1 } as BridleEvent;
   b.call.write(encodeBatchRequest(1, 2, [encodeEvent(forged), encodeEvent(mine)]));
   await waitFor(() => b.responses.find((r) => r.ack), 5000, 'ack');
@@ -213,6 +213,66 @@ test('malformed and oversized messages are refused without harming the stream', 
   assert.equal(s.error(), undefined, 'stream still open');
   assert.deepEqual((await tc.query.events({})).map((e) => e.seq), [2, 4, 100]);
   assert.equal((await tc.query.hosts())[0]?.rejected, 63);
+});
+
+test('events that would corrupt a host\'s trail are refused: sequence numbers that are no count, another host\'s process ids', async (t) => {
+  const tc = await startTestCollector(t);
+  const s = rawIngest(t, tc.address, await tc.pki.agent('host-q'));
+  s.call.write(encodeHelloRequest({ host: 'host-q' }));
+  await waitFor(() => s.responses.find((r) => r.welcome), 5000, 'welcome');
+  const h = new SyntheticHost('host-q');
+  const { root, events } = h.startSession('q');
+  const other = new SyntheticHost('host-o');
+  const foreign = other.startSession('o').root.execId;
+  const ev = (seq: number, extra: Partial<BridleEvent> = {}) => encodeEvent({ ...events[1]!, seq, ...extra } as BridleEvent);
+  s.call.write(encodeBatchRequest(1, 8, [
+    ev(1),
+    ev(0), // no number: could never be found a duplicate
+    ev(2 ** 53 - 3), // the host's counter would stop counting up there
+    ev(9), // past the batch's last
+    ev(3, { exec_id: foreign }), // would rewrite another host's process
+    ev(4, { parent_exec_id: foreign }),
+    encodeEvent({ ...h.spawn(root, '/usr/bin/true', ['true']).event, seq: 5 }),
+  ]));
+  const ack = (await waitFor(() => s.responses.find((r) => r.ack), 5000, 'ack')).ack!;
+  assert.deepEqual([ack.stored, ack.rejected], [2, 5]);
+  assert.match(ack.error ?? '', /sequence number 0 is not between 1 and/);
+  assert.deepEqual((await tc.query.events({})).map((e) => e.seq).sort(), [1, 5]);
+  const [row] = await tc.query.hosts();
+  assert.deepEqual([row?.rejected, num(row?.last_seq ?? 0)], [5, 5], 'the host\'s last number is what it really sent');
+  const lin = await tc.query.findProcesses({ path: 'true' });
+  assert.equal(lin.matches.length, 1);
+});
+
+test('one Ingest stream per host: a newer one takes over, the older is ended', async (t) => {
+  const tc = await startTestCollector(t);
+  const a = rawIngest(t, tc.address, await tc.pki.agent('host-d'));
+  a.call.write(encodeHelloRequest({ host: 'host-d' }));
+  await waitFor(() => a.responses.find((r) => r.welcome), 5000, 'first welcome');
+  const b = rawIngest(t, tc.address, await tc.pki.agent('host-d'));
+  b.call.write(encodeHelloRequest({ host: 'host-d' }));
+  await waitFor(() => b.responses.find((r) => r.welcome), 5000, 'second welcome');
+  const err = await waitFor(() => a.error(), 5000, 'the first stream ended');
+  assert.equal(err.code, grpc.status.ABORTED);
+  assert.match(err.details, /a newer stream of host 'host-d' took over/);
+  const h = new SyntheticHost('host-d');
+  b.call.write(encodeBatchRequest(1, 2, h.startSession('d').events.map((e, i) => encodeEvent({ ...e, seq: i + 1 }))));
+  assert.equal((await waitFor(() => b.responses.find((r) => r.ack), 5000, 'ack')).ack!.stored, 2);
+  assert.equal(b.error(), undefined, 'the newer stream stays open');
+  assert.equal(tc.collector.stats().streams, 1);
+});
+
+test('finding processes by name takes the name as written: _ and % are no wildcards', async (t) => {
+  const tc = await startTestCollector(t);
+  const s = rawIngest(t, tc.address, await tc.pki.agent('host-l'));
+  s.call.write(encodeHelloRequest({ host: 'host-l' }));
+  const h = new SyntheticHost('host-l');
+  const { root, events } = h.startSession('l');
+  const all = [...events, h.spawn(root, '/usr/bin/git_x', ['git_x']).event, h.spawn(root, '/usr/bin/gitax', ['gitax']).event];
+  s.call.write(encodeBatchRequest(1, all.length, all.map((e, i) => encodeEvent({ ...e, seq: i + 1 }))));
+  await waitFor(() => s.responses.find((r) => r.ack), 5000, 'ack');
+  assert.equal((await tc.query.findProcesses({ path: 'git_x' })).matches.length, 1, '_ matches only itself');
+  assert.equal((await tc.query.findProcesses({ path: 'git%' })).matches.length, 0, '% matches only itself');
 });
 
 test('replayed batches are stored once', async (t) => {
