@@ -847,9 +847,10 @@ static __always_inline int on_unix(struct bpf_sock_addr *ctx, u32 op)
 	u32 action = BRIDLE_ALLOW, kind = BRIDLE_NK_DEFAULT, rule = 0;
 	bool monitor = tag->flags & BRIDLE_TAG_MONITOR;
 	if (unix_rule(0, h, &r)) {
-		/* bridle's own sockets: never from a session, whatever its policy */
+		/* bridle's own sockets: never from a session, whatever its policy or mode */
 		action = BRIDLE_DENY;
 		kind = BRIDLE_NK_CONTROL;
+		monitor = false;
 	} else {
 		struct bridle_net_cfg *cfg = net_policy(tag);
 		if (!cfg)
@@ -919,30 +920,31 @@ struct sys_exit_args {
 #define S_IFSOCK 0140000
 #define AF_UNIX 1
 
-/* Does the caller's session have unix rules to check by identity after a connect? */
-static __always_inline bool unix_ino_rules(u32 tgid)
+/*
+ * Is this a session's unix connect, to be checked by identity when it returns? Every session's is:
+ * bridle's own sockets (the agent's control socket) are unreachable from any session by identity too, so
+ * that no other name for them (a symlink, a bind mount) gets through. Other families are left alone by
+ * their address's first word; an address that cannot be read is checked (the kernel will fail it anyway).
+ */
+static __always_inline bool unix_check_after(u32 tgid, u64 uservaddr)
 {
-	struct bridle_tag *tag = caller_tag(tgid);
-	if (!tag)
+	if (!caller_tag(tgid))
 		return false;
-	struct bridle_net_cfg *cfg = net_policy(tag);
-	return cfg && (cfg->flags & BRIDLE_NET_F_UNIX_INO);
+	u16 family = 0;
+	return bpf_probe_read_user(&family, sizeof(family), (void *)uservaddr) || family == AF_UNIX;
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int bridle_unix_enter(struct sys_enter_connect_args *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!unix_ino_rules(tgid))
-		return 0; /* no unix rules by identity: nothing to check afterwards */
+	if (!unix_check_after(tgid, ctx->uservaddr))
+		return 0;
 	u64 id = bpf_get_current_pid_tgid();
 	struct unix_pending_val v = { .fd = ctx->fd };
 	if (bpf_map_update_elem(&unix_pending, &id, &v, BPF_ANY)) {
 		/* 262,144 connects in flight: this one could not be checked afterwards, so it does not happen */
-		struct bridle_tag *tag = caller_tag(tgid);
-		struct bridle_net_cfg *cfg = tag ? net_policy(tag) : NULL;
-		if (cfg && !net_monitor(tag, cfg))
-			bpf_send_signal(9);
+		bpf_send_signal(9);
 	}
 	return 0;
 }
@@ -984,10 +986,15 @@ static __always_inline int unix_connected(struct sock *sk, u32 tgid)
 		return 0;
 	struct bridle_rule r = {};
 	struct bridle_net_cfg *cfg = net_policy(tag);
-	if (!cfg)
-		return 0;
 	u32 kind = BRIDLE_NK_UNIX_INODE;
-	if (ino_rule(cfg->gen, dev, inum, &r)) {
+	bool monitor = false;
+	if (ino_rule(0, dev, inum, &r)) {
+		/* bridle's own socket, under another name: never from a session, monitor mode included */
+		kind = BRIDLE_NK_CONTROL;
+		monitor = false;
+	} else if (!cfg || !(cfg->flags & BRIDLE_NET_F_UNIX_INO)) {
+		return 0;
+	} else if (ino_rule(cfg->gen, dev, inum, &r)) {
 		if (!r.action)
 			return 0; /* one of the allowed sockets */
 	} else if (cfg->unix_default) {
@@ -997,7 +1004,8 @@ static __always_inline int unix_connected(struct sock *sk, u32 tgid)
 	} else {
 		return 0;
 	}
-	bool monitor = net_monitor(tag, cfg);
+	if (kind != BRIDLE_NK_CONTROL)
+		monitor = net_monitor(tag, cfg);
 	if (!monitor)
 		bpf_send_signal(9);
 
@@ -1029,7 +1037,7 @@ static __always_inline int unix_connected(struct sock *sk, u32 tgid)
 	ev->verdict = monitor ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
 	ev->rule_kind = kind;
 	ev->rule_id = r.rule_id;
-	ev->gen = cfg->gen;
+	ev->gen = cfg && kind != BRIDLE_NK_CONTROL ? cfg->gen : 0;
 	unix_submit(ev, tag, tgid);
 	return 0;
 }
@@ -1091,7 +1099,7 @@ int BPF_PROG(bridle_uring_unix_connect, struct io_ring_ctx *ring, void *req, str
 	if (res != 0 && res != -EINPROGRESS)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!unix_ino_rules(tgid))
+	if (!caller_tag(tgid))
 		return 0;
 	struct file *f = BPF_CORE_READ(r, file);
 	return f ? unix_connected_file(f, tgid) : 0;

@@ -42,6 +42,8 @@ export function serveControl(path: string, h: Handler): Promise<ControlServer> {
   const server = createServer((sock) => {
     open.add(sock);
     sock.on('close', () => open.delete(sock));
+    // before anything is written: a peer that is already gone must not take the agent down with EPIPE
+    sock.on('error', () => undefined);
     let peer: { pid: number; uid: number };
     try {
       peer = peerCred(fdOf(sock));
@@ -49,14 +51,17 @@ export function serveControl(path: string, h: Handler): Promise<ControlServer> {
       sock.end(JSON.stringify({ ok: false, error: 'cannot identify the peer' }) + '\n');
       return;
     }
-    if (peer.uid !== 0 || h.isTagged(peer.pid)) {
-      sock.end(JSON.stringify({ ok: false, error: peer.uid !== 0 ? 'refused: root only' : 'refused: requests from inside an agent session are not accepted' }) + '\n');
+    // A peer that connected and exited before this check would look untagged (its tag went with it), so
+    // a request whose sender is gone is not served. (The kernel kills a session process that connects here
+    // under any name before its connect returns, so one still alive has had no chance to write.)
+    const refusal = peer.uid !== 0 ? 'refused: root only' : !existsSync(`/proc/${peer.pid}`) ? 'refused: the peer exited before it could be identified' : h.isTagged(peer.pid) ? 'refused: requests from inside an agent session are not accepted' : undefined;
+    if (refusal) {
+      sock.end(JSON.stringify({ ok: false, error: refusal }) + '\n');
       return;
     }
     let buf = '';
     const closers: (() => void)[] = [];
     sock.on('close', () => closers.forEach((f) => f()));
-    sock.on('error', () => undefined);
     sock.on('data', (d) => {
       buf += d;
       if (buf.length > 1 << 20) {

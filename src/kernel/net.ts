@@ -397,8 +397,8 @@ export class NetSensor extends LoadedObject {
       byName.map(({ u }) => rule(u)),
       written,
     );
-    // bridle's own sockets (gen 0) are checked by name only: the kernel reads identities per policy
-    const byIdent = gen === 0 ? [] : entries.filter((u) => u.ident);
+    // bridle's own sockets (gen 0) by identity too: the kernel checks them for every session
+    const byIdent = entries.filter((u) => u.ident);
     this.writeAll(
       this.map('unix_inodes'),
       byIdent.map((u) => {

@@ -68,6 +68,19 @@ test('bridle run goes through a running agent; the control socket refuses sessio
   const st = await bridle(['agent', 'status', '--socket', socket]);
   assert.equal(st.status, 0, st.stderr);
   assert.equal(JSON.parse(st.stdout).policy, 'daemon-test');
+
+  // Another name for the socket (a symlink the session made) passes the check by name: the identity
+  // check kills the process as its connect returns, before it can write a request. A monitor-mode
+  // session is refused the same way (bridle's own socket is no policy decision).
+  const alias = join(dir, 'alias.sock');
+  const out2 = join(dir, 'run2.ndjson');
+  const r2 = await bridle(['run', '--monitor', '--policy', policy, '--events', out2, '--', 'sh', '-c', `ln -s ${socket} ${alias}; python3 ${PROBE} unix ${alias}; echo "alias=$?"; python3 ${PROBE} unix ${socket}`], env);
+  assert.equal(r2.status, 0, r2.stderr);
+  assert.equal(r2.stdout, 'alias=137\nEPERM\n');
+  const evs2 = readFileSync(out2, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const denied = evs2.filter((e) => e.type === 'connect' && e.rule === 'builtin.control_socket').map((e) => [e.daddr, e.verdict]);
+  assert.deepEqual(denied, [[socket, 'deny'], [socket, 'deny']], 'reported by identity (under the socket\'s own name), then by name');
+  assert.equal((await bridle(['agent', 'status', '--socket', socket])).status, 0, 'the agent is still there');
 });
 
 test('attach through the agent; a bad policy on reload is rejected and the old one stays', async (t) => {
