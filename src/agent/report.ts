@@ -23,11 +23,57 @@ export interface Stamp {
   uid: number;
 }
 
-/** Serves the report socket (mode 0666: any local process may report; identity comes from the kernel). */
-export function serveReports(path: string, stampOf: (pid: number, uid: number) => Stamp, emit: (ev: BridleEvent) => void): Promise<{ close(): Promise<void> }> {
+/**
+ * How many reports one sender (a session, or an untagged process) may make: a sustained rate and a burst.
+ * A tool call is one report; a sender past this is flooding the spool every session's events share.
+ */
+export const REPORT_RATE = { perSecond: 1000, burst: 10_000 };
+
+/** Token buckets per sender; what a bucket refuses is counted and said once a second. */
+class Limiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number; dropped: number; stamp: Stamp }>();
+  constructor(private readonly rate: typeof REPORT_RATE) {}
+  take(key: string, stamp: Stamp, now: number): boolean {
+    let b = this.buckets.get(key);
+    if (!b) this.buckets.set(key, (b = { tokens: this.rate.burst, at: now, dropped: 0, stamp }));
+    b.tokens = Math.min(this.rate.burst, b.tokens + ((now - b.at) / 1000) * this.rate.perSecond);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    b.dropped++;
+    return false;
+  }
+  /** The senders whose reports were dropped since the last call, and how many; full buckets are forgotten. */
+  drain(now: number): Array<{ stamp: Stamp; dropped: number }> {
+    const out = [];
+    for (const [k, b] of this.buckets) {
+      if (b.dropped) out.push({ stamp: b.stamp, dropped: b.dropped });
+      b.dropped = 0;
+      if (b.tokens + ((now - b.at) / 1000) * this.rate.perSecond >= this.rate.burst) this.buckets.delete(k);
+    }
+    return out;
+  }
+}
+
+/**
+ * Serves the report socket (mode 0666: any local process may report; identity and time come from the
+ * agent). A sender over REPORT_RATE has the rest of its reports dropped, and a violation event says how many.
+ */
+export function serveReports(path: string, stampOf: (pid: number, uid: number) => Stamp, emit: (ev: BridleEvent) => void, rate = REPORT_RATE): Promise<{ close(): Promise<void> }> {
   mkdirSync(dirname(path), { recursive: true });
   if (existsSync(path)) unlinkSync(path);
   const open = new Set<Socket>();
+  const limiter = new Limiter(rate);
+  const flush = (): void => {
+    for (const { stamp, dropped } of limiter.drain(performance.now())) {
+      const who = stamp.session ? `session ${stamp.session}` : `untagged process ${stamp.pid}`;
+      emit({ type: 'violation', ...stamp, ts: new Date().toISOString(), what: 'report_flood', detail: `${dropped} report(s) from ${who} dropped: over ${rate.perSecond} a second (burst ${rate.burst})` } as BridleEvent);
+    }
+  };
+  const timer = setInterval(flush, 1000);
+  timer.unref();
   const server: Server = createServer((sock) => {
     open.add(sock);
     sock.on('close', () => open.delete(sock));
@@ -58,8 +104,10 @@ export function serveReports(path: string, stampOf: (pid: number, uid: number) =
           continue;
         }
         if (typeof ev !== 'object' || ev === null || !REPORTABLE.has(String(ev.type))) continue;
-        // whatever the sender wrote, who it is comes from the kernel
-        emit({ ...(ev as unknown as BridleEvent), ...stamp, ts: typeof ev.ts === 'string' ? ev.ts : new Date().toISOString() });
+        if (!limiter.take(stamp.session || `pid:${stamp.pid}`, stamp, performance.now())) continue;
+        // whatever the sender wrote, who it is comes from the kernel, and when from the agent's clock (a
+        // report dated in the future would sort ahead of every real event in queries for the newest)
+        emit({ ...(ev as unknown as BridleEvent), ...stamp, ts: new Date().toISOString() });
       }
     });
   });
@@ -70,6 +118,8 @@ export function serveReports(path: string, stampOf: (pid: number, uid: number) =
       res({
         close: () =>
           new Promise<void>((done) => {
+            clearInterval(timer);
+            flush(); // what was dropped is said before the agent stops
             server.close(() => done());
             for (const s of open) s.destroy();
           }),

@@ -11,7 +11,7 @@
 //   magic u32 "BRS1" | payload length u32 | crc32 of payload u32 | event count u32 | first seq u64 | last seq u64
 // A torn record at the tail (the process died mid-write) is cut off on open; a record whose CRC does not
 // match when read back is skipped and its events are counted as lost.
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, writevSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -105,7 +105,9 @@ export class Spool {
 
   /** Opens (or creates) the spool in `dir`: takes the lock, reads state, indexes un-acknowledged records. */
   static open(dir: string, opts: SpoolOptions = {}): Spool {
-    mkdirSync(dir, { recursive: true });
+    // Every session's argv and tool arguments wait here: readable by the agent's user only.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
     const s = new Spool(dir, opts);
     s.lock();
     s.load();
@@ -260,7 +262,7 @@ export class Spool {
       if (this.current.pending === 0) this.drop(this.current);
     }
     const path = join(this.dir, `${String(firstSeq).padStart(16, '0')}.seg`);
-    const seg: Segment = { path, firstSeq, size: 0, pending: 0, fd: openSync(path, 'w+') };
+    const seg: Segment = { path, firstSeq, size: 0, pending: 0, fd: openSync(path, 'w+', 0o600) };
     this.segments.push(seg);
     this.current = seg;
   }
@@ -379,7 +381,7 @@ export class Spool {
   private writeMeta(): void {
     const path = join(this.dir, 'spool.json');
     const tmp = `${path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.state));
+    writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
     renameSync(tmp, path);
     this.metaDirty = false;
   }

@@ -1,7 +1,7 @@
 // The SQLite store (chunks, sequence ranges, queries, migration, its WAL checkpoint thread), and the agent spool handing cached payloads over when sent.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -98,6 +98,10 @@ test('the spool hands a cached payload over when sent and reads it back from dis
   spool.rewind();
   const resent = [spool.next(), spool.next(), spool.next(), spool.next()];
   [...payloads, fourth].forEach((p, i) => assert.ok(resent[i]?.payload.equals(p), `record ${i} resent intact`));
+  // every session's argv waits in there: the agent's user alone may read it
+  spool.close();
+  assert.equal(statSync(join(dir, 'spool')).mode & 0o777, 0o700);
+  for (const f of readdirSync(join(dir, 'spool')).filter((f) => f !== 'lock')) assert.equal(statSync(join(dir, 'spool', f)).mode & 0o077, 0, `${f} is the agent's alone`);
   assert.equal(spool.ack(20), 20);
   assert.equal(spool.unackedRecords, 2);
   assert.equal(spool.unackedEvents, 20);
