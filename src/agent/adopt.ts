@@ -7,12 +7,16 @@
 // ring buffer's size; past it, the kernel counts the loss).
 import type { EventSink } from '../events/types.js';
 import { RingBuffer, type BpfMap } from '../kernel/binding.js';
-import { deadInstances, loadState, openPinned, removeOrphans, surveyOrphans, type ReapReport } from '../kernel/failclosed.js';
+import { deadInstances, loadState, openPinned, pinnedLost, removeOrphans, surveyOrphans, type ReapReport } from '../kernel/failclosed.js';
+import { HOST } from './ids.js';
 import { Engine } from './engine.js';
 
 interface Reading {
   map: BpfMap;
   rb: RingBuffer;
+  engine: Engine;
+  /** The dead supervisor's drop counters as reported so far (by it, then by us). */
+  reported: Record<string, number>;
 }
 
 export class Adopter {
@@ -39,7 +43,9 @@ export class Adopter {
         const rb = new RingBuffer(map, (batch) => {
           for (const buf of batch) engine.handleRaw(buf);
         });
-        this.reading.set(instance, { map, rb });
+        // drops the dead supervisor reported itself are not reported again (an older one saved none:
+        // then what is counted now is taken as reported, and only what comes after is)
+        this.reading.set(instance, { map, rb, engine, reported: state?.lost ?? pinnedLost(instance) ?? {} });
       } catch (err) {
         map.close();
         this.log(`cannot read the events of a dead bridle (${instance}): ${(err as Error).message}`);
@@ -57,6 +63,7 @@ export class Adopter {
    */
   async sweep(): Promise<ReapReport> {
     this.adopt();
+    for (const instance of this.reading.keys()) this.reportLoss(instance);
     const report = surveyOrphans();
     for (const instance of report.removed) await this.release(instance);
     removeOrphans(report);
@@ -78,8 +85,27 @@ export class Adopter {
   private async release(instance: string): Promise<void> {
     const r = this.reading.get(instance);
     if (!r) return;
-    this.reading.delete(instance);
     await r.rb.close();
+    this.reportLoss(instance);
+    this.reading.delete(instance);
     r.map.close();
+  }
+
+  /**
+   * Loss events for what the kernel dropped into a dead supervisor's full ring buffer since it was last
+   * reported: nothing the sessions did after bridle died is lost without a count.
+   */
+  private reportLoss(instance: string): void {
+    const r = this.reading.get(instance);
+    const now = r && pinnedLost(instance);
+    if (!r || !now) return;
+    const pid = Number(/^sup-(\d+)-/.exec(instance)?.[1] ?? 0);
+    for (const [where, n] of Object.entries(now)) {
+      const count = n - (r.reported[where] ?? 0);
+      if (count <= 0) continue;
+      r.engine.emit({ type: 'loss', ts: new Date().toISOString(), host: HOST, session: '', exec_id: '', parent_exec_id: '', pid, ppid: 0, uid: 0, where: `kernel:${where}`, count });
+      this.log(`a dead bridle (${instance}) could not record ${count} event(s) (${where}): its ring buffer was full`);
+    }
+    r.reported = now;
   }
 }

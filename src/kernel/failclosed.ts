@@ -18,15 +18,21 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, wr
 import { join } from 'node:path';
 import { openPinnedMap, type BpfMap } from './binding.js';
 import { BPFFS, bridlePinDir, removeBridlePinDir } from './bpffs.js';
-import { LAYOUT } from './layout.js';
-import type { LoadedObject } from './loaded.js';
+import { HOOKS, LAYOUT } from './layout.js';
+import { perCpuSum, type LoadedObject } from './loaded.js';
 import type { RuleRef } from '../policy/compile.js';
 
 /**
  * Maps pinned with the links: the tag table (who is still governed), the auto-start tables, and the
  * event ring buffer (what the sessions did after the supervisor died, for a successor to read).
  */
-export const PINNED_MAPS = ['tags', 'agent_names', 'agent_idents', 'events'] as const;
+export const PINNED_MAPS = ['tags', 'agent_names', 'agent_idents', 'events', 'lost'] as const;
+/**
+ * Pinned from whichever object has them: the network object's drop counters. With `lost`, they say how
+ * many records the kernel could not put in the ring buffers after the supervisor died (adopt.ts reports them).
+ */
+export const PINNED_OPTIONAL_MAPS = ['net_lost'] as const;
+type PinnedName = (typeof PINNED_MAPS)[number] | (typeof PINNED_OPTIONAL_MAPS)[number];
 
 /**
  * What a successor needs to name the rules in a dead supervisor's records: its policies by generation.
@@ -40,6 +46,8 @@ export interface PinnedState {
   exec: Array<{ gen: number; id: number; name: string; mode: string; rules: RuleRef[]; agents: Array<{ id: number; name: string }> }>;
   /** network generations */
   net: Array<{ gen: number; name: string; rules: RuleRef[] }>;
+  /** The kernel's drop counters as the supervisor last reported them (Supervisor.reportLoss): hook → count. */
+  lost?: Record<string, number>;
 }
 
 const stateFile = (instance: string): string => join(STATE_DIR, `${instance}.json`);
@@ -76,7 +84,7 @@ export function deadInstances(): string[] {
 }
 
 /** The pinned map `name` of `instance`, or undefined. */
-export function openPinned(instance: string, name: (typeof PINNED_MAPS)[number]): BpfMap | undefined {
+export function openPinned(instance: string, name: PinnedName): BpfMap | undefined {
   try {
     return openPinnedMap(join(BPFFS, 'bridle', instance, name));
   } catch {
@@ -120,6 +128,10 @@ export function pinSupervisor(objects: LoadedObject[], maps: LoadedObject): stri
   try {
     objects.forEach((o, i) => o.pinLinks(dir, `o${i}`));
     for (const m of PINNED_MAPS) maps.map(m).pin(join(dir, m));
+    for (const m of PINNED_OPTIONAL_MAPS) {
+      const holder = objects.find((o) => o.hasMap(m));
+      holder?.map(m).pin(join(dir, m));
+    }
   } catch (err) {
     removeBridlePinDir(instance);
     throw err;
@@ -223,4 +235,28 @@ export function reapOrphans(): ReapReport {
   const report = surveyOrphans();
   removeOrphans(report);
   return report;
+}
+
+/**
+ * The drop counters of `instance` as Supervisor.reportLoss names them (HOOKS' names from `lost`, and
+ * `network` from net_lost's two slots), or undefined when they were not pinned (an older bridle).
+ */
+export function pinnedLost(instance: string): Record<string, number> | undefined {
+  const lost = openPinned(instance, 'lost');
+  if (!lost) return undefined;
+  const out: Record<string, number> = {};
+  try {
+    HOOKS.forEach((h, i) => (out[h] = perCpuSum(lost, i)));
+  } finally {
+    lost.close();
+  }
+  const net = openPinned(instance, 'net_lost');
+  if (net) {
+    try {
+      out.network = perCpuSum(net, 0) + perCpuSum(net, 1);
+    } finally {
+      net.close();
+    }
+  }
+  return out;
 }

@@ -3,6 +3,16 @@
 import { join } from 'node:path';
 import type { BpfLink, BpfMap, BpfObject, RingBuffer } from './binding.js';
 
+/** Sum over CPUs of slot `index` of a per-CPU array of u64 counters. */
+export function perCpuSum(map: BpfMap, index: number): number {
+  const k = Buffer.alloc(4);
+  k.writeUInt32LE(index);
+  const v = map.lookup(k);
+  let n = 0n;
+  if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+  return Number(n);
+}
+
 export abstract class LoadedObject {
   protected links: BpfLink[] = [];
   protected rb: RingBuffer | undefined;
@@ -20,6 +30,15 @@ export abstract class LoadedObject {
     return this.obj.map(name);
   }
 
+  hasMap(name: string): boolean {
+    try {
+      this.obj.map(name);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * Pins every link as <dir>/<prefix>-<n>-<program>: they then stay attached after this process exits,
    * until the pins are removed (failclosed.ts).
@@ -30,12 +49,7 @@ export abstract class LoadedObject {
 
   /** Sum over CPUs of slot `index` of a per-CPU array of u64 counters. */
   protected perCpuSum(mapName: string, index: number): number {
-    const k = Buffer.alloc(4);
-    k.writeUInt32LE(index);
-    const v = this.map(mapName).lookup(k);
-    let n = 0n;
-    if (v) for (let off = 0; off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
-    return Number(n);
+    return perCpuSum(this.map(mapName), index);
   }
 
   /** Delivers the last records, then detaches everything. Idempotent. */
