@@ -6,7 +6,7 @@
  * agent auto-sessions), sched_process_exit (exit events, session refcount); the syscall tracepoints for
  * mmap, mprotect and pkey_mprotect (executable mappings, programs run through the dynamic loader), for
  * the exits of the open calls and tp_btf io_uring_complete (credential files, #! scripts, /proc peeks),
- * and for bpf, ptrace and process_vm_readv (guards).
+ * and for bpf, ptrace, process_vm_readv, perf_event_open, fanotify_init, prlimit64 and the signal calls (guards).
  * This kernel refuses BPF trampolines, so a denied image is killed with SIGKILL at
  * sched_process_exec: the signal is pending before the new image's first user instruction.
  */
@@ -25,6 +25,11 @@ char LICENSE[] SEC("license") = "GPL";
  * the last part of the path it was opened under) may be, and is decided too, without ending the wait (so
  * a script named like a file opened before it, its C library, is still caught). Each is decided by the
  * exec deny rules (and exec.fileless) before it is read. Key: tgid.
+ *
+ * A plain hash, as large as the tag table: an entry is only ever made for a tagged process and goes with
+ * it at exit, so the table fills only if the tag table was made larger. An LRU table would push out a
+ * pending wait, and the script it waits for would then run unchecked; a wait that finds no room kills
+ * the process instead (builtin.no_script_unseen), when its policy has rules a script could meet.
  */
 struct script_wait_v {
 	u64 name; /* FNV-1a of the first 63 bytes of the script's base name */
@@ -32,8 +37,8 @@ struct script_wait_v {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
 	__type(key, u32);
 	__type(value, struct script_wait_v);
 } script_wait SEC(".maps");
@@ -41,6 +46,14 @@ struct {
 #define SCRIPT_NAME_MAX (BRIDLE_DNAME_MAX - 1) /* as name_fnv hashes a file's name */
 
 extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, u64 value) __ksym __weak;
+
+/* Could a #! script be denied to this session: its policy has exec deny rules, or denies fileless code. */
+static __always_inline bool script_deniable(struct bridle_tag *tag)
+{
+	struct bridle_policy_cfg *cfg = tag_policy(tag);
+	return cfg && ((cfg->flags & BRIDLE_CFG_EXEC_DENY) || cfg->fileless_action == BRIDLE_DENY);
+}
+
 static __always_inline void guard_report(struct bridle_tag *tag, u32 tgid, u64 key, u32 what, u32 verdict, u32 target, u32 gen);
 
 /*
@@ -165,7 +178,13 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		struct name_walk nw = { .h = FNV_OFF, .full = FNV_OFF ^ path_key, .len = ev->filename_len, .max = SCRIPT_NAME_MAX };
 		bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 		struct script_wait_v w = { .name = nw.h, .path = nw.full };
-		bpf_map_update_elem(&script_wait, &tgid, &w, BPF_ANY);
+		if (bpf_map_update_elem(&script_wait, &tgid, &w, BPF_ANY) && script_deniable(tag)) {
+			/* no room to wait for the script: it would be read unchecked (fail closed) */
+			u32 verdict = (tag->flags & BRIDLE_TAG_MONITOR) ? BRIDLE_WOULD_DENY : BRIDLE_DENY;
+			if (verdict == BRIDLE_DENY)
+				bpf_send_signal(SIGKILL);
+			guard_report(tag, tgid, now, BRIDLE_GUARD_SCRIPT_UNSEEN, verdict, 0, 0);
+		}
 	}
 
 	struct decision d;
@@ -670,6 +689,167 @@ SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
 int bridle_pidfd_getfd_guard(struct trace_event_raw_sys_enter *ctx)
 {
 	return guard(BRIDLE_GUARD_PIDFD_GETFD, 0);
+}
+
+#define PERF_FLAG_PID_CGROUP (1UL << 2)
+
+/*
+ * perf_event_open(attr, pid, cpu, group_fd, flags) on another process samples its registers and its user
+ * stack (PERF_SAMPLE_STACK_USER copies the stack, and the environment above it). A session process may
+ * open events on itself (pid 0) and on its session's processes, the pid judged as ptrace's is; pid -1
+ * (every process on a CPU) and PERF_FLAG_PID_CGROUP (pid is a cgroup: every process in it) are refused.
+ */
+SEC("tracepoint/syscalls/sys_enter_perf_event_open")
+int bridle_perf_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	int pid = (int)ctx->args[1];
+	if (pid == 0 && !(ctx->args[4] & PERF_FLAG_PID_CGROUP))
+		return 0;
+	return guard(BRIDLE_GUARD_PERF_OTHER, pid > 0 && !(ctx->args[4] & PERF_FLAG_PID_CGROUP) ? pid : 0);
+}
+
+#define FAN_REPORT_FID 0x00000200
+#define FAN_REPORT_DIR_FID 0x00000400
+
+/*
+ * fanotify hands a listener an open descriptor of each file an event is about, made inside read(): no
+ * open system call for the credential file checks to see. Sessions with credential rules may make only
+ * groups that report file handles instead (FAN_REPORT_FID, FAN_REPORT_DIR_FID; handles are opened with
+ * open_by_handle_at, which is checked). Such groups never carry descriptors: the kernel allows them only
+ * in the notification class.
+ */
+SEC("tracepoint/syscalls/sys_enter_fanotify_init")
+int bridle_fanotify_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] & (FAN_REPORT_FID | FAN_REPORT_DIR_FID))
+		return 0;
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag)
+		return 0;
+	struct bridle_policy_cfg *cfg = tag_policy(tag);
+	if (!cfg || !(cfg->flags & BRIDLE_CFG_CRED_FILES))
+		return 0;
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_FANOTIFY_FD, 0, 0);
+}
+
+/*
+ * Core dumps: a process's core file holds its memory and environment. A session may not change the
+ * limits of a process outside it (prlimit64(pid, resource, new, old) with pid != 0 and a new limit:
+ * RLIMIT_CORE decides whether it dumps), nor send one a signal whose default action dumps core.
+ * Reading another process's limits is allowed.
+ */
+SEC("tracepoint/syscalls/sys_enter_prlimit64")
+int bridle_prlimit_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	int pid = (int)ctx->args[0];
+	if (pid == 0 || !ctx->args[2])
+		return 0;
+	return guard(BRIDLE_GUARD_PRLIMIT_OTHER, pid > 0 ? pid : 0);
+}
+
+/* SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS (the kernel's SIG_KERNEL_COREDUMP_MASK) */
+#define CORE_SIGNALS ((1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8) | (1u << 11) | (1u << 24) | (1u << 25) | (1u << 31))
+
+static __always_inline bool core_signal(u64 sig)
+{
+	return sig < 32 && ((CORE_SIGNALS >> sig) & 1);
+}
+
+/*
+ * A core signal to the process (or thread) `pid` names in the caller's pid namespace; pid <= 0 (a process
+ * group, or every process the caller may signal) cannot be told to be the session's and is refused.
+ */
+static __always_inline int core_signal_to(u64 sig, int pid)
+{
+	if (!core_signal(sig))
+		return 0;
+	return guard(BRIDLE_GUARD_CORE_SIGNAL, pid > 0 ? pid : 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int bridle_kill_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_tkill")
+int bridle_tkill_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
+}
+
+/* tgkill(tgid, tid, sig) and rt_tgsigqueueinfo(tgid, tid, sig, info): the thread is the target */
+SEC("tracepoint/syscalls/sys_enter_tgkill")
+int bridle_tgkill_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return core_signal_to(ctx->args[2], (int)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rt_sigqueueinfo")
+int bridle_sigqueue_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rt_tgsigqueueinfo")
+int bridle_tgsigqueue_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	return core_signal_to(ctx->args[2], (int)ctx->args[1]);
+}
+
+#define PID_FS_MAGIC 0x50494446
+#define PIDFD_SELF_THREAD -10000
+#define PIDFD_SELF_THREAD_GROUP -20000
+#define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
+
+/*
+ * pidfd_send_signal(pidfd, sig, info, flags): the process is the one the descriptor names, read from the
+ * caller's descriptor table: a pidfd (pidfs keeps its struct pid in the inode) or a /proc/<pid> directory
+ * (the proc inode's). A descriptor that is neither is refused by the kernel (EBADF), and one whose process
+ * is gone signals nothing (ESRCH): both pass. PIDFD_SIGNAL_PROCESS_GROUP signals the process's group,
+ * refused like kill() of a group.
+ */
+SEC("tracepoint/syscalls/sys_enter_pidfd_send_signal")
+int bridle_pidfd_signal_guard(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!core_signal(ctx->args[1]))
+		return 0;
+	int pidfd = (int)ctx->args[0];
+	if (pidfd == PIDFD_SELF_THREAD || pidfd == PIDFD_SELF_THREAD_GROUP)
+		return 0; /* the caller itself */
+	u32 tgid;
+	struct task_struct *task;
+	struct bridle_tag *tag = current_tag(&tgid, &task);
+	if (!tag)
+		return 0;
+	if (ctx->args[3] & PIDFD_SIGNAL_PROCESS_GROUP)
+		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CORE_SIGNAL, 0, 0);
+	struct file *file = pidfd >= 0 ? fd_file(task, pidfd) : NULL;
+	if (!file)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	u64 magic = BPF_CORE_READ(inode, i_sb, s_magic);
+	struct pid *pid;
+	if (magic == PID_FS_MAGIC) {
+		pid = BPF_CORE_READ(inode, i_private);
+	} else if (magic == PROC_SUPER_MAGIC) {
+		struct proc_inode *pi = container_of(inode, struct proc_inode, vfs_inode);
+		pid = BPF_CORE_READ(pi, pid);
+	} else {
+		return 0;
+	}
+	if (!pid)
+		return 0;
+	struct hlist_node *first = BPF_CORE_READ(pid, tasks[PIDTYPE_PID].first);
+	if (!first)
+		return 0;
+	struct task_struct *t = container_of(first, struct task_struct, pid_links[PIDTYPE_PID]);
+	u32 target = BPF_CORE_READ(t, tgid);
+	if (same_session(tgid, tag, target))
+		return 0;
+	return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CORE_SIGNAL, target, 0);
 }
 
 SEC("tp_btf/sched_process_exit")

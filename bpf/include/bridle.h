@@ -255,6 +255,11 @@ enum bridle_guard {
 	BRIDLE_GUARD_SHARED_FILES = 14, /* a new process sharing its creator's descriptor table (target: the creator) */
 	BRIDLE_GUARD_UNTAGGED_CHILD = 15, /* a new process the full tag table had no room for (target: the creator) */
 	BRIDLE_GUARD_TTY_INJECT = 16, /* typed into a terminal's input (TIOCSTI, TIOCLINUX): what a shell outside the session then runs */
+	BRIDLE_GUARD_PERF_OTHER = 17, /* perf_event_open on a process outside the session, or on every process of a CPU or cgroup (target: the process) */
+	BRIDLE_GUARD_FANOTIFY_FD = 18, /* fanotify_init for events that carry open descriptors, which no open system call shows (sessions with credential rules) */
+	BRIDLE_GUARD_PRLIMIT_OTHER = 19, /* prlimit64 changing a limit of a process outside the session (its core dump size) */
+	BRIDLE_GUARD_CORE_SIGNAL = 20, /* a signal that dumps core sent to a process outside the session, or to a process group or everyone */
+	BRIDLE_GUARD_SCRIPT_UNSEEN = 21, /* a #! script whose wait the full script_wait table had no room for */
 };
 
 struct bridle_guard_ev {

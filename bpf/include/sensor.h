@@ -553,10 +553,12 @@ static long word_step(u32 i, struct word_walk *w)
 /* Does this exec start a session? Matches agents: by basename (or identity) and required argv words. */
 static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *ev, struct task_struct *task, struct file *file)
 {
-	struct name_walk nw = { .h = FNV_OFF, .len = ev->filename_len, .max = BRIDLE_NAME_MAX };
+	struct name_walk nw = { .h = FNV_OFF, .full = FNV_OFF, .len = ev->filename_len, .max = BRIDLE_NAME_MAX };
 	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 	u64 h = nw.h;
 	struct bridle_agent *a = bpf_map_lookup_elem(&agent_names, &h);
+	if (!a) /* a #! agent named by absolute path: by the whole path given (its file is released by now) */
+		a = bpf_map_lookup_elem(&agent_names, &nw.full);
 	if (!a) {
 		struct bridle_ident_key k = { .dev = ident_dev(BPF_CORE_READ(file, f_inode)), .ino = ev->ino };
 		a = bpf_map_lookup_elem(&agent_idents, &k);

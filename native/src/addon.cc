@@ -344,6 +344,8 @@ Napi::Value LiveCount(const Napi::CallbackInfo& info) {
 
 namespace bridle {
 Napi::Value PeerCred(const Napi::CallbackInfo& info);
+Napi::Value SetDumpable(const Napi::CallbackInfo& info);
+Napi::Value GetDumpable(const Napi::CallbackInfo& info);
 }
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
@@ -367,6 +369,8 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("liveCount", Napi::Function::New(env, LiveCount, "liveCount"));
   exports.Set("mapTypes", Napi::Function::New(env, MapTypes, "mapTypes"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
+  exports.Set("setDumpable", Napi::Function::New(env, SetDumpable, "setDumpable"));
+  exports.Set("getDumpable", Napi::Function::New(env, GetDumpable, "getDumpable"));
   return exports;
 }
 

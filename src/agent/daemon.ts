@@ -127,6 +127,10 @@ export class Agent {
     const id = this.nextId++;
     this.sup.setPolicy(p, id);
     this.byDigest.set(key, id);
+    if (p.agents.length) {
+      // Supervisor.setPolicy leaves them out: auto-start is the host's, set by the agent's own policy
+      this.o.log(`policy ${p.name} (${file}): its agents: entries are ignored (only the policy bridle agent runs with starts sessions by itself)`);
+    }
     return id;
   }
 

@@ -8,6 +8,7 @@ import type { Stamp } from './report.js';
 import { spawnHeld, type HeldChild } from './spawn.js';
 import { sessionEnv } from './env.js';
 import { Sensor, type SensorOptions } from '../kernel/sensor.js';
+import { setDumpable } from '../kernel/binding.js';
 import { TAG_MONITOR } from '../kernel/layout.js';
 import { compileExec, identString, type CompiledExec } from '../policy/compile.js';
 import type { Policy } from '../policy/types.js';
@@ -55,6 +56,9 @@ export class Supervisor {
    * events); otherwise that happens here first, and what is kept is said in the warnings.
    */
   static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport } = {}): Supervisor {
+    // not dumpable: no core file of the supervisor (its memory holds what sessions are kept from), and its
+    // /proc/<pid> files and ptrace need CAP_SYS_PTRACE
+    setDumpable(false);
     let sup: Supervisor | undefined;
     let orphans = tuning.orphans;
     let reapError: string | undefined;
@@ -100,25 +104,69 @@ export class Supervisor {
    * identity stays denied.
    */
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
-    const compiled = compileExec(policy, 0, id, (paths) => this.sensor.identify(paths), keep);
+    // Only the host's own policy starts sessions by itself: a per-session policy's agents: entries
+    // (`bridle run --policy`, attach) would take over auto-start for the whole host.
+    const own = id === DEFAULT_POLICY_ID ? policy : { ...policy, agents: [] };
+    const compiled = compileExec(own, 0, id, (paths) => this.sensor.identify(paths), keep);
     const net = NetGuard.compile(policy, keep ? this.net?.net.compiled(id) : undefined);
     // unix sockets are checked by identity too: a daemon that restarts makes a new socket file
     const sockets = net.unix.filter((u) => !u.path.startsWith('@')).map((u) => u.path);
     const socketIds = this.sensor.identify(sockets);
-    const gen = this.sensor.applyPolicy(id, compiled);
-    const netGen = this.net?.apply(id, net);
+    // Everything that can fail is written before either switch: the exec rules and agents: entries are
+    // staged, then the network policy is applied (written, then switched), then the exec policy switches.
+    const staged = this.sensor.stagePolicy(id, compiled);
+    const netBefore = this.net?.net.compiled(id);
+    let netGen: number | undefined;
+    try {
+      netGen = this.net?.apply(id, net);
+    } catch (err) {
+      staged.abort();
+      throw err;
+    }
+    try {
+      staged.commit(); // one map update; undone in full if it fails
+    } catch (err) {
+      // the network policy switched already: back to the one in force before
+      if (netBefore && this.net) {
+        try {
+          this.net.apply(id, netBefore);
+        } catch (e) {
+          this.warnings.push(`policy ${id}: network rules not restored after a failed switch: ${(e as Error).message}`);
+        }
+      }
+      throw err;
+    }
+    const gen = staged.gen;
+    const modeBefore = this.engine.policies.get(id)?.policy.mode;
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
+    // Running sessions follow the policy's mode (monitor or enforce): verdicts read it from each
+    // process's tag. A session started with `--monitor` has a policy of its own, forced to monitor mode.
+    // (Sessions started since the last apply took the mode in force: nothing to walk when it is the same.)
+    if (modeBefore !== undefined && modeBefore !== policy.mode) {
+      try {
+        this.sensor.setPolicyTagFlag(id, TAG_MONITOR, policy.mode === 'monitor');
+      } catch (err) {
+        this.warnings.push(`policy ${id}: running sessions not switched to ${policy.mode} mode: ${(err as Error).message}`);
+      }
+    }
     // connections its sessions made under the policy this one replaces meet this one (a compile again
     // after a watched path changed has the same network rules: nothing to judge again)
     if (!keep && [...this.engine.sessions.values()].some((s) => s.policyId === id && s.ended === undefined)) this.net?.revisit();
     this.watchRules(id, policy, [...compiled.watched, ...sockets.map((path, i) => ({ path, ident: identString(socketIds[i]) }))]);
     // a successor reading our pinned records after a crash names their rules from this
-    if (this.pins) {
-      try {
-        saveState(this.pins, this.engine.generations());
-      } catch (err) {
-        this.warnings.push(`cannot save the rule tables beside the pins: ${(err as Error).message}`);
-      }
+    this.persistState();
+  }
+
+  /**
+   * What a successor reading our pinned records after a crash needs: the rule tables by generation, and
+   * how many of the kernel's drops we reported (it reports the rest).
+   */
+  private persistState(): void {
+    if (!this.pins) return;
+    try {
+      saveState(this.pins, { ...this.engine.generations(), lost: this.lostSeen });
+    } catch (err) {
+      this.warnings.push(`cannot save the rule tables beside the pins: ${(err as Error).message}`);
     }
   }
 
@@ -303,6 +351,7 @@ export class Supervisor {
         pid: process.pid, ppid: process.ppid, uid: 0, where: `kernel:${where}`, count,
       });
     }
+    if (Object.keys(fresh).length) this.persistState();
     return fresh;
   }
 
@@ -320,7 +369,11 @@ export class Supervisor {
     let left = 0;
     if (this.pins && !this.sensor.isClosed) {
       left = liveTagged(this.sensor.map('tags'));
-      if (left > 0) stopAutoStart(this.sensor);
+      if (left > 0) {
+        stopAutoStart(this.sensor);
+        // what the kernel dropped so far is ours to report; a successor reports what it drops from now on
+        this.reportLoss();
+      }
       // Unpinned first otherwise: the links then detach as they are closed.
       else unpinSupervisor(this.pins);
     }

@@ -120,6 +120,8 @@ interface RawAddon {
   mapTypes(): string[];
   liveCount(): number;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
+  setDumpable(on: boolean): void;
+  getDumpable(): boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -199,6 +201,19 @@ export function numPossibleCpus(): number {
 /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid. */
 export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
   return raw().peerCred(fd);
+}
+
+/**
+ * prctl(PR_SET_DUMPABLE): whether this process may dump core, and whether anyone without CAP_SYS_PTRACE
+ * may read its /proc/<pid> files or attach to it. Kept across fork; an exec sets it anew.
+ */
+export function setDumpable(on: boolean): void {
+  raw().setDumpable(on);
+}
+
+/** prctl(PR_GET_DUMPABLE) != 0. */
+export function getDumpable(): boolean {
+  return raw().getDumpable();
 }
 
 /** Resources the addon instance still holds open (objects, links, maps, ring buffers). For tests. */

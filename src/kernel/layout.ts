@@ -121,6 +121,11 @@ export const GUARDS: Record<number, [string, string, 'rule'?]> = {
   15: ['untagged_child', 'a session process made a process when the tag table was full: it would have run outside every rule'],
   13: ['setversion', "a session process tried to set a file's generation (FS_IOC_SETVERSION), which bridle's identity rules are keyed by"],
   16: ['tty_inject', "a session process tried to type into its terminal's input (TIOCSTI, TIOCLINUX), which a shell outside the session would read and run"],
+  17: ['perf_other', "a session process tried to open a perf event on a process outside its session, or on every process of a CPU or cgroup (its samples copy that process's registers and stack)"],
+  18: ['fanotify_fd', 'a session process with credential file rules made an fanotify group whose events carry open descriptors, which no open call shows (only FAN_REPORT_FID or FAN_REPORT_DIR_FID groups are allowed)'],
+  19: ['prlimit_other', 'a session process tried to change the resource limits of a process outside its session (RLIMIT_CORE lets it dump its memory and environment)'],
+  20: ['core_signal', 'a session process sent a signal that dumps core (SIGQUIT, SIGSEGV, SIGABRT, …) to a process outside its session, a process group or every process: the core file holds that memory and environment'],
+  21: ['script_unseen', 'a session process ran a #! script when the table of scripts awaiting their interpreter was full: it could not have been checked'],
   12: ['uring_unseen', 'a session process asked io_uring not to report an open or a connect (IOSQE_CQE_SKIP_SUCCESS), whose completion is what bridle checks'],
 };
 /** Guards whose target is the deciding rule's id (credential file, executable mapping, #! script). */

@@ -24,6 +24,8 @@ const OPENED_PROGRAMS = [
 ];
 const PROGRAMS = [
   'bridle_fork', 'bridle_exec', 'bridle_exit', 'bridle_mmap', 'bridle_mprotect', 'bridle_pkey_mprotect', 'bridle_bpf_guard', 'bridle_ptrace_guard', 'bridle_vm_write_guard', 'bridle_vm_read_guard', 'bridle_pidfd_getfd_guard', 'bridle_ioctl_guard',
+  // core dumps and perf events of processes outside the session, fanotify's descriptors
+  'bridle_perf_guard', 'bridle_fanotify_guard', 'bridle_prlimit_guard', 'bridle_kill_guard', 'bridle_tkill_guard', 'bridle_tgkill_guard', 'bridle_sigqueue_guard', 'bridle_tgsigqueue_guard', 'bridle_pidfd_signal_guard',
   ...OPENED_PROGRAMS,
 ] as const;
 /**
@@ -160,12 +162,24 @@ export class Sensor extends LoadedObject {
   }
 
   /**
-   * Installs `compiled` as policy `policyId`: rules are written under a new generation, then one update
-   * of the policy's config entry switches every session of that policy at once; the old generation's
-   * rules are removed afterwards.
+   * Installs `compiled` as policy `policyId` (stagePolicy, then commit). Returns the generation the
+   * policy was installed under (records decided by it carry it).
    */
-  /** Returns the generation the policy was installed under (records decided by it carry it). */
   applyPolicy(policyId: number, compiled: CompiledExec): number {
+    const staged = this.stagePolicy(policyId, compiled);
+    staged.commit();
+    return staged.gen;
+  }
+
+  /**
+   * Writes everything of `compiled` that can fail, without switching to it: its rules under a new
+   * generation, and its agents: entries (new and changed keys only, so an agent's key is never absent
+   * in between: an exec of it in that moment would start no session). On an error, what was written is
+   * undone and the policy in force stays whole. `commit()` switches every session of the policy to it
+   * in one map update and removes what the old one had alone; `abort()` undoes the staging (so does a
+   * failure of the switch itself).
+   */
+  stagePolicy(policyId: number, compiled: CompiledExec): { gen: number; commit(): void; abort(): void } {
     const gen = this.nextGen++;
     const rekey = (key: Buffer) => {
       const k = Buffer.from(key);
@@ -173,6 +187,20 @@ export class Sensor extends LoadedObject {
       return k;
     };
     const written: [BpfMap, Buffer][] = [];
+    // agents: keys this staging wrote, with what they held before (null: absent)
+    const replaced: [BpfMap, Buffer, Buffer | null][] = [];
+    const undo = () => {
+      for (const [m, k, old] of replaced.reverse()) {
+        if (old) m.update(k, old);
+        else m.delete(k);
+      }
+      for (const [m, k] of written) m.delete(k);
+    };
+    const prev = this.gens.get(policyId);
+    const agentMaps = [
+      [this.map('agent_names'), compiled.agents.names, prev?.compiled.agents.names ?? []],
+      [this.map('agent_idents'), compiled.agents.idents, prev?.compiled.agents.idents ?? []],
+    ] as const;
     try {
       for (const [mapName, entries] of [
         ['exec_ident', compiled.ident],
@@ -186,27 +214,48 @@ export class Sensor extends LoadedObject {
           written.push([m, k]);
         }
       }
+      // agents: written over in place (keys carry no generation)
+      for (const [m, entries] of agentMaps) {
+        for (const e of entries) {
+          const old = m.lookup(e.key);
+          if (old?.equals(e.value)) continue;
+          m.update(e.key, e.value);
+          replaced.push([m, e.key, old]);
+        }
+      }
     } catch (err) {
       // nothing half applied: remove what this generation wrote, the old policy stays in force
-      for (const [m, k] of written) m.delete(k);
+      undo();
       throw err;
     }
-    const agentsNames = this.map('agent_names');
-    const agentsIdents = this.map('agent_idents');
-    const prev = this.gens.get(policyId);
-    const idKey = Buffer.alloc(4);
-    idKey.writeUInt32LE(policyId);
-    this.map('policies').update(idKey, cfgValue(gen, compiled.cfg));
-    // agents: replace this policy's entries
-    if (prev) {
-      for (const e of prev.compiled.agents.names) agentsNames.delete(e.key);
-      for (const e of prev.compiled.agents.idents) agentsIdents.delete(e.key);
-    }
-    for (const e of compiled.agents.names) agentsNames.update(e.key, e.value);
-    for (const e of compiled.agents.idents) agentsIdents.update(e.key, e.value);
-    this.gens.set(policyId, { gen, compiled });
-    if (prev) this.dropGeneration(prev.gen, prev.compiled);
-    return gen;
+    let done = false;
+    return {
+      gen,
+      commit: () => {
+        if (done) throw new Error('policy staging already committed or aborted');
+        done = true;
+        const idKey = Buffer.alloc(4);
+        idKey.writeUInt32LE(policyId);
+        try {
+          this.map('policies').update(idKey, cfgValue(gen, compiled.cfg)); // the switch
+        } catch (err) {
+          undo();
+          throw err;
+        }
+        this.gens.set(policyId, { gen, compiled });
+        // agents: the keys the new policy no longer has go only now
+        for (const [m, entries, before] of agentMaps) {
+          const keep = new Set(entries.map((e) => e.key.toString('hex')));
+          for (const e of before) if (!keep.has(e.key.toString('hex'))) m.delete(e.key);
+        }
+        if (prev) this.dropGeneration(prev.gen, prev.compiled);
+      },
+      abort: () => {
+        if (done) throw new Error('policy staging already committed or aborted');
+        done = true;
+        undo();
+      },
+    };
   }
 
   private dropGeneration(gen: number, compiled: CompiledExec): void {
@@ -294,6 +343,55 @@ export class Sensor extends LoadedObject {
       v.writeBigUInt64LE(t.start, tf.start);
       tags.update(k, v);
     }
+  }
+
+  /**
+   * Sets or clears `flag` in the tag of every process of policy `policyId` (and in its sessions' entries),
+   * e.g. monitor mode after a reload: verdicts read the tag, which a session's processes copy from their
+   * creator at fork. A fork that copied a tag before this walk reached its creator is caught by the
+   * next walk: walks repeat until one changes nothing (at most `passes`). Returns the tags changed.
+   */
+  setPolicyTagFlag(policyId: number, flag: number, on: boolean, passes = 8): number {
+    const tf = LAYOUT.bridle_tag.fields;
+    const sf = LAYOUT.bridle_session.fields;
+    const tags = this.map('tags');
+    const sessions = this.map('sessions');
+    const want = (f: number) => (on ? f | flag : f & ~flag) >>> 0;
+    let changed = 0;
+    for (let pass = 0; pass < passes; pass++) {
+      let now = 0;
+      const seen = new Set<bigint>();
+      for (const k of tags.keys()) {
+        const v = tags.lookup(k);
+        if (!v || v.readUInt32LE(tf.policy) !== policyId) continue;
+        seen.add(v.readBigUInt64LE(tf.session));
+        const f = v.readUInt32LE(tf.flags);
+        if (f === want(f)) continue;
+        v.writeUInt32LE(want(f), tf.flags);
+        // BPF_EXIST: a process that exited meanwhile is not brought back
+        try {
+          tags.update(k, v, 'exist');
+          now++;
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'ENOENT') throw err;
+        }
+      }
+      for (const s of seen) {
+        const sk = Buffer.alloc(8);
+        sk.writeBigUInt64LE(s);
+        const sv = sessions.lookup(sk);
+        if (!sv || sv.readUInt32LE(sf.flags) === want(sv.readUInt32LE(sf.flags))) continue;
+        sv.writeUInt32LE(want(sv.readUInt32LE(sf.flags)), sf.flags);
+        try {
+          sessions.update(sk, sv, 'exist');
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'ENOENT') throw err;
+        }
+      }
+      changed += now;
+      if (!now) break;
+    }
+    return changed;
   }
 
   /** The session a live process belongs to, if any. */

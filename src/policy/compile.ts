@@ -1,6 +1,6 @@
 // Policy → kernel map entries. Pure: stats files for identities but touches no map; the sensor writes
 // the result under a fresh generation and switches to it with one map update.
-import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CFG_ARGV_DENY, CFG_CRED_DIRS, CFG_CRED_FILES, CFG_EXEC_DENY, CFG_EXEC_DIR_DENY, DIR_DEPTH, KEY_KIND, LAYOUT, MARK_LOADER, RULE_ID_ARGV_UNSEEN, RULE_ID_DEEP, TAG_MONITOR, VERDICT } from '../kernel/layout.js';
@@ -73,6 +73,46 @@ export function argvHash(argv: string[]): bigint {
   const words = [basename(argv[0] ?? ''), ...argv.slice(1)];
   return fnv1a(Buffer.from(words.join('\0'), 'utf8'));
 }
+
+/** The search path when the supervisor has none (glibc's default for root, as execvp uses). */
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * The names an argv: rule's word 0 is entered under: its basename, and the basename of the real path
+ * (symlinks followed) of what it names: for an absolute path, that file; for a bare name, the executable
+ * file of that name in each directory of `path` (the supervisor's PATH), in PATH order. A name with a
+ * slash that is not absolute (`./x`) is taken as written. Deduplicated, in that order.
+ */
+export function argvNames(word0: string, path = process.env.PATH || DEFAULT_PATH): string[] {
+  const names = [basename(word0)];
+  const files = word0.startsWith('/') ? [word0] : word0.includes('/') || !word0 ? [] : path.split(':').filter((d) => d.startsWith('/')).map((d) => join(d, word0));
+  for (const f of files) {
+    try {
+      const st = statSync(f);
+      if (st.isFile() && st.mode & 0o111) names.push(basename(realpathSync(f)));
+    } catch {
+      /* not there: nothing to follow */
+    }
+  }
+  return [...new Set(names)];
+}
+
+/** Does `path` lead to a `#!` script (whose exec the kernel sees as its interpreter's)? */
+function isScript(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const b = Buffer.alloc(2);
+    return readSync(fd, b, 0, 2, 0) === 2 && b.toString('latin1') === '#!';
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Bytes of the path given to execve the kernel hashes for an agents: match (BRIDLE_NAME_MAX - 1). */
+const EXEC_PATH_MAX = 255;
 
 /** Converts a userspace st_dev (glibc encoding) to the kernel's internal s_dev (MAJOR<<20 | MINOR). */
 export function kernelDev(stDev: bigint): bigint {
@@ -270,12 +310,16 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       execDeny ||= deny;
       execDirDeny ||= deny;
     } else {
+      // word 0 also under the name of the file it leads to (sh is dash, python3 is python3.11): the
+      // kernel compares argv[0] and the executed file's own name, and `exec -a` chooses argv[0]
       const f = LAYOUT.bridle_argv_key.fields;
-      const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
-      key.writeUInt32LE(gen, f.policy);
-      key.writeUInt32LE(Math.min(r.argv.length, 8), f.nargs);
-      key.writeBigUInt64LE(argvHash(r.argv.slice(0, 8)), f.hash);
-      put(argv, key, action, ruleId);
+      for (const name of argvNames(r.argv[0] ?? '')) {
+        const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
+        key.writeUInt32LE(gen, f.policy);
+        key.writeUInt32LE(Math.min(r.argv.length, 8), f.nargs);
+        key.writeBigUInt64LE(argvHash([name, ...r.argv.slice(1, 8)]), f.hash);
+        put(argv, key, action, ruleId);
+      }
       argvDeny ||= deny;
     }
   }
@@ -341,7 +385,11 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   const toEntries = (m: Map<string, { key: Buffer; action: number; ruleId: number }>): Entry[] =>
     [...m.values()].map((e) => ({ key: e.key, value: ruleValue(e.action, e.ruleId) }));
 
-  // agents: by basename hash, or by identity for absolute paths (policy id 0 in the key)
+  // agents: a bare name by basename hash; an absolute path by the file's identity (policy id 0 in the
+  // key), never by its basename (another program of that name elsewhere is not the agent). A #! script
+  // cannot be matched by identity: at sched_process_exec the kernel holds its interpreter, the script's
+  // file is released; it is matched by the path execve is given (as written, or its real path), hashed
+  // whole (a basename holds no slash, so the two kinds of key do not meet).
   const names: Entry[] = [];
   const idents: Entry[] = [];
   const list: { id: number; name: string }[] = [];
@@ -355,14 +403,31 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
     const words = a.argv.slice(0, 4);
     v.writeUInt32LE(words.length, f.nargv);
     words.forEach((w, j) => v.writeBigUInt64LE(fnv1a(Buffer.from(w, 'utf8')), f.argv_hash + 8 * j));
-    for (const exe of a.exe) {
-      if (exe.startsWith('/')) {
-        const id = one(exe); // not installed on this host: the basename still matches
-        if (id) idents.push({ key: identKey(0, id), value: v });
-      }
+    const nameEntry = (name: string) => {
       const k = Buffer.alloc(8);
-      k.writeBigUInt64LE(fnv1a(Buffer.from(basename(exe), 'utf8')));
+      k.writeBigUInt64LE(fnv1a(Buffer.from(name, 'utf8')));
       names.push({ key: k, value: v });
+    };
+    for (const exe of a.exe) {
+      if (!exe.startsWith('/')) {
+        nameEntry(basename(exe));
+        continue;
+      }
+      const id = one(exe);
+      // installed, upgraded or replaced later (a new file): the supervisor compiles again
+      watched.push({ path: exe, ident: identString(id) });
+      if (!id) continue; // not installed on this host: nothing matches
+      if (!isScript(exe)) {
+        idents.push({ key: identKey(0, id), value: v });
+        continue;
+      }
+      let real = exe;
+      try {
+        real = realpathSync(exe);
+      } catch {
+        /* gone meanwhile: as written */
+      }
+      for (const p of new Set([exe, real])) if (Buffer.byteLength(p) <= EXEC_PATH_MAX) nameEntry(p);
     }
   });
 

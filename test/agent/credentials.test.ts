@@ -2,7 +2,7 @@
 // name, is killed before open() returns; untagged processes read the same files freely.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { linkSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../../src/agent/run.js';
 import { KEY_KIND, LAYOUT } from '../../src/kernel/layout.js';
 import { join } from 'node:path';
@@ -86,6 +86,57 @@ test('monitor mode reports a credential file open as would_deny and lets it happ
   const v = violations(r.events, 'credential_file')[0];
   assert.equal(v?.verdict, 'would_deny');
   assert.equal(v?.rule, 'credentials.files.deny[1]');
+});
+
+/**
+ * A fanotify listener (python3): `init` makes a group whose events carry open descriptors and says so;
+ * `fid` one that reports file handles instead; `listen` marks DIR/token.txt, says so in DIR/listening, and
+ * prints what it reads through the descriptor of the first event (the file someone else opened).
+ */
+function fanotifyListener(dir: string): string {
+  const py = join(dir, 'fanotify.py');
+  writeFileSync(py, [
+    'import ctypes, os, struct, sys',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'd, mode = sys.argv[1], sys.argv[2]',
+    '# FAN_CLASS_NOTIF with descriptors, or FAN_REPORT_FID',
+    "fd = libc.fanotify_init(0x200 if mode == 'fid' else 0, os.O_RDONLY)",
+    'if fd < 0: sys.exit(print(mode, "errno", ctypes.get_errno()))',
+    "if mode != 'listen': sys.exit(print(mode))",
+    'libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]',
+    '# FAN_MARK_ADD, FAN_OPEN, AT_FDCWD',
+    "assert libc.fanotify_mark(fd, 1, 0x20, -100, (d + '/token.txt').encode()) == 0",
+    "open(d + '/listening', 'w').close()",
+    'ev = os.read(fd, 4096)',
+    "print(os.pread(struct.unpack_from('<IBBHQii', ev)[5], 100, 0).decode(), end='')",
+  ].join('\n') + '\n');
+  return py;
+}
+
+test('a session with credential rules may not make an fanotify group whose events carry open descriptors (no open call for the checks to see); file handles are fine', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const py = fanotifyListener(dir);
+  const h = harness(t, policy(dir));
+  let ended = false;
+  const run = h.run(['sh', '-c', `python3 ${py} ${dir} listen; echo "listen=$?"; python3 ${py} ${dir} fid; echo "fid=$?"`]).finally(() => (ended = true));
+  // once the listener listens (refused, it never does), the developer's untagged tool reads the file
+  await waitFor(() => ended || existsSync(join(dir, 'listening')), 10_000);
+  if (existsSync(join(dir, 'listening'))) readFileSync(join(dir, 'token.txt'));
+  const r = await run;
+  assert.equal(r.stdout, `listen=${KILLED}\nfid\nfid=0\n`);
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule, e.verdict]), [['fanotify_fd', 'builtin.no_fanotify_fd', 'deny']]);
+  // untagged, and in a session whose policy names no credential files, such a group is made
+  assert.equal(spawnSync('python3', [py, dir, 'init'], { encoding: 'utf8' }).stdout, 'init\n');
+});
+
+test('a session without credential rules may make any fanotify group', async (t) => {
+  const dir = tempDir(t);
+  const py = fanotifyListener(dir);
+  const h = harness(t, `version: 1\nname: t\nexec: { default: allow }\n`);
+  const r = await h.run(['sh', '-c', `python3 ${py} ${dir} init; echo "init=$?"`]);
+  assert.equal(r.stdout, 'init\ninit=0\n');
+  assert.deepEqual(violations(r.events), []);
 });
 
 test('io_uring opens of a denied credential file are decided too (also with no completion posted, or one that overflows); fixed-slot opens are refused to such sessions', async (t) => {

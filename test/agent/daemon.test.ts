@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { PROBE } from '../net/helpers.js';
-import { BIN, binEnv, endThenReap, tempDir } from '../helpers/kernel.js';
+import { BIN, binEnv, endThenReap, tempDir, writeExecutable } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
 
 const cleanEnv = binEnv;
@@ -31,9 +31,9 @@ exec:
   deny: [{ path: /usr/bin/wget }]
 `;
 
-async function startAgent(t: TestContext, dir: string): Promise<{ agent: ChildProcess; socket: string; events: string; env: NodeJS.ProcessEnv }> {
+async function startAgent(t: TestContext, dir: string, policyText = POLICY): Promise<{ agent: ChildProcess; socket: string; events: string; env: NodeJS.ProcessEnv; log: () => string }> {
   const policy = join(dir, 'policy.yaml');
-  writeFileSync(policy, POLICY);
+  writeFileSync(policy, policyText);
   const socket = join(dir, 'agent.sock');
   const events = join(dir, 'agent.ndjson');
   const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', events], { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv() });
@@ -46,7 +46,7 @@ async function startAgent(t: TestContext, dir: string): Promise<{ agent: ChildPr
     }
   });
   assert.ok(await waitFor(() => err.includes('control socket'), 15000), `agent started: ${err}`);
-  return { agent, socket, events, env: { ...cleanEnv(), BRIDLE_SOCKET: socket } };
+  return { agent, socket, events, env: { ...cleanEnv(), BRIDLE_SOCKET: socket }, log: () => err };
 }
 
 test('bridle run goes through a running agent; the control socket refuses session processes', async (t) => {
@@ -164,3 +164,23 @@ function mkdirP(d: string): string {
   mkdirSync(d, { recursive: true });
   return d;
 }
+
+test("a session's own policy does not take over auto-start: its agents: entries are ignored, the agent's policy keeps starting sessions", async (t) => {
+  const dir = tempDir(t);
+  const agentBin = writeExecutable(join(dir, 'bridle-daemon-agent'), '#!/bin/sh\nwget --version >/dev/null 2>&1; echo "wget=$?"\n');
+  const agents = 'agents:\n  - name: daemon-agent\n    match: { exe: [bridle-daemon-agent] }\n';
+  const { env, log } = await startAgent(t, dir, POLICY.replace('exec:', `${agents}exec:`));
+  // a dry run under a policy that names the same agent (and denies nothing)
+  const own = join(dir, 'agentpol.yaml');
+  writeFileSync(own, `version: 1\nname: agentpol\n${agents}exec:\n  default: allow\n`);
+  const r = await bridle(['run', '--monitor', '--policy', own, '--', 'true'], env);
+  assert.equal(r.status, 0, r.stderr);
+  // started the way a developer would, outside every session: the agent's own policy decides
+  const cp = spawn(agentBin, [], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void (cp.exitCode === null && cp.signalCode === null && cp.kill('SIGKILL')));
+  let out = '';
+  cp.stdout!.on('data', (d) => (out += d));
+  await new Promise((res) => cp.on('close', res));
+  assert.equal(out, 'wget=137\n', "a session under the agent's own policy (deny wget, enforce)");
+  assert.ok(await waitFor(() => log().includes('agents: entries are ignored'), 3000), `the agent says so: ${log()}`);
+});

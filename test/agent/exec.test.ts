@@ -4,10 +4,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
-import { harness, stopRuleWatches, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
+import { test, type TestContext } from 'node:test';
+import { alive, harness, stopRuleWatches, tempDir, violations, writeExecutable } from '../helpers/kernel.js';
 import { killPid } from '../helpers/proc.js';
 import type { ExecEvent } from '../../src/events/types.js';
+import { getDumpable } from '../../src/kernel/binding.js';
 import { waitFor } from '../../src/agent/run.js';
 
 const KILLED = 128 + 9;
@@ -405,6 +406,47 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
   assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
 });
 
+test('a pending #! script wait is never pushed out of a full table; a script that finds no room is killed', async (t) => {
+  const d = tempDir(t);
+  // denied; its interpreter opens it only once told to, and says when it waits
+  const script = join(d, 'late.sh');
+  writeExecutable(script, `#!/usr/bin/env -S sh -c "touch ${d}/waiting; while [ ! -e ${d}/go ]; do sleep 0.05; done; exec cat ${script}"\n`);
+  const other = writeExecutable(join(d, 'other.sh'), '#!/bin/sh\necho other ran\n');
+  const h = harness(t, denying(`{ path: ${script} }`));
+  let ended = false;
+  const run = h.run(['sh', '-c', [
+    `${script} & s=$!`,
+    `while [ ! -e ${d}/full ]; do sleep 0.05; done`,
+    // a script whose wait finds no room
+    `${other}; echo "other=$?"`,
+    `touch ${d}/go; wait $s; echo "late=$?"`,
+  ].join('\n')]).finally(() => (ended = true));
+  assert.ok(await waitFor(() => ended || existsSync(join(d, 'waiting')), 10_000) && !ended, 'the script waits');
+  // as many other session processes with pending waits as the table holds (here written from user space)
+  const waits = h.sup.sensor.map('script_wait');
+  const value = Buffer.alloc(16);
+  let added = 0;
+  for (let i = 0; i < 4 * waits.maxEntries; i++) {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(0x80000000 + i);
+    try {
+      waits.update(k, value);
+      added++;
+    } catch (err) {
+      assert.equal((err as { code?: string }).code, 'E2BIG', String(err));
+      break;
+    }
+  }
+  assert.ok(added > 0);
+  writeFileSync(join(d, 'full'), '');
+  const r = await run;
+  assert.equal(r.stdout, `other=${KILLED}\nlate=${KILLED}\n`, r.stderr);
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule, e.verdict]), [
+    ['script_unseen', 'builtin.no_script_unseen', 'deny'],
+    ['script', 'exec.deny[0]', 'deny'],
+  ]);
+});
+
 test('monitor mode decides the same but kills nothing (would_deny)', async (t) => {
   const h = harness(t, `version: 1
 name: t
@@ -606,6 +648,131 @@ exec: { default: allow }
   assert.equal(victim.exitCode, null, 'the outside process is untouched');
 });
 
+/** A python3 one-liner with libc loaded (`libc`, errors in ctypes.get_errno()). */
+const pyc = (code: string) => `python3 -c "import ctypes,os,signal; libc=ctypes.CDLL(None, use_errno=True); ${code}"`;
+
+/**
+ * An untagged process outside every session that records each signal it is sent (a handler for every
+ * signal that dumps core, so none ends it or dumps it), in `dir`/got; `dir`/ready once it listens.
+ */
+async function signalWitness(t: TestContext, dir: string) {
+  const code = [
+    'import signal, sys, time',
+    'd = sys.argv[1]',
+    "h = lambda n, f: open(d + '/got', 'a').write('%d\\n' % n)",
+    '[signal.signal(s, h) for s in (3, 4, 5, 6, 7, 8, 11, 24, 25, 31)]',
+    "open(d + '/ready', 'w').close()",
+    'time.sleep(60)',
+  ].join('\n');
+  const w = spawn('python3', ['-c', code, dir], { stdio: 'ignore' });
+  t.after(() => killPid(w.pid!));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'the witness listens');
+  return { pid: w.pid!, got: () => (existsSync(join(dir, 'got')) ? readFileSync(join(dir, 'got'), 'utf8') : '') };
+}
+
+test('a session process may not open perf events on processes outside its session, nor on a whole CPU', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  const victim = spawn('sleep', ['30'], { stdio: 'ignore' });
+  t.after(() => killPid(victim.pid!));
+  // perf_event_open(2) (x86-64: 298) of a software event (PERF_COUNT_SW_DUMMY) on `pid`, `cpu`
+  const perf = (pid: string, cpu: number, flags = 0) =>
+    pyc(`a=ctypes.create_string_buffer(128); a[0:4]=(1).to_bytes(4,'little'); a[4:8]=(128).to_bytes(4,'little'); a[8:16]=(9).to_bytes(8,'little'); ` +
+      `fd=libc.syscall(298, a, ${pid}, ${cpu}, -1, ${flags}); print('fd' if fd >= 0 else 'err%d' % ctypes.get_errno())`);
+  const r = await h.run(['sh', '-c', [
+    `${perf(String(victim.pid), -1)}; echo "other=$?"`,
+    `${perf('-1', 0)}; echo "cpu=$?"`,
+    // itself, and a child of its own session
+    `${perf('0', -1)}; echo "self=$?"`,
+    `sleep 5 & c=$!; ${perf('$c', -1)}; echo "child=$?"; kill $c`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `other=${KILLED}\ncpu=${KILLED}\nfd\nself=0\nfd\nchild=0\n`);
+  assert.deepEqual(violations(r.events).map((e) => [e.what, e.rule, e.verdict]), [
+    ['perf_other', 'builtin.no_perf_other', 'deny'],
+    ['perf_other', 'builtin.no_perf_other', 'deny'],
+  ]);
+  // untagged, the same event on the same process opens (and nobody is killed)
+  const out = spawnSync('sh', ['-c', perf(String(victim.pid), -1)], { encoding: 'utf8' });
+  assert.equal(out.status, 0);
+  assert.equal(out.stdout, 'fd\n');
+  assert.equal(victim.exitCode, null, 'the outside process is untouched');
+});
+
+test("a session process may not change another process's limits nor send it a signal that dumps core (its core file holds its environment)", async (t) => {
+  const h = harness(t, `version: 1
+name: t
+exec: { default: allow }
+`);
+  const d = tempDir(t);
+  const w = await signalWitness(t, d);
+  const v = w.pid;
+  const r = await h.run(['sh', '-c', [
+    // no core file of the session's own processes either
+    'ulimit -c 0',
+    `prlimit --pid ${v} --core=unlimited; echo "prlimit=$?"`,
+    // reading its limits is fine
+    `prlimit --pid ${v} --core >/dev/null; echo "read=$?"`,
+    `sh -c 'kill -s QUIT ${v}'; echo "kill=$?"`,
+    `${pyc(`libc.syscall(200, ${v}, 11)`)}; echo "tkill=$?"`,
+    `${pyc(`libc.syscall(234, ${v}, ${v}, 6)`)}; echo "tgkill=$?"`,
+    // rt_sigqueueinfo with si_code SI_QUEUE, as sigqueue(3) sends it
+    `${pyc(`i=ctypes.create_string_buffer(128); i[8:12]=(-1).to_bytes(4,'little',signed=True); libc.syscall(129, ${v}, 7, i)`)}; echo "sigqueue=$?"`,
+    `${pyc(`i=ctypes.create_string_buffer(128); i[8:12]=(-1).to_bytes(4,'little',signed=True); libc.syscall(297, ${v}, ${v}, 8, i)`)}; echo "tgsigqueue=$?"`,
+    `${pyc(`libc.syscall(424, libc.syscall(434, ${v}, 0), 3, 0, 0)`)}; echo "pidfd=$?"`,
+    // a /proc/<pid> directory names the process as a pidfd does
+    `${pyc(`libc.syscall(424, os.open('/proc/${v}', os.O_RDONLY), 3, 0, 0)`)}; echo "procfd=$?"`,
+    // a process group (here one of its own making, which holds only itself): cannot be told to be the session's
+    `${pyc('os.setpgid(0, 0); signal.signal(signal.SIGQUIT, signal.SIG_IGN); os.kill(0, signal.SIGQUIT)')}; echo "group=$?"`,
+    // its own processes: itself, a child, the child's limits, by pid and by pidfd
+    `${pyc("signal.signal(signal.SIGQUIT, signal.SIG_IGN); os.kill(os.getpid(), signal.SIGQUIT); print('self')")}; echo "self=$?"`,
+    // (SIGSEGV: a background job of sh ignores SIGQUIT)
+    `sleep 5 & c=$!; prlimit --pid $c --core=0; kill -s SEGV $c; wait $c; echo "child=$?"`,
+    `sleep 5 & c=$!; ${pyc('libc.syscall(424, libc.syscall(434, $c, 0), 11, 0, 0)')}; wait $c; echo "child_pidfd=$?"`,
+    // a signal that does not dump core, to the outside process, is not this guard's
+    `kill -s CONT ${v}; echo "cont=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, [
+    `prlimit=${KILLED}`, 'read=0', `kill=${KILLED}`, `tkill=${KILLED}`, `tgkill=${KILLED}`, `sigqueue=${KILLED}`, `tgsigqueue=${KILLED}`,
+    `pidfd=${KILLED}`, `procfd=${KILLED}`, `group=${KILLED}`, 'self', 'self=0', 'child=139', 'child_pidfd=139', 'cont=0', '',
+  ].join('\n'));
+  const v2 = violations(r.events);
+  assert.deepEqual(v2.map((e) => e.rule), ['builtin.no_prlimit_other', ...new Array(8).fill('builtin.no_core_signal')]);
+  assert.ok(v2.every((e) => e.verdict === 'deny'));
+  // untagged, the same calls are the kernel's to answer
+  assert.equal(spawnSync('prlimit', ['--pid', String(v), '--core=0']).status, 0);
+  process.kill(v, 'SIGQUIT');
+  assert.ok(await waitFor(() => w.got().split('\n').includes('3'), 5000), 'the untagged signal arrived');
+  assert.ok(alive(v), 'the outside process is untouched');
+});
+
+test('monitor mode reports the perf, limit and core signal guards as would_deny and kills nothing', async (t) => {
+  const h = harness(t, `version: 1
+name: t
+mode: monitor
+exec: { default: allow }
+`);
+  const d = tempDir(t);
+  const w = await signalWitness(t, d);
+  const r = await h.run(['sh', '-c', [
+    `prlimit --pid ${w.pid} --core=0; echo "prlimit=$?"`,
+    `${pyc(`a=ctypes.create_string_buffer(128); a[0:4]=(1).to_bytes(4,'little'); a[4:8]=(128).to_bytes(4,'little'); a[8:16]=(9).to_bytes(8,'little'); libc.syscall(298, a, -1, 0, -1, 0)`)}; echo "perf=$?"`,
+    `${pyc(`os.kill(${w.pid}, signal.SIGQUIT)`)}; echo "kill=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, 'prlimit=0\nperf=0\nkill=0\n');
+  assert.deepEqual(violations(r.events).map((e) => [e.rule, e.verdict]), [
+    ['builtin.no_prlimit_other', 'would_deny'],
+    ['builtin.no_perf_other', 'would_deny'],
+    ['builtin.no_core_signal', 'would_deny'],
+  ]);
+});
+
+test('the supervisor is not dumpable (no core file of it, no /proc peeks without CAP_SYS_PTRACE)', async (t) => {
+  harness(t, `version: 1\nname: t\nexec: { default: allow }\n`);
+  assert.equal(getDumpable(), false);
+});
+
 test('policy swaps are atomic: a rule both policies share holds through every swap', async (t) => {
   const a = `version: 1
 name: a
@@ -680,4 +847,135 @@ test('code mapped from a denied place never runs: LD_PRELOAD, dlopen, mprotect(P
   const out = spawnSync('/usr/bin/true', [], { env: { ...process.env, MARK: mark('untagged'), LD_PRELOAD: join(denied, 'lib.so') } });
   assert.equal(out.status, 0);
   assert.ok(existsSync(mark('untagged')));
+});
+
+/** Runs argv outside every session (as a developer would); ended by pid when the test ends. */
+function untagged(t: import('node:test').TestContext, argv: string[]): Promise<{ status: number | null; stdout: string }> {
+  const cp = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => killPid(cp.exitCode === null && cp.signalCode === null ? cp.pid : undefined));
+  let stdout = '';
+  cp.stdout!.on('data', (d) => (stdout += d));
+  return new Promise((res) => cp.on('close', (status) => res({ status, stdout })));
+}
+
+test('policy reloads leave no moment without the agents: entries: every exec of the agent starts a session', async (t) => {
+  const dir = tempDir(t);
+  const agent = writeExecutable(join(dir, 'bridle-reload-agent'), '#!/bin/sh\nwget --version >/dev/null 2>&1; echo "$?"\n');
+  // many entries, so that a reload which took them all out and put them back would leave a wide gap
+  const filler = Array.from({ length: 1000 }, (_, i) => `  - name: filler${i}\n    match: { exe: [bridle-filler-${i}] }\n`).join('');
+  const yaml = `version: 1
+name: t
+agents:
+  - name: reload-agent
+    match: { exe: [bridle-reload-agent] }
+${filler}exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`;
+  const h = harness(t, yaml);
+  const { parsePolicy } = await import('../../src/policy/load.js');
+  const p = parsePolicy(yaml, 'reload.yaml');
+  const n = 200;
+  let done = false;
+  const loop = untagged(t, ['sh', '-c', `for i in $(seq ${n}); do ${agent}; done`]).finally(() => (done = true));
+  let reloads = 0;
+  while (!done) {
+    h.sup.setPolicy(p);
+    reloads++;
+    await new Promise((r) => setImmediate(r));
+  }
+  const r = await loop;
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, n);
+  assert.ok(reloads > 20, `reloaded ${reloads} times`);
+  assert.deepEqual(lines.filter((l) => l !== String(KILLED)), [], `every agent exec was a session (wget killed) through ${reloads} reloads`);
+});
+
+test('an agents: entry by absolute path is that file (by identity; a #! script by the path run), not its name elsewhere', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'a'));
+  mkdirSync(join(dir, 'b'));
+  const elf = join(dir, 'a', 'bridle-elf-agent');
+  const elfOther = join(dir, 'b', 'bridle-elf-agent');
+  copyFileSync('/usr/bin/dash', elf);
+  copyFileSync('/usr/bin/dash', elfOther);
+  const body = '#!/bin/sh\nwget --version >/dev/null 2>&1; echo "wget=$?"\n';
+  const script = writeExecutable(join(dir, 'a', 'bridle-sh-agent'), body);
+  const scriptOther = writeExecutable(join(dir, 'b', 'bridle-sh-agent'), body);
+  const h = harness(t, `version: 1
+name: t
+agents:
+  - name: elf-agent
+    match: { exe: [${elf}] }
+  - name: sh-agent
+    match: { exe: [${script}] }
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`);
+  const cmd = 'wget --version >/dev/null 2>&1; echo "wget=$?"';
+  assert.equal((await untagged(t, [elf, '-c', cmd])).stdout, `wget=${KILLED}\n`, 'the agent named by its path is a session');
+  assert.equal((await untagged(t, [elfOther, '-c', cmd])).stdout, 'wget=0\n', 'a program of the same name elsewhere is not');
+  assert.equal((await untagged(t, [script])).stdout, `wget=${KILLED}\n`, 'the #! agent named by its path is a session');
+  assert.equal((await untagged(t, [scriptOther])).stdout, 'wget=0\n', 'a script of the same name elsewhere is not');
+  await waitFor(() => h.events.filter((e) => e.type === 'session_end').length >= 2, 2000);
+  const starts = h.events.filter((e) => e.type === 'session_start' && e.origin === 'auto').map((e) => (e as { agent?: string }).agent);
+  assert.deepEqual(starts, ['elf-agent', 'sh-agent']);
+});
+
+test('a policy whose agents: entries cannot all be written leaves the policy in force whole', async (t) => {
+  const h = harness(t, denying('{ path: /usr/bin/wget }'));
+  const { parsePolicy } = await import('../../src/policy/load.js');
+  // more agents than the kernel's table holds (1,024): the writes fail part way
+  const many = Array.from({ length: 1100 }, (_, i) => `  - name: a${i}\n    match: { exe: [bridle-too-many-${i}] }\n`).join('');
+  const bad = parsePolicy(`version: 1\nname: t2\nagents:\n${many}exec:\n  default: allow\n  deny: [{ path: /usr/bin/id }]\n`, 'bad.yaml');
+  assert.throws(() => h.sup.setPolicy(bad));
+  const r = await h.run(['sh', '-c', 'wget --version >/dev/null 2>&1; echo "wget=$?"; id -u >/dev/null 2>&1; echo "id=$?"']);
+  assert.equal(r.stdout, `wget=${KILLED}\nid=0\n`, 'the old rules decide, none of the refused ones');
+  assert.equal(h.sup.sensor.map('agent_names').keys().length, 0, 'none of the refused agents: entries stay');
+  assert.equal(h.sup.policy()?.name, 't');
+});
+
+test('a running session follows its policy from monitor to enforce on reload; one under a policy forced to monitor does not', async (t) => {
+  const dir = tempDir(t);
+  const go = join(dir, 'go');
+  const yaml = `version: 1
+name: t
+mode: monitor
+exec:
+  default: allow
+  deny: [{ path: /usr/bin/wget }]
+`;
+  const h = harness(t, yaml);
+  const { parsePolicy } = await import('../../src/policy/load.js');
+  const enforce = parsePolicy(yaml.replace('mode: monitor', 'mode: enforce'), 'enforce.yaml');
+  // what `bridle run --monitor` gets through the agent: a policy id of its own, forced to monitor mode
+  h.sup.setPolicy({ ...enforce, mode: 'monitor' }, 7);
+  // a subshell made before the reload execs wget after it: its own tag must have changed
+  const script = `wget --version >/dev/null 2>&1; echo "before=$?"; (while [ ! -e ${go} ]; do sleep 0.02; done; exec wget --version >/dev/null 2>&1); echo "after=$?"`;
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+  const a = h.run(['sh', '-c', script]);
+  const b = h.sup.run(['sh', '-c', script], { policyId: 7, stdio: 'pipe', env });
+  t.after(() => killPid(b.held.child.exitCode === null ? b.held.pid : undefined));
+  let bOut = '';
+  b.held.child.stdout!.on('data', (d) => (bOut += d));
+  assert.ok(await waitFor(() => bOut.includes('before=') && h.execs((e) => e.path === '/usr/bin/wget').length >= 2, 5000), 'both sessions ran wget once');
+  h.sup.setPolicy(enforce);
+  writeFileSync(go, '');
+  const ra = await a;
+  await b.held.exited;
+  assert.equal(ra.stdout, `before=0\nafter=${KILLED}\n`, 'the session of the reloaded policy now enforces');
+  assert.equal(bOut, 'before=0\nafter=0\n', 'the session forced to monitor stays monitor-only');
+});
+
+test('argv: rules also hold under the name of the file word 0 leads to (sh is dash): exec -a does not pass them', async (t) => {
+  const h = harness(t, denying('{ argv: [sh, -c] }, { argv: [/bin/sh, -e] }'));
+  const r = await h.run([
+    'bash',
+    '-c',
+    `(exec -a innocent /bin/sh -c 'echo ran'); echo "bare=$?"; (exec -a innocent /usr/bin/dash -e -c 'echo ran'); echo "abs=$?"; bash -c 'echo bash'`,
+  ]);
+  assert.equal(r.stdout, `bare=${KILLED}\nabs=${KILLED}\nbash\n`, r.stderr);
+  const denied = h.execs((e) => e.verdict === 'deny').map((e) => e.rule);
+  assert.deepEqual(denied, ['exec.deny[0]', 'exec.deny[1]']);
 });
