@@ -39,6 +39,7 @@ int BPF_PROG(bridle_lsm_exec, struct linux_binprm *bprm, int ret)
 
 	/* the image never exists: the record is keyed by now, its parent is the caller's current image */
 	u64 now = bpf_ktime_get_boot_ns();
+	exec_path(ev, file);
 	exec_who(ev, task, tag, now, now, proc_key(tgid, task), tgid);
 	exec_verdict(ev, &d, tag);
 	submit_exec(ev);

@@ -161,6 +161,7 @@ int BPF_PROG(bridle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	} else {
 		fill_args(ev, task);
 	}
+	exec_path(ev, file);
 
 	exec_who(ev, task, tag, now, now, np.parent_key, np.parent_pid);
 
@@ -252,18 +253,11 @@ static __always_inline int guard_refuse(struct task_struct *task, u32 tgid, stru
 	return 0;
 }
 
-/*
- * Does a deny rule of `kind` (BRIDLE_KEY_EXEC or BRIDLE_KEY_CRED) name this file: by identity, by its name
- * in its directory, or by a directory above it? Through an overlay, the file beneath it is what is decided.
- * Allow rules do not matter to the callers (credential files and executable code are refused by deny
- * rules only).
- */
-static __always_inline bool denied_by_rule(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file)
+/* denied_by_rule() for one identity of the file: its inode, its name in its directory, its directories. */
+static __always_inline bool denied_as(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file)
 {
 	u32 gen = cfg->gen;
 	bool cred = kind == BRIDLE_KEY_CRED;
-	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
-	file = real_file(file);
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	if (consider(d, ident_rule(&exec_ident, gen, kind, ident_dev(inode), BPF_CORE_READ(inode, i_ino)), BRIDLE_RULE_PATH))
 		return true;
@@ -271,6 +265,22 @@ static __always_inline bool denied_by_rule(struct decision *d, struct bridle_pol
 	if (consider(d, name_rule(gen, cred ? BRIDLE_KEY_CRED_NAME : BRIDLE_KEY_EXEC_NAME, dentry, dname_hash(dentry)), BRIDLE_RULE_PATH))
 		return true;
 	return decide_dirs(d, gen, kind, file, cfg->flags & (cred ? BRIDLE_CFG_CRED_DIRS : BRIDLE_CFG_EXEC_DIR_DENY));
+}
+
+/*
+ * Does a deny rule of `kind` (BRIDLE_KEY_EXEC or BRIDLE_KEY_CRED) name this file: by identity, by its name
+ * in its directory, or by a directory above it? Through an overlay, both the overlay's file (what a rule
+ * naming a path on the overlay holds) and the file beneath it (what a rule naming the layer's path holds)
+ * are looked at, as in decide(). Allow rules do not matter to the callers (credential files and
+ * executable code are refused by deny rules only).
+ */
+static __always_inline bool denied_by_rule(struct decision *d, struct bridle_policy_cfg *cfg, u32 kind, struct file *file)
+{
+	*d = (struct decision){ .verdict = BRIDLE_ALLOW };
+	struct file *real = real_file(file);
+	if (denied_as(d, cfg, kind, file))
+		return true;
+	return real != file && denied_as(d, cfg, kind, real);
 }
 
 /*
@@ -335,10 +345,12 @@ int bridle_mmap(struct trace_event_raw_sys_enter *ctx)
 	if (!ev)
 		return 0;
 	fill_args(ev, task);
+	exec_path(ev, file);
 	exec_who(ev, task, tag, bpf_ktime_get_boot_ns(), p->key, p->parent_key, p->parent_pid);
 
+	/* argv: rules on the program's own argv, past ld.so's argv[0] and options (decide_argv) */
 	struct decision d;
-	decide(&d, tag->policy, file, ev);
+	decide_as(&d, tag->policy, file, ev, true);
 	if (exec_verdict(ev, &d, tag))
 		bpf_send_signal(SIGKILL);
 	submit_exec(ev);
@@ -485,8 +497,15 @@ static __always_inline int opened(long ret, int path_arg)
 		return guard_refuse(task, tgid, tag, peek, target, 0);
 	/* A credential file first: a file of the awaited script's name is still a file the session may not read. */
 	struct decision d;
-	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file))
+	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file)) {
+		if (d.rule_id == BRIDLE_RULE_ID_BRIDLE_FILES) {
+			/* bridle's own files (its key, its spool): self-protection is no policy decision, monitor mode included */
+			bpf_send_signal(SIGKILL);
+			guard_report(tag, tgid, proc_key(tgid, task), BRIDLE_GUARD_CRED_FILE, BRIDLE_DENY, d.rule_id, cfg->gen);
+			return 0;
+		}
 		return guard_refuse(task, tgid, tag, BRIDLE_GUARD_CRED_FILE, d.rule_id, cfg->gen);
+	}
 	struct script_wait_v *w = bpf_map_lookup_elem(&script_wait, &tgid);
 	if (!w)
 		return 0;
@@ -904,10 +923,45 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	return 0;
 }
 
+#define BRIDLE_S_IFDIR 0040000
+#define OVL_LOWER_MAX 8 /* lower layers reported per overlay directory */
+
+static __always_inline void fd_ident_write(struct seq_file *seq, u32 fd, struct inode *inode)
+{
+	if (!inode)
+		return;
+	struct bridle_fd_ident r = {
+		.fd = fd,
+		.generation = BPF_CORE_READ(inode, i_generation),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(inode, i_ino),
+	};
+	bpf_seq_write(seq, &r, sizeof(r));
+}
+
+/* The inode of lower layer `i` of an overlay entry (NULL when there is none, or not looked up yet). */
+static __always_inline struct inode *ovl_lower_inode(struct ovl_entry *oe, u32 i)
+{
+	struct ovl_path p = {};
+	void *at = (void *)oe + bpf_core_field_offset(struct ovl_entry, __lowerstack) + (u64)i * bpf_core_type_size(struct ovl_path);
+	if (bpf_probe_read_kernel(&p, sizeof(p), at) || !p.dentry)
+		return NULL;
+	return BPF_CORE_READ(p.dentry, d_inode);
+}
+
 /*
  * Identities as rule keys hold them (with the inode's generation, which stat() does not give): made for
  * the supervisor's own task (link info), it reports every file the supervisor holds open. The policy
  * compiler opens the paths a policy names and reads their identities here.
+ *
+ * A file on an overlay has identities beneath it too (decide() looks at both the overlay's file and the
+ * file beneath it): after its own record come records with BRIDLE_FD_BENEATH in fd, for a regular file
+ * the file that holds its data (upper, else the lowest lower layer: what an open of it reads, and so
+ * what real_file() finds at exec), for a directory its upper directory and each lower one. The compiler
+ * enters a rule under all of them, so the lower or upper path of a file a rule names on the overlay is
+ * the same file, and a dir: walk from beneath meets the rule. stat() is no help here: on an overlay it
+ * reports the overlay's device and (for a copied-up file) the lower file's inode number, neither the
+ * upper file's identity nor, with layers on different file systems, the overlay inode's.
  */
 SEC("iter/task_file")
 int bridle_fd_idents(struct bpf_iter__task_file *ctx)
@@ -918,13 +972,34 @@ int bridle_fd_idents(struct bpf_iter__task_file *ctx)
 	if (!file || !task || task->tgid != (u32)(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	struct bridle_fd_ident r = {
-		.fd = ctx->fd,
-		.generation = BPF_CORE_READ(inode, i_generation),
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
-		.ino = BPF_CORE_READ(inode, i_ino),
-	};
-	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	u32 fd = ctx->fd;
+	fd_ident_write(ctx->meta->seq, fd, inode);
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return 0;
+	u32 mode = BPF_CORE_READ(inode, i_mode) & BRIDLE_S_IFMT;
+	if (mode != BRIDLE_S_IFREG && mode != BRIDLE_S_IFDIR)
+		return 0;
+	struct ovl_inode *oi = container_of(inode, struct ovl_inode, vfs_inode);
+	struct dentry *upper = BPF_CORE_READ(oi, __upperdentry);
+	struct ovl_entry *oe = BPF_CORE_READ(oi, oe);
+	u32 nlower = oe ? BPF_CORE_READ(oe, __numlower) : 0;
+	fd |= BRIDLE_FD_BENEATH;
+	if (mode == BRIDLE_S_IFREG) {
+		/* the upper file when it holds the data (not a metacopy), else the lower file that does */
+		bool upperdata = BPF_CORE_READ(oi, flags) & (1UL << bpf_core_enum_value(enum ovl_inode_flag, OVL_UPPERDATA));
+		if (upper && upperdata)
+			fd_ident_write(ctx->meta->seq, fd, BPF_CORE_READ(upper, d_inode));
+		else if (nlower)
+			fd_ident_write(ctx->meta->seq, fd, ovl_lower_inode(oe, nlower - 1));
+		return 0;
+	}
+	if (upper)
+		fd_ident_write(ctx->meta->seq, fd, BPF_CORE_READ(upper, d_inode));
+	for (u32 i = 0; i < OVL_LOWER_MAX; i++) {
+		if (i >= nlower)
+			break;
+		fd_ident_write(ctx->meta->seq, fd, ovl_lower_inode(oe, i));
+	}
 	return 0;
 }
 

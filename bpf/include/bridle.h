@@ -19,6 +19,7 @@ typedef __s64 s64;
 #define BRIDLE_ARGS_MAX 1024 /* bytes of argv copied per exec (power of two) */
 #define BRIDLE_NAME_MAX 256  /* filename / interpreter path as given to execve */
 #define BRIDLE_DNAME_MAX 64  /* the executed file's own name in its directory */
+#define BRIDLE_PATH_MAX 512  /* the executed file's absolute path as the kernel resolves it (power of two) */
 #define BRIDLE_ARGV_RULE_MAX 8 /* argv prefix rules look at most this many words */
 #define BRIDLE_AGENT_ARGV_MAX 4
 /*
@@ -35,6 +36,8 @@ typedef __s64 s64;
  */
 #define BRIDLE_ARGV0_MAX 512
 #define BRIDLE_RULE_ID_ARGV_UNSEEN 3
+/* rule id of `builtin.bridle_files` (index 4): bridle's own files, denied to every session in every mode */
+#define BRIDLE_RULE_ID_BRIDLE_FILES 4
 
 /* Event types (bridle_hdr.type). */
 enum bridle_ev {
@@ -213,10 +216,14 @@ struct bridle_exec_ev {
 	u16 dname_len;
 	u32 nlink;
 	u32 gen;         /* generation of the policy that decided: its rule table names rule_id */
+	u16 path_len;    /* bytes of path; 0: none could be built */
+	u16 pad16;
+	u32 pad32;
 	char comm[16];
 	char filename[BRIDLE_NAME_MAX];
 	char interp[BRIDLE_NAME_MAX];
 	char dname[BRIDLE_DNAME_MAX];
+	char path[BRIDLE_PATH_MAX]; /* the executed file (for a #! script, its interpreter), whatever name ran it */
 	char args[BRIDLE_ARGS_MAX];
 };
 
@@ -274,7 +281,11 @@ struct bridle_guard_ev {
 	u32 pad;
 };
 
-/* One record per open file of the process the iterator was made for (bridle_fd_idents). */
+/*
+ * One record per open file of the process the iterator was made for (bridle_fd_idents). A file on an
+ * overlay is followed by records of the files beneath it, with BRIDLE_FD_BENEATH set in fd.
+ */
+#define BRIDLE_FD_BENEATH 0x80000000u
 struct bridle_fd_ident {
 	u32 fd;
 	u32 generation; /* i_generation */

@@ -10,6 +10,7 @@
 
 #include "bridle.h"
 #include "tags.h"
+#include "path.h"
 
 #define SIGKILL 9
 #define PROT_EXEC 0x4
@@ -315,14 +316,119 @@ static __always_inline struct bridle_exec_ev *scratch_ev(void)
 struct argv_walk {
 	u64 h;  /* prefix hash with word 0 = basename(argv[0]) */
 	u64 hf; /* the same prefix with word 0 = the executed file's own name */
+	/*
+	 * A program run by the loader with --argv0 NAME: the same prefix with word 0 = basename(NAME); else
+	 * equal to hf (no flag to test: fewer states for the verifier).
+	 */
+	u64 ha;
 	u32 words;
 	u32 len;
+	u32 start; /* where argv[0] starts in the copy (0; through the loader, the program's word 0) */
 	u32 policy;
-	u32 len0; /* bytes of argv[0], once it ended within the copy */
+	u32 len0; /* bytes of the copy up to the end of argv[0], once it ended within the copy */
 	struct bridle_rule hit;
 	u32 denied;
 	u32 allowed;
 };
+
+/*
+ * A program run through the dynamic loader (`ld.so [OPTION]... PROGRAM [ARGS]...`, decided when ld.so
+ * maps it) is judged on the argv ld.so gives it: ld.so's argv[0] and options skipped, PROGRAM as word 0
+ * (by basename, as the regular exec compares argv[0]), and with `--argv0 NAME`, NAME as word 0 too.
+ * glibc's ld.so takes a word that starts with `--` as an option and refuses one it does not know; the
+ * options it knows (glibc 2.36, `ld.so --help`) are hashed below (FNV-1a 64 of the whole word). A pass
+ * of its own before the argv walk (one walk doing both had too many states for the verifier).
+ */
+struct ld_walk {
+	u64 wh; /* the current word, whole */
+	u64 ha; /* basename of --argv0's NAME (the file's own name when none is given) */
+	u32 len;
+	u32 ld;    /* LD_*: which of ld.so's words the walk is in */
+	u32 ws;    /* where the current word starts */
+	u32 start; /* where PROGRAM starts; past the copy while not found (or after an option bridle does not know) */
+	/*
+	 * A word in option place: 0 at its start, 1 after a first '-', 2 after "--" (an option), 3 otherwise.
+	 * Few values, not a byte count: the verifier checks the callback once per distinct state.
+	 */
+	u32 lead;
+};
+
+#define LD_ARGV0 1 /* ld.so's own argv[0] */
+#define LD_OPT 2   /* an option, or PROGRAM */
+#define LD_ARG 3   /* an option's argument */
+#define LD_NAME 4  /* --argv0's NAME */
+#define LD_OPT_ARGV0 0xb7a0c846cdf5ef13ULL /* --argv0 */
+
+static __always_inline bool ld_opt_with_arg(u64 wh)
+{
+	return wh == 0x7ef3a12304d5d1eeULL || /* --library-path */
+	       wh == 0x638c7b60c598ca5eULL || /* --inhibit-rpath */
+	       wh == 0xe463e5822f01fdb6ULL || /* --audit */
+	       wh == 0xc3509065c096f3d4ULL || /* --preload */
+	       wh == 0x817bedb492f1c1eeULL || /* --glibc-hwcaps-prepend */
+	       wh == 0xfd743853e492b652ULL;   /* --glibc-hwcaps-mask */
+}
+
+static __always_inline bool ld_opt_alone(u64 wh)
+{
+	return wh == 0x8eb3c4c22078a137ULL || /* --list */
+	       wh == 0x55ffc1e6eb3978f2ULL || /* --verify */
+	       wh == 0xfdd4226d1b382c9dULL || /* --inhibit-cache */
+	       wh == 0x31379e40fdbba74aULL || /* --list-tunables */
+	       wh == 0xaf4192b927be2d46ULL || /* --list-diagnostics */
+	       wh == 0x5daaf2e4c8a8bf3cULL || /* --help */
+	       wh == 0x7139422d517b1111ULL;   /* --version */
+}
+
+/* One byte of ld.so's own words, up to the first byte of PROGRAM (found) or an unknown option. */
+static long ld_step(u32 i, struct ld_walk *w)
+{
+	struct bridle_exec_ev *ev = scratch_ev();
+	if (!ev || i >= w->len)
+		return 1;
+	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
+	if (w->ld == LD_OPT) {
+		if (c != 0) {
+			if (w->lead < 2)
+				w->lead = c == '-' ? w->lead + 1 : 3;
+			if (w->lead == 3) {
+				w->start = w->ws; /* no option: PROGRAM */
+				return 1;
+			}
+			fnv(&w->wh, c);
+			return 0;
+		}
+		if (w->lead != 2) {
+			w->start = w->ws; /* "" or "-": PROGRAM, as ld.so takes it */
+			return 1;
+		}
+		u64 wh = w->wh;
+		w->wh = FNV_OFF;
+		w->lead = 0;
+		w->ws = i + 1;
+		if (wh == LD_OPT_ARGV0) {
+			w->ld = LD_NAME;
+			w->ha = FNV_OFF;
+		} else if (ld_opt_with_arg(wh)) {
+			w->ld = LD_ARG;
+		} else if (!ld_opt_alone(wh)) {
+			return 1; /* PROGRAM not found: the argv walk sees no words */
+		}
+		return 0;
+	}
+	if (c != 0) {
+		if (w->ld == LD_NAME) {
+			if (c == '/')
+				w->ha = FNV_OFF; /* compared by basename, as argv[0] is */
+			else
+				fnv(&w->ha, c);
+		}
+		return 0;
+	}
+	w->ld = LD_OPT;
+	w->ws = i + 1;
+	return 0;
+}
 
 static __always_inline void argv_rule(struct argv_walk *w, u64 h)
 {
@@ -342,6 +448,7 @@ static __always_inline void argv_rule(struct argv_walk *w, u64 h)
 static long argv_step(u32 i, struct argv_walk *w)
 {
 	struct bridle_exec_ev *ev = scratch_ev();
+	i += w->start;
 	if (!ev || i >= w->len || w->words >= BRIDLE_ARGV_RULE_MAX)
 		return 1;
 	u8 c = ev->args[i & (BRIDLE_ARGS_MAX - 1)];
@@ -362,26 +469,43 @@ static long argv_step(u32 i, struct argv_walk *w)
 		argv_rule(w, w->h);
 		if (!w->denied && w->hf != w->h)
 			argv_rule(w, w->hf);
+		if (!w->denied && w->ha != w->h && w->ha != w->hf)
+			argv_rule(w, w->ha);
 		if (w->denied)
 			return 1;
 	}
 	fnv(&w->h, c);
 	fnv(&w->hf, c);
+	fnv(&w->ha, c);
 	return 0;
 }
 
 /*
  * argv: prefix rules: one lookup per word count, on hashes of the copied argv bytes. argv[0] is chosen
  * by the caller (`exec -a`), so each prefix is also tried with the executed file's own name as word 0.
+ * A program the dynamic loader maps is judged on its own argv, past ld.so's words (ld_step).
  */
-static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev, u64 name_hash, u32 flags)
+static __always_inline bool decide_argv(struct decision *d, u32 policy, struct bridle_exec_ev *ev, u64 name_hash, u32 flags,
+					bool via_loader)
 {
-	struct argv_walk w = { .h = FNV_OFF, .hf = name_hash, .len = ev->args_len, .policy = policy };
+	struct argv_walk w = { .h = FNV_OFF, .hf = name_hash, .ha = name_hash, .len = ev->args_len, .policy = policy };
+	if (via_loader) { /* a constant: the exec hook, already near the verifier's limit, carries none of this */
+		struct ld_walk l = { .wh = FNV_OFF, .ha = name_hash, .len = ev->args_len, .ld = LD_ARGV0, .start = 2 * BRIDLE_ARGS_MAX };
+		bpf_loop(BRIDLE_ARGS_MAX, ld_step, &l, 0);
+		/* no flags out of the loader pass: each one the checks below tested doubled the states after it */
+		w.start = l.start;
+		w.ha = l.ha;
+	}
 	bpf_loop(BRIDLE_ARGS_MAX, argv_step, &w, 0);
 	if (w.denied)
 		return consider(d, &w.hit, BRIDLE_RULE_ARGV);
-	/* before an allow: the words a deny rule needs may be the ones a long argv[0] pushed out of the copy */
-	if ((ev->flags & BRIDLE_F_ARGS_TRUNC) && (flags & BRIDLE_CFG_ARGV_DENY) && (w.words == 0 || w.len0 > BRIDLE_ARGV0_MAX)) {
+	/*
+	 * Before an allow: the words a deny rule needs may be the ones a long argv[0] (or the loader's words
+	 * before the program's) pushed out of the copy, or follow a loader option bridle does not know (the
+	 * loader maps no program without a word naming it: through the loader, no words is one of these).
+	 */
+	if ((flags & BRIDLE_CFG_ARGV_DENY) &&
+	    (((ev->flags & BRIDLE_F_ARGS_TRUNC) && (w.words == 0 || w.len0 > BRIDLE_ARGV0_MAX)) || (via_loader && w.words == 0))) {
 		struct bridle_rule unseen = { .action = BRIDLE_DENY, .rule_id = BRIDLE_RULE_ID_ARGV_UNSEEN };
 		return consider(d, &unseen, BRIDLE_RULE_ARGV);
 	}
@@ -402,10 +526,12 @@ static __always_inline struct bridle_policy_cfg *tag_policy(struct bridle_tag *t
 #define BRIDLE_S_IFREG 0100000
 
 /*
- * The file an overlay file reads. Its inode, not the overlay's, is what rules name: an overlay a session
- * mounts in a user and mount namespace of its own would otherwise show a denied file under an identity
- * and directories no rule knows. Regular files only (an overlay directory keeps other data); at most two
- * overlays deep (a deeper one keeps the identity it shows).
+ * The file an overlay file reads (the file itself when it is on no overlay). Deciders look at both: an
+ * overlay a session mounts in a user and mount namespace of its own would otherwise show a denied file
+ * under an identity and directories no rule knows, and a rule naming a path on an overlay (a container's
+ * root) holds the overlay's identity. Regular files only (an overlay directory keeps other data); at
+ * most two overlays deep (a deeper one keeps the identity it shows). An overlay file opened with O_PATH
+ * opened nothing beneath it: it is its own real file.
  */
 static __always_inline struct file *real_file(struct file *file)
 {
@@ -427,9 +553,18 @@ static __always_inline struct file *real_file(struct file *file)
 	return file;
 }
 
-static __always_inline void decide(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev)
+/*
+ * Through an overlay a file has two identities: the overlay's file as opened (the overlay inode, its name
+ * in the overlay's directory, the overlay's directories up through the overlay mount), which is what a
+ * rule naming a path on the overlay holds, and the file beneath it (real_file: its inode and its real
+ * directories), which is what a rule naming the lower or upper directory holds, and what an overlay a
+ * session mounts over a denied file shows. Both are decided, deny winning. Any other file is its own
+ * real file: one comparison, and the second look is skipped. `via_loader`: the program the dynamic loader
+ * maps (its argv is ld.so's, decide_argv), a constant.
+ */
+static __always_inline void decide_as(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev, bool via_loader)
 {
-	file = real_file(file); /* what runs: through an overlay, the file beneath it */
+	struct file *real = real_file(file);
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct bridle_policy_cfg *cfg = bpf_map_lookup_elem(&policies, &policy);
 	u32 gen = cfg ? cfg->gen : 0xffffffff; /* no policy: no rule matches, fileless still denied */
@@ -450,21 +585,42 @@ static __always_inline void decide(struct decision *d, u32 policy, struct file *
 	d->loader = id && (id->action & BRIDLE_MARK_LOADER);
 	if (consider(d, id, BRIDLE_RULE_PATH))
 		return;
+	if (real != file) {
+		inode = BPF_CORE_READ(real, f_inode);
+		id = ident_rule(&exec_ident, gen, BRIDLE_KEY_EXEC, ident_dev(inode), BPF_CORE_READ(inode, i_ino));
+		d->loader |= id && (id->action & BRIDLE_MARK_LOADER);
+		if (consider(d, id, BRIDLE_RULE_PATH))
+			return;
+	}
 	/* the executed file's own name (fill_file read it): the hash argv: rules and name rules share */
 	u64 name_hash = name_fnv(ev->dname, ev->dname_len);
 	u32 flags = cfg ? cfg->flags : 0;
-	if ((flags & BRIDLE_CFG_EXEC_DENY) &&
-	    consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, BPF_CORE_READ(file, f_path.dentry), name_hash), BRIDLE_RULE_PATH))
-		return;
-	if (decide_argv(d, gen, ev, name_hash, flags))
+	if (flags & BRIDLE_CFG_EXEC_DENY) {
+		if (consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, BPF_CORE_READ(file, f_path.dentry), name_hash), BRIDLE_RULE_PATH))
+			return;
+		if (real != file) {
+			struct dentry *rd = BPF_CORE_READ(real, f_path.dentry);
+			if (consider(d, name_rule(gen, BRIDLE_KEY_EXEC_NAME, rd, dname_hash(rd)), BRIDLE_RULE_PATH))
+				return;
+		}
+	}
+	if (decide_argv(d, gen, ev, name_hash, flags, via_loader))
 		return;
 	if (decide_dirs(d, gen, BRIDLE_KEY_EXEC, file, flags & BRIDLE_CFG_EXEC_DIR_DENY))
+		return;
+	if (real != file && decide_dirs(d, gen, BRIDLE_KEY_EXEC, real, flags & BRIDLE_CFG_EXEC_DIR_DENY))
 		return;
 	if (d->have_allow)
 		return;
 	d->rule_kind = BRIDLE_RULE_DEFAULT;
 	d->rule_id = cfg ? cfg->default_rule : 0;
 	d->verdict = (cfg && cfg->default_action == BRIDLE_DENY) ? BRIDLE_DENY : BRIDLE_ALLOW;
+}
+
+/* The exec decision on the file that will run (an execve). */
+static __always_inline void decide(struct decision *d, u32 policy, struct file *file, struct bridle_exec_ev *ev)
+{
+	decide_as(d, policy, file, ev, false);
 }
 
 static __always_inline void fill_file(struct bridle_exec_ev *ev, struct file *file)
@@ -588,12 +744,22 @@ static __always_inline struct bridle_exec_ev *exec_begin(u32 flags, const char *
 	ev->interp_len = 0;
 	ev->args_len = 0;
 	ev->filename_len = 0;
+	ev->path_len = 0;
 	if (filename) {
 		long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename);
 		ev->filename_len = n > 0 ? n - 1 : 0;
 	}
 	fill_file(ev, file);
 	return ev;
+}
+
+/*
+ * The executed file's absolute path (path.h), for records that are sent: the name the caller gave (a
+ * relative one, a symlink, a descriptor) says where it looked, this says what ran.
+ */
+static __always_inline void exec_path(struct bridle_exec_ev *ev, struct file *file)
+{
+	ev->path_len = file_path(file, ev->path);
 }
 
 /* Who acts: the process, its session, and the lineage keys of this image and its creator. */

@@ -12,7 +12,8 @@ export type Request =
   | { op: 'status' }
   | { op: 'reload'; policyFile?: string }
   | { op: 'attach'; pid: number; policyFile?: string }
-  | { op: 'tag'; pid: number; policyFile: string; monitor?: boolean; follow?: boolean };
+  /** `home`: the HOME the client gives the session (`~/` in credentials.files.deny stands for it too). */
+  | { op: 'tag'; pid: number; policyFile: string; monitor?: boolean; follow?: boolean; home?: string };
 
 export type Reply = Record<string, unknown> & { ok: boolean; error?: string };
 

@@ -21,6 +21,11 @@ export interface AgentOptions {
   reportSocket?: string;
   sinks: EventSink[];
   log: (msg: string) => void;
+  /**
+   * bridle's own files and directories (TLS key, certificates, spool, state): denied to every session,
+   * whatever its policy (builtin.bridle_files).
+   */
+  bridleFiles?: string[];
 }
 
 export class Agent {
@@ -44,7 +49,7 @@ export class Agent {
     const orphans = await adopter.sweep();
     let sup: Supervisor;
     try {
-      sup = Supervisor.open({ orphans });
+      sup = Supervisor.open({ orphans, bridleFiles: o.bridleFiles ?? [] });
     } catch (err) {
       await adopter.close();
       throw err;
@@ -117,15 +122,18 @@ export class Agent {
     }
   }
 
-  /** The policy id for a session policy file (one id per distinct policy text). */
-  private policyIdFor(file: string, monitor = false): number {
+  /**
+   * The policy id for a session policy file (one id per distinct policy text, and per HOME its sessions
+   * are given: `~/` in credentials.files.deny stands for it).
+   */
+  private policyIdFor(file: string, monitor = false, home?: string): number {
     let p = loadPolicyFile(file);
     if (monitor) p = { ...p, mode: 'monitor' };
-    const key = `${p.sha256}:${p.mode}`;
+    const key = `${p.sha256}:${p.mode}:${home ?? ''}`;
     const have = this.byDigest.get(key);
     if (have) return have;
     const id = this.nextId++;
-    this.sup.setPolicy(p, id);
+    this.sup.setPolicy(p, id, undefined, home ? [home] : []);
     this.byDigest.set(key, id);
     if (p.agents.length) {
       // Supervisor.setPolicy leaves them out: auto-start is the host's, set by the agent's own policy
@@ -156,7 +164,7 @@ export class Agent {
             return { ok: true, session: sessionName(r.session), pids: r.pids };
           }
           case 'tag': {
-            const id = this.policyIdFor(resolve(req.policyFile), req.monitor);
+            const id = this.policyIdFor(resolve(req.policyFile), req.monitor, typeof req.home === 'string' && req.home.startsWith('/') ? req.home : undefined);
             const session = this.sup.tagHeld(req.pid, id);
             const name = sessionName(session);
             if (req.follow) {

@@ -44,6 +44,8 @@ export async function runDemo(root: string, o: { events?: string; keep?: boolean
       summary: true,
       live: true,
       standalone: true,
+      // the collector's store, certificates, query token and the spool: no session's to read
+      bridleFiles: [dir],
       extraSinks: [
         shipper,
         { emit: (ev) => void (ev.type === 'exec' && ev.verdict === 'deny' && denied.push(ev)) },

@@ -276,8 +276,14 @@ export class Engine {
   }
   // --- end network ---
 
+  /**
+   * The program that ran: the path the kernel resolved for the executed file (whatever name the caller
+   * gave: relative, a symlink, a descriptor), else (none built: a path too long, a file cut off from its
+   * tree) the name given, resolved against the working directory as it is now.
+   */
   private resolvePath(r: RawExec): string {
     if (r.flags & FLAG.FILELESS) return r.dname.startsWith('memfd:') ? r.dname : `${r.filename || r.dname} (deleted)`;
+    if (r.path.startsWith('/')) return r.path;
     if (r.flags & FLAG.VIA_LOADER) {
       const named = r.argv.slice(1).find((a) => a.split('/').pop() === r.dname);
       return named && isAbsolute(named) ? named : named ?? r.dname;

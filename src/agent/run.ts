@@ -11,6 +11,8 @@ import { connectControl, type ControlClient } from './control.js';
 import type { SessionInfo } from './engine.js';
 import { sessionEnv } from './env.js';
 import { spawnHeld } from './spawn.js';
+import { STATE_DIR } from '../kernel/failclosed.js';
+import { bridleHome } from '../collector/defaults.js';
 
 export interface RunOptions {
   policyFile: string;
@@ -25,6 +27,8 @@ export interface RunOptions {
   standalone?: boolean;
   /** more places for the session's events (the demo's collector) */
   extraSinks?: EventSink[];
+  /** more of bridle's own files no session may open (the demo's collector store, certificates, spool) */
+  bridleFiles?: string[];
 }
 
 export async function runCommand(o: RunOptions): Promise<number> {
@@ -57,7 +61,9 @@ export async function runCommand(o: RunOptions): Promise<number> {
     }
   }
 
-  const sup = Supervisor.open();
+  // bridle's own files, whatever the policy says: its state beside the pins, $BRIDLE_HOME (certificates,
+  // an agent's spool, a collector's store and tokens), the event log
+  const sup = Supervisor.open({ bridleFiles: [STATE_DIR, bridleHome(), ...(o.events ? [o.events] : []), ...(o.bridleFiles ?? [])] });
   for (const s of sinks) sup.engine.addSink(s);
   for (const w of sup.warnings) process.stderr.write(`bridle: warning: ${w}\n`);
   const forward = (sig: NodeJS.Signals) => () => started?.held.child.kill(sig);
@@ -88,8 +94,9 @@ export async function runCommand(o: RunOptions): Promise<number> {
 
 /** The same session, started by the running `bridle agent`: it tags the held child and streams events back. */
 async function runThroughAgent(client: ControlClient, policy: Policy, o: RunOptions, sinks: EventSink[], tty: boolean): Promise<number> {
-  const held = spawnHeld(o.argv, sessionEnv(policy).env);
-  const reply = await client.request({ op: 'tag', pid: held.pid, policyFile: resolve(o.policyFile), monitor: !!o.monitor, follow: true });
+  const env = sessionEnv(policy).env;
+  const held = spawnHeld(o.argv, env);
+  const reply = await client.request({ op: 'tag', pid: held.pid, policyFile: resolve(o.policyFile), monitor: !!o.monitor, follow: true, ...(env.HOME ? { home: resolve(env.HOME) } : {}) });
   if (!reply.ok) {
     held.child.kill('SIGKILL');
     throw new Error(`bridle agent refused the session: ${reply.error}`);

@@ -49,13 +49,24 @@ export class Supervisor {
   net: NetGuard | undefined;
   /** The pin directory that keeps this supervisor's links attached if it dies (failclosed.ts). */
   pins: string | undefined;
-  private constructor(readonly sensor: Sensor) {}
+  /**
+   * bridle's own files and directories (its TLS key and certificates, spool, state, an embedded
+   * collector's store): every policy denies them to its sessions (builtin.bridle_files).
+   */
+  readonly bridleFiles: string[];
+  private constructor(
+    readonly sensor: Sensor,
+    bridleFiles: string[],
+  ) {
+    this.bridleFiles = [...bridleFiles];
+  }
 
   /**
    * `orphans`: the caller already reaped dead supervisors' pins (bridle agent does, after reading their
-   * events); otherwise that happens here first, and what is kept is said in the warnings.
+   * events); otherwise that happens here first, and what is kept is said in the warnings. `bridleFiles`:
+   * bridle's own files, which no session may open whatever its policy (the caller knows where they are).
    */
-  static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport } = {}): Supervisor {
+  static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport; bridleFiles?: string[] } = {}): Supervisor {
     // not dumpable: no core file of the supervisor (its memory holds what sessions are kept from), and its
     // /proc/<pid> files and ptrace need CAP_SYS_PTRACE
     setDumpable(false);
@@ -69,14 +80,14 @@ export class Supervisor {
         reapError = `dead supervisors' pins not reaped: ${(err as Error).message}`;
       }
     }
-    const { orphans: _reaped, ...sensorTuning } = tuning;
+    const { orphans: _reaped, bridleFiles = [], ...sensorTuning } = tuning;
     const sensor = Sensor.open({
       ...sensorTuning,
       onRecord: (r) => sup?.engine.handle(r),
       onOther: (buf) => sup?.net?.onRaw(buf),
       onWarning: (w) => sup?.warnings.push(w),
     });
-    sup = new Supervisor(sensor);
+    sup = new Supervisor(sensor, bridleFiles);
     if (reapError) sup.warnings.push(reapError);
     sup.engine.backend = sensor.backend;
     try {
@@ -101,13 +112,18 @@ export class Supervisor {
    * Compiles and installs `policy` as policy `id`. Compilation happens before anything is written, and
    * the sensor switches generations in one map update, so a failure leaves the old policy in force.
    * `keep`: the compile in force, when a path a deny rule names changed (watchRules): what it denied by
-   * identity stays denied.
+   * identity stays denied. `homes`: the HOME its sessions are given, when bridle does not choose it (a
+   * `bridle run` client's): `~/` in credentials.files.deny stands for it too.
    */
-  setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec): void {
+  setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec, homes?: string[]): void {
     // Only the host's own policy starts sessions by itself: a per-session policy's agents: entries
     // (`bridle run --policy`, attach) would take over auto-start for the whole host.
     const own = id === DEFAULT_POLICY_ID ? policy : { ...policy, agents: [] };
-    const compiled = compileExec(own, 0, id, (paths) => this.sensor.identify(paths), keep);
+    // a compile again (watchRules) keeps the homes the policy was applied with
+    const given = homes ?? (keep ? this.sessionHomes.get(id) : undefined) ?? [];
+    // the HOME run() gives a session (credentials.env.allow), which need not be any account's home
+    const extraHomes = [...new Set([sessionEnv(policy).env.HOME, ...given].filter((h): h is string => !!h))];
+    const compiled = compileExec(own, 0, id, (paths) => this.sensor.identify(paths), keep, { bridleFiles: this.bridleFiles, homes: extraHomes });
     const net = NetGuard.compile(policy, keep ? this.net?.net.compiled(id) : undefined);
     // unix sockets are checked by identity too: a daemon that restarts makes a new socket file
     const sockets = net.unix.filter((u) => !u.path.startsWith('@')).map((u) => u.path);
@@ -137,6 +153,7 @@ export class Supervisor {
       throw err;
     }
     const gen = staged.gen;
+    this.sessionHomes.set(id, given);
     const modeBefore = this.engine.policies.get(id)?.policy.mode;
     this.engine.installed({ id, policy, compiled }, gen, netGen !== undefined ? { gen: netGen, compiled: net } : undefined);
     // Running sessions follow the policy's mode (monitor or enforce): verdicts read it from each
@@ -171,6 +188,8 @@ export class Supervisor {
   }
 
   private ruleWatch = new Map<number, FSWatcher[]>();
+  /** The homes each policy was last applied with (setPolicy's `homes`). */
+  private sessionHomes = new Map<number, string[]>();
 
   /**
    * Deny rules stand for paths, and the kernel holds what each path led to when it was compiled (by

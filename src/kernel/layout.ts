@@ -54,12 +54,12 @@ export const LAYOUT = {
   },
   bridle_agent: { size: 48, fields: { agent_id: 0, policy: 4, nargv: 8, flags: 12, argv_hash: 16 } },
   bridle_exec_ev: {
-    size: 1736,
+    size: 2256,
     fields: {
       hdr: 0, session: 16, key: 24, parent_key: 32, dev: 40, ino: 48, pid: 56, tid: 60, ppid: 64,
       parent_pid: 68, uid: 72, gid: 76, policy: 80, flags: 84, verdict: 88, rule_kind: 92, rule_id: 96,
       agent_id: 100, filename_len: 104, interp_len: 106, args_len: 108, dname_len: 110, nlink: 112,
-      gen: 116, comm: 120, filename: 136, interp: 392, dname: 648, args: 712,
+      gen: 116, path_len: 120, pad16: 122, pad32: 124, comm: 128, filename: 144, interp: 400, dname: 656, path: 720, args: 1232,
     },
   },
   bridle_exit_ev: { size: 48, fields: { hdr: 0, session: 16, key: 24, pid: 32, ppid: 36, exit_code: 40, pad: 44 } },
@@ -98,6 +98,8 @@ export interface RawExec {
   filename: string;
   interp: string;
   dname: string;
+  /** The executed file's absolute path as the kernel resolved it ('' when it could not; '...' leads a cut one). */
+  path: string;
   argv: string[];
 }
 export interface RawExit { type: 'exit'; ktime: bigint; session: bigint; key: bigint; pid: number; ppid: number; exitCode: number }
@@ -179,6 +181,7 @@ export function decode(b: Buffer): RawRecord | undefined {
         filename: cstr(b, X.filename, Math.min(b.readUInt16LE(X.filename_len), 255)),
         interp: cstr(b, X.interp, Math.min(b.readUInt16LE(X.interp_len), 255)),
         dname: cstr(b, X.dname, Math.min(b.readUInt16LE(X.dname_len), 63)),
+        path: cstr(b, X.path, Math.min(b.readUInt16LE(X.path_len), 511)),
         argv,
       };
     }

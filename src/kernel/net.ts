@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { LoadedObject } from './loaded.js';
 import { ATTACH, BpfObject, probe, type BpfMap } from './binding.js';
 import { NET_EV, NET_LAYOUT } from './layout.js';
-import { ROOT } from './sensor.js';
+import { DROP_DELAY_MS, ROOT } from './sensor.js';
 import { emptyMap } from './failclosed.js';
 import { bytesToIp } from '../policy/load.js';
 import { RULE_NODE, unixForms, type CompiledNet } from '../policy/netcompile.js';
@@ -222,6 +222,8 @@ export class NetSensor extends LoadedObject {
   private nextSet = 1;
   private gens = new Map<number, Written>();
   private compiledBy = new Map<number, CompiledNet>();
+  /** Replaced generations, dropped DROP_DELAY_MS after their switch (a decision may still be reading them). */
+  private retiring = new Set<Written>();
   /** dns_addrs keys written per session, so a session's addresses go when it ends. */
   private sessionAddrs = new Map<bigint, Set<string>>();
   private protectedKeys: Written['keys'] = [];
@@ -316,11 +318,25 @@ export class NetSensor extends LoadedObject {
 
   /**
    * Installs `compiled` as the network policy of policy `policyId`: every entry is written under a new
-   * generation, then one update of the policy's config entry switches all its sessions at once, then
-   * the previous generation's entries are removed. A failure before the switch removes what it wrote
-   * and leaves the old policy in force.
+   * generation, then one update of the policy's config entry switches all its sessions at once; the
+   * previous generation's entries are removed DROP_DELAY_MS later. A failure before the switch removes
+   * what it wrote and leaves the old policy in force.
    */
   applyPolicy(policyId: number, compiled: CompiledNet): number {
+    try {
+      return this.applyOnce(policyId, compiled);
+    } catch (err) {
+      // The tables full of generations replaced moments ago (reloads in quick succession): those go
+      // now, rather than fail the new policy, and it is written once more.
+      const code = (err as { code?: string }).code;
+      if (!this.retiring.size || (code !== 'E2BIG' && code !== 'ENOSPC' && code !== 'ENOMEM')) throw err;
+      for (const w of this.retiring) this.drop(w);
+      this.retiring.clear();
+      return this.applyOnce(policyId, compiled);
+    }
+  }
+
+  private applyOnce(policyId: number, compiled: CompiledNet): number {
     const gen = this.nextGen++;
     const written: Written = { gen, keys: [] };
     const setBase = this.nextSet;
@@ -371,7 +387,13 @@ export class NetSensor extends LoadedObject {
     const prev = this.gens.get(policyId);
     this.gens.set(policyId, written);
     this.compiledBy.set(policyId, compiled);
-    if (prev) this.drop(prev);
+    if (prev) {
+      // a connect decided a moment before the switch may still look its rules up under the old generation
+      this.retiring.add(prev);
+      setTimeout(() => {
+        if (this.retiring.delete(prev)) this.drop(prev);
+      }, DROP_DELAY_MS).unref();
+    }
     return gen;
   }
 

@@ -46,6 +46,8 @@ const O_PATH = 0o10000000;
 const NO_FILE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EACCES', 'ENAMETOOLONG']);
 /** Paths Sensor.identify holds open at once. */
 const IDENTIFY_BATCH = 256;
+/** bridle_fd_ident.fd of a record for a file beneath an overlay file (BRIDLE_FD_BENEATH in bridle.h). */
+const FD_BENEATH = 0x80000000;
 /** Without these there is no sensor; any other hook that will not attach is a warning. */
 const REQUIRED = new Set<string>(['bridle_fork', 'bridle_exec', 'bridle_exit']);
 
@@ -73,9 +75,19 @@ export interface TagTarget {
   start: bigint;
 }
 
+/**
+ * How long a replaced generation's rules stay in the maps after the switch. A decision that read the old
+ * policy entry a moment before the switch looks its rules up afterwards; BPF programs run for micro-
+ * seconds (a preempted one for longer), so a second leaves a wide margin.
+ */
+export const DROP_DELAY_MS = 1000;
+
 export class Sensor extends LoadedObject {
   private gens = new Map<number, { gen: number; compiled: CompiledExec }>();
   private nextGen = 1;
+  /** Replaced generations whose rules go at `due` (ms, Date.now()), oldest first; one timer for all of them. */
+  private retiring: Array<{ gen: number; compiled: CompiledExec; due: number }> = [];
+  private retireTimer: NodeJS.Timeout | undefined;
   /** How denied execs are stopped: EPERM from BPF-LSM where the kernel allows it, else SIGKILL at exec. */
   backend: Backend = 'sigkill';
   /** Why BPF-LSM is not in use (when it is not). */
@@ -201,7 +213,7 @@ export class Sensor extends LoadedObject {
       [this.map('agent_names'), compiled.agents.names, prev?.compiled.agents.names ?? []],
       [this.map('agent_idents'), compiled.agents.idents, prev?.compiled.agents.idents ?? []],
     ] as const;
-    try {
+    const writeRules = () => {
       for (const [mapName, entries] of [
         ['exec_ident', compiled.ident],
         ['exec_dir', compiled.dirs],
@@ -213,6 +225,19 @@ export class Sensor extends LoadedObject {
           m.update(k, e.value);
           written.push([m, k]);
         }
+      }
+    };
+    try {
+      try {
+        writeRules();
+      } catch (err) {
+        // The tables full of generations replaced moments ago (reloads in quick succession): those go
+        // now, rather than fail the new policy, and the rules are written once more.
+        const code = (err as { code?: string }).code;
+        if (!this.retiring.length || (code !== 'E2BIG' && code !== 'ENOSPC' && code !== 'ENOMEM')) throw err;
+        for (const [m, k] of written.splice(0)) m.delete(k);
+        this.retireDue(Infinity);
+        writeRules();
       }
       // agents: written over in place (keys carry no generation)
       for (const [m, entries] of agentMaps) {
@@ -248,7 +273,9 @@ export class Sensor extends LoadedObject {
           const keep = new Set(entries.map((e) => e.key.toString('hex')));
           for (const e of before) if (!keep.has(e.key.toString('hex'))) m.delete(e.key);
         }
-        if (prev) this.dropGeneration(prev.gen, prev.compiled);
+        // The old generation's rules stay a moment: a decision that read the old policy entry just
+        // before the switch looks them up after it (dropped at once, it would fall to the default).
+        if (prev) this.retire(prev.gen, prev.compiled);
       },
       abort: () => {
         if (done) throw new Error('policy staging already committed or aborted');
@@ -256,6 +283,33 @@ export class Sensor extends LoadedObject {
         undo();
       },
     };
+  }
+
+  /** Drops generation `gen` once decisions that started under it are over (DROP_DELAY_MS). */
+  private retire(gen: number, compiled: CompiledExec): void {
+    this.retiring.push({ gen, compiled, due: Date.now() + DROP_DELAY_MS });
+    this.retireTimer ??= setTimeout(() => this.onRetireTimer(), DROP_DELAY_MS).unref();
+  }
+
+  private onRetireTimer(): void {
+    this.retireTimer = undefined;
+    if (this.closed) return;
+    this.retireDue(Date.now());
+    const next = this.retiring[0];
+    if (next) this.retireTimer = setTimeout(() => this.onRetireTimer(), Math.max(0, next.due - Date.now())).unref();
+  }
+
+  /** Drops every retiring generation due by `now` (Infinity: all of them). */
+  private retireDue(now: number): void {
+    while (this.retiring.length && this.retiring[0]!.due <= now) {
+      const r = this.retiring.shift()!;
+      this.dropGeneration(r.gen, r.compiled);
+    }
+  }
+
+  /** Generations replaced but still in the maps (their rules go DROP_DELAY_MS after the switch). */
+  retiringGenerations(): number[] {
+    return this.retiring.map((r) => r.gen);
   }
 
   private dropGeneration(gen: number, compiled: CompiledExec): void {
@@ -281,7 +335,9 @@ export class Sensor extends LoadedObject {
    * What each path leads to (symlinks followed) as rule keys hold it, with the inode's generation, which
    * stat() does not give; undefined where nothing can be opened. The paths are opened (O_PATH: no read
    * access needed, nothing is read) in batches, and a file iterator made for this thread alone reports
-   * every descriptor it holds.
+   * every descriptor it holds. A path on an overlay also gets the identities beneath it (`beneath`: the
+   * file that holds its data, or a directory's upper and lower directories), read from the overlay's
+   * inode in the kernel.
    */
   identify(paths: string[]): Array<FileIdent | undefined> {
     const out: Array<FileIdent | undefined> = new Array(paths.length).fill(undefined);
@@ -300,9 +356,13 @@ export class Sensor extends LoadedObject {
         if (!fds.size) continue;
         const b = this.obj.program('bridle_fd_idents').iterRead(process.pid);
         for (let o = 0; o + F.size <= b.length; o += F.size) {
-          const j = fds.get(b.readUInt32LE(o + F.fields.fd));
+          const fd = b.readUInt32LE(o + F.fields.fd);
+          const j = fds.get(fd & ~FD_BENEATH);
           if (j === undefined) continue;
-          out[j] = { dev: b.readBigUInt64LE(o + F.fields.dev), ino: b.readBigUInt64LE(o + F.fields.ino), generation: b.readUInt32LE(o + F.fields.generation) };
+          const id: FileIdent = { dev: b.readBigUInt64LE(o + F.fields.dev), ino: b.readBigUInt64LE(o + F.fields.ino), generation: b.readUInt32LE(o + F.fields.generation) };
+          // a file on an overlay: the files beneath it follow its own record
+          if (!(fd & FD_BENEATH)) out[j] = id;
+          else if (out[j]) (out[j]!.beneath ??= []).push(id);
         }
       } finally {
         for (const fd of fds.keys()) closeSync(fd);
@@ -422,6 +482,15 @@ export class Sensor extends LoadedObject {
   }
 
   protected override closeObjects(): void {
+    // Replaced generations go now: pinned links (sessions still alive) keep these maps after we exit.
+    clearTimeout(this.retireTimer);
+    this.retireTimer = undefined;
+    try {
+      this.retireDue(Infinity);
+    } catch {
+      /* the maps are going with the object */
+    }
+    this.retiring = [];
     this.lsm?.close();
     this.obj.close();
   }

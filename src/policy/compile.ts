@@ -1,5 +1,6 @@
 // Policy → kernel map entries. Pure: stats files for identities but touches no map; the sensor writes
 // the result under a fresh generation and switches to it with one map update.
+import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -24,8 +25,23 @@ export interface RuleRef {
   text: string;
 }
 
+/**
+ * Rule id of `builtin.bridle_files`: bridle's own files (its TLS key and certificates, spool, state, an
+ * embedded collector's store and tokens), denied to every session as credential files whatever its policy.
+ * Index 4 of every compiled rule table (after builtin.argv_unseen).
+ */
+export const RULE_ID_BRIDLE_FILES = 4;
+
+/** What compileExec adds to a policy from outside it. */
+export interface CompileOptions {
+  /** bridle's own files and directories, denied to every session (builtin.bridle_files). */
+  bridleFiles?: string[];
+  /** More homes `~/` in credentials.files.deny stands for (the HOME a session is given). */
+  homes?: string[];
+}
+
 export interface CompiledExec {
-  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless, 2 = builtin.dir_depth, 3 = builtin.argv_unseen. */
+  /** Indexed by rule_id. 0 = exec.default, 1 = exec.fileless, 2 = builtin.dir_depth, 3 = builtin.argv_unseen, 4 = builtin.bridle_files. */
   rules: RuleRef[];
   ident: Entry[];
   dirs: Entry[];
@@ -126,6 +142,12 @@ export interface FileIdent {
   dev: bigint;
   ino: bigint;
   generation: number;
+  /**
+   * For a file on an overlay, the identities beneath it (the file holding its data; a directory's upper
+   * and lower directories): the kernel decides a file on an overlay as both the overlay's file and the
+   * file beneath it, and a rule is entered under every identity of what it names.
+   */
+  beneath?: FileIdent[];
 }
 
 /**
@@ -140,9 +162,14 @@ export function identity(path: string): { dev: bigint; ino: bigint } {
   return { dev: kernelDev(st.dev), ino: st.ino };
 }
 
-/** An identity as a string, for comparing what a path leads to over time ('' for nothing). */
+/**
+ * An identity as a string, for comparing what a path leads to over time ('' for nothing). On an overlay,
+ * the files beneath too: a file copied up (a new upper file) has changed what a rule must be entered under.
+ */
 export function identString(id: FileIdent | undefined): string {
-  return id ? `${id.dev}:${id.ino}:${id.generation}` : '';
+  if (!id) return '';
+  const one = (f: FileIdent) => `${f.dev}:${f.ino}:${f.generation}`;
+  return id.beneath?.length ? `${one(id)}/${id.beneath.map(one).join(',')}` : one(id);
 }
 
 /** Bytes of a name the kernel hashes for a name rule (dname_hash: the first 63). */
@@ -171,12 +198,27 @@ function nameKey(gen: number, kind: number, path: string, one: (path: string) =>
   const dir = one(dirname(real));
   if (!dir) return undefined;
   const hash = fnv1a(Buffer.from(basename(real), 'utf8').subarray(0, DNAME_HASHED)) & 0xffffffffn;
-  return keyOf(gen, kind, dir.dev | (hash << 32n), dir.ino ^ (BigInt(dir.generation) << 32n));
+  const at = (d: FileIdent) => keyOf(gen, kind, d.dev | (hash << 32n), d.ino ^ (BigInt(d.generation) << 32n));
+  return withBeneath(at(dir), dir, at);
 }
 
-/** The key of a rule on a file by identity (ident_dev() in bpf/include/sensor.h). */
+/**
+ * The keys of the identities beneath an overlay file or directory, by the key made for its own identity
+ * (identKey, nameKey): put() enters a rule under all of them. The kernel decides a file on an overlay as
+ * the overlay's file and as the file beneath it, so a rule naming a path on an overlay holds for both, and
+ * for the same file reached through its lower or upper directory.
+ */
+const beneathKeys = new WeakMap<Buffer, Buffer[]>();
+
+function withBeneath(key: Buffer, id: FileIdent, keyFor: (id: FileIdent) => Buffer): Buffer {
+  if (id.beneath?.length) beneathKeys.set(key, id.beneath.map(keyFor));
+  return key;
+}
+
+/** The key of a rule on a file by identity (ident_dev() in bpf/include/sensor.h); see beneathKeys. */
 function identKey(gen: number, id: FileIdent, kind: number = KEY_KIND.EXEC): Buffer {
-  return keyOf(gen, kind, id.dev | (BigInt(id.generation) << 32n), id.ino);
+  const at = (f: FileIdent) => keyOf(gen, kind, f.dev | (BigInt(f.generation) << 32n), f.ino);
+  return withBeneath(at(id), id, at);
 }
 
 function keyOf(gen: number, kind: number, dev: bigint, ino: bigint): Buffer {
@@ -219,12 +261,14 @@ function describe(r: ExecRule): string {
 
 /**
  * Compiles the exec and agents sections for rule generation `gen` and policy id `policyId`. `keep`: an
- * earlier compile of the same policy whose deny rules by identity are kept (see carryDenies).
+ * earlier compile of the same policy whose deny rules by identity are kept (see carryDenies). `opts`:
+ * bridle's own files (denied whatever the policy says) and the homes sessions are given.
  */
-export function compileExec(policy: Policy, gen: number, policyId: number, identify: Identify, keep?: CompiledExec): CompiledExec {
+export function compileExec(policy: Policy, gen: number, policyId: number, identify: Identify, keep?: CompiledExec, opts: CompileOptions = {}): CompiledExec {
   // The paths rules name, identified in one batch (each batch is one iterator run in the kernel).
-  const homes = policy.credentials.files.deny.length ? homeDirs() : [];
-  const credPaths = policy.credentials.files.deny.flatMap((p) => credentialPaths(p, homes));
+  const homes = policy.credentials.files.deny.length ? homeDirs({ extra: opts.homes }) : [];
+  const bridleFiles = ownFiles(opts.bridleFiles ?? []);
+  const credPaths = [...policy.credentials.files.deny.flatMap((p) => credentialPaths(p, homes)), ...bridleFiles];
   const denyPaths = policy.exec.deny.flatMap((r) => (r.kind === 'path' ? [r.path] : []));
   const named = [
     ...[...policy.exec.deny, ...policy.exec.allow].flatMap((r) => (r.kind === 'path' ? [r.path] : r.kind === 'dir' ? [r.dir] : [])),
@@ -254,18 +298,33 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
     { id: 'exec.default', text: `default ${policy.exec.default}` },
     { id: 'exec.fileless', text: `fileless ${policy.exec.fileless}` },
     { id: 'builtin.dir_depth', text: `deny a file whose directories could not all be checked (more than about ${DIR_DEPTH - 6} deep, or opened by handle): a denied directory could be above it` },
-    { id: 'builtin.argv_unseen', text: 'deny an exec whose argv[0] (the caller chooses it) pushed the words argv: rules look at past the bytes the sensor copies' },
+    {
+      id: 'builtin.argv_unseen',
+      text:
+        'deny an exec whose argv[0] (the caller chooses it) pushed the words argv: rules look at past the bytes the sensor copies, ' +
+        'or a program run through the dynamic loader whose own argv could not be told (a loader option bridle does not know, or the words before the program past the copied bytes)',
+    },
+    { id: 'builtin.bridle_files', text: "deny bridle's own files (its key and certificates, spool, state) to every session, whatever its policy" },
   ];
-  if (rules[RULE_ID_DEEP]?.id !== 'builtin.dir_depth' || rules[RULE_ID_ARGV_UNSEEN]?.id !== 'builtin.argv_unseen') throw new Error('builtin rules out of place');
+  if (
+    rules[RULE_ID_DEEP]?.id !== 'builtin.dir_depth' ||
+    rules[RULE_ID_ARGV_UNSEEN]?.id !== 'builtin.argv_unseen' ||
+    rules[RULE_ID_BRIDLE_FILES]?.id !== 'builtin.bridle_files'
+  ) {
+    throw new Error('builtin rules out of place');
+  }
   const watched: CompiledExec['watched'] = [];
   // One entry per key: an explicit deny beats an explicit allow on the same identity or prefix.
   const ident = new Map<string, { key: Buffer; action: number; ruleId: number; loader?: boolean }>();
   const dirs = new Map<string, { key: Buffer; action: number; ruleId: number }>();
   const argv = new Map<string, { key: Buffer; action: number; ruleId: number }>();
   const put = (m: Map<string, { key: Buffer; action: number; ruleId: number }>, key: Buffer, action: number, ruleId: number) => {
-    const k = key.toString('hex');
-    const cur = m.get(k);
-    if (!cur || (cur.action !== VERDICT.DENY && action === VERDICT.DENY)) m.set(k, { ...cur, key, action, ruleId });
+    // an identity on an overlay: the rule holds under the identities beneath it too
+    for (const each of [key, ...(beneathKeys.get(key) ?? [])]) {
+      const k = each.toString('hex');
+      const cur = m.get(k);
+      if (!cur || (cur.action !== VERDICT.DENY && action === VERDICT.DENY)) m.set(k, { ...cur, key: each, action, ruleId });
+    }
   };
   // Exec deny rules by identity or directory (executable mappings and #! scripts are checked against them).
   let execDeny = false;
@@ -328,40 +387,47 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   let credRules = false;
   let credDirs = false;
   const credMissing: string[] = [];
+  // `within`: watch a directory's contents (its files are entered by identity, the supervisor compiles
+  // again when they come and go); bridle's own directories change all the time (the spool, the state
+  // files), and are covered as directories for what appears in them later.
+  const credEntry = (abs: string, ruleId: number, rule: string, within: boolean): void => {
+    let st;
+    try {
+      st = statSync(abs, { bigint: true });
+    } catch {
+      st = undefined;
+    }
+    if (!st?.isDirectory()) {
+      // A file (or nothing yet) also by its name in its directory: a file written there later, or the
+      // file rewritten by rename (a new inode), is denied the moment it is there.
+      const nk = nameKey(gen, KEY_KIND.CRED_NAME, abs, one);
+      if (nk) {
+        put(ident, nk, VERDICT.DENY, ruleId);
+        credRules = true;
+      }
+    }
+    const id = one(abs);
+    // a directory's files are entered by identity: the supervisor compiles again when they change
+    watched.push({ path: abs, ident: identString(id), within: within && st?.isDirectory() });
+    if (st && !id) throw new Error(`${rule}: ${abs} exists but cannot be opened to take its identity`);
+    if (!st || !id) {
+      credMissing.push(abs); // the supervisor watches for it and recompiles when it appears
+      return;
+    }
+    put(ident, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+    credRules = true;
+    if (!st.isDirectory()) return;
+    credDirs = true;
+    put(dirs, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
+    denyBeneath(abs, KEY_KIND.CRED, ruleId);
+  };
+  // bridle's own files first: a key both name keeps the first rule, so a file of bridle's that the policy
+  // also names is reported (and decided) as builtin.bridle_files
+  for (const abs of bridleFiles) credEntry(abs, RULE_ID_BRIDLE_FILES, 'builtin.bridle_files', false);
   policy.credentials.files.deny.forEach((p, i) => {
     const ruleId = rules.length;
     rules.push({ id: `credentials.files.deny[${i}]`, text: `deny file ${p}` });
-    for (const abs of credentialPaths(p, homes)) {
-      let st;
-      try {
-        st = statSync(abs, { bigint: true });
-      } catch {
-        st = undefined;
-      }
-      if (!st?.isDirectory()) {
-        // A file (or nothing yet) also by its name in its directory: a file written there later, or the
-        // file rewritten by rename (a new inode), is denied the moment it is there.
-        const nk = nameKey(gen, KEY_KIND.CRED_NAME, abs, one);
-        if (nk) {
-          put(ident, nk, VERDICT.DENY, ruleId);
-          credRules = true;
-        }
-      }
-      const id = one(abs);
-      // a directory's files are entered by identity: the supervisor compiles again when they change
-      watched.push({ path: abs, ident: identString(id), within: st?.isDirectory() });
-      if (st && !id) throw new Error(`credentials.files.deny[${i}]: ${abs} exists but cannot be opened to take its identity`);
-      if (!st || !id) {
-        credMissing.push(abs); // the supervisor watches for it and recompiles when it appears
-        continue;
-      }
-      put(ident, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
-      credRules = true;
-      if (!st.isDirectory()) continue;
-      credDirs = true;
-      put(dirs, identKey(gen, id, KEY_KIND.CRED), VERDICT.DENY, ruleId);
-      denyBeneath(abs, KEY_KIND.CRED, ruleId);
-    }
+    for (const abs of credentialPaths(p, homes)) credEntry(abs, ruleId, `credentials.files.deny[${i}]`, true);
   });
 
   // Mark the dynamic loaders so the kernel decides the program they are asked to run.
@@ -561,21 +627,87 @@ function filesBeneath(dir: string, max: number, identify: Identify): FileIdent[]
   return identify(out).filter((id): id is FileIdent => id !== undefined);
 }
 
-/** Home directories of the accounts a session may run as: root and regular users (uid 1000–65533). */
-export function homeDirs(passwd = '/etc/passwd'): string[] {
-  const out = new Set<string>([homedir()]);
-  let text = '';
+/**
+ * Directories accounts name as their home that are no one's home: system accounts get `/`, `/bin`,
+ * `/usr/sbin`, `/nonexistent`, `/dev/null`; `~/x` there would name system files (or nothing). Compared as
+ * written and as their real path (`/bin` is `/usr/bin` on a merged /usr).
+ */
+const NOT_HOMES = new Set([
+  '/', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/boot', '/etc', '/home', '/media', '/mnt', '/opt', '/srv', '/tmp',
+  '/usr', '/usr/bin', '/usr/sbin', '/usr/lib', '/usr/lib64', '/usr/libexec', '/usr/games', '/usr/share', '/usr/src',
+  '/usr/local', '/usr/local/bin', '/usr/local/sbin', '/usr/local/lib', '/usr/local/share',
+  '/var', '/var/lib', '/var/cache', '/var/log', '/var/run', '/var/tmp', '/var/empty', '/run', '/nonexistent',
+]);
+/** Pseudo file systems: nothing under them is a home. */
+const NOT_HOME_TREES = ['/dev/', '/proc/', '/sys/'];
+
+const notHome = (p: string): boolean => NOT_HOMES.has(p) || NOT_HOME_TREES.some((t) => p.startsWith(t)) || p === '/dev' || p === '/proc' || p === '/sys';
+
+/** Is `home` (absolute) a home `~/` can stand for: a directory that exists, and no system directory? */
+function isHome(home: string, mustExist: boolean): boolean {
+  if (notHome(home)) return false;
+  let real: string;
   try {
-    text = readFileSync(passwd, 'utf8');
+    if (!statSync(home).isDirectory()) return false;
+    real = realpathSync(home);
   } catch {
-    /* no passwd file: the supervisor's home only */
+    return !mustExist;
   }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    const uid = Number(f[2]);
-    const home = f[5];
-    if (!home || !home.startsWith('/') || home === '/') continue;
-    if (uid === 0 || (uid >= 1000 && uid < 65534)) out.add(home);
+  return !notHome(real);
+}
+
+/**
+ * The account database as NSS answers it (`getent passwd`: /etc/passwd, LDAP, sssd, systemd-homed …),
+ * or /etc/passwd itself where there is no getent.
+ */
+function accounts(getent: string, passwd: string): string {
+  try {
+    return execFileSync(getent, ['passwd'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000, maxBuffer: 256 << 20 });
+  } catch {
+    try {
+      return readFileSync(passwd, 'utf8');
+    } catch {
+      return ''; // no account database: the supervisor's home and the session's only
+    }
+  }
+}
+
+/**
+ * Home directories `~/` stands for: every account's (of any uid: a session may run as a service account
+ * too) whose home is a directory that exists and no system directory (see NOT_HOMES), the supervisor's
+ * own, and `extra` (the HOME sessions are given, which no account need name: taken whether it exists
+ * yet or not). Sorted, so the same accounts always give the same rules.
+ */
+export function homeDirs(o: { getent?: string; passwd?: string; extra?: Array<string | undefined> } = {}): string[] {
+  const out = new Set<string>();
+  const add = (h: string | undefined, mustExist: boolean) => {
+    if (!h || !h.startsWith('/')) return;
+    const abs = resolve(h);
+    if (isHome(abs, mustExist)) out.add(abs);
+  };
+  for (const line of accounts(o.getent ?? 'getent', o.passwd ?? '/etc/passwd').split('\n')) add(line.split(':')[5], true);
+  add(homedir(), false);
+  for (const h of o.extra ?? []) add(h, false);
+  return [...out].sort();
+}
+
+/**
+ * bridle's own files as rules take them: absolute, each once, in order; never a system directory or
+ * anything under /dev, /proc or /sys (`--events /dev/stdout` is the terminal, a BRIDLE_HOME of /var/lib
+ * every service's state), which denied to every session would stop it working.
+ */
+export function ownFiles(paths: string[]): string[] {
+  const out = new Set<string>();
+  for (const p of paths) {
+    if (!p) continue;
+    const abs = resolve(p);
+    let real = abs;
+    try {
+      real = realpathSync(abs);
+    } catch {
+      /* not there yet: as written */
+    }
+    if (!notHome(abs) && !notHome(real)) out.add(abs);
   }
   return [...out];
 }

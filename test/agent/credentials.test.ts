@@ -293,3 +293,72 @@ test('a credentials directory the session moves away stays denied; one put at it
   ].join('\n')]);
   assert.equal(r.stdout, `moved=${KILLED}\nnew=${KILLED}\nlinked=${KILLED}\nother=0\n`);
 });
+
+/** bridle's own files in `dir`: a TLS key, a certificates directory, a spool with a segment. */
+function bridleOwn(dir: string): string[] {
+  mkdirSync(join(dir, 'certs'));
+  writeFileSync(join(dir, 'certs', 'query.token'), 'bearer-secret\n');
+  writeFileSync(join(dir, 'host-key.pem'), 'HOST PRIVATE KEY\n');
+  mkdirSync(join(dir, 'spool'));
+  writeFileSync(join(dir, 'spool', '0000000000000001.seg'), 'argv of every session\n');
+  writeFileSync(join(dir, 'other.txt'), 'fine\n');
+  return [join(dir, 'host-key.pem'), join(dir, 'certs'), join(dir, 'spool')];
+}
+
+test("bridle's own files (its key, certificates, spool) are denied to every session, whatever its policy", async (t) => {
+  const dir = tempDir(t);
+  const own = bridleOwn(dir);
+  const h = harness(t, `version: 1\nname: t\nexec: { default: allow }\n`, { bridleFiles: own });
+  // written after the policy was applied: beneath a denied directory, or at a denied name
+  writeFileSync(join(dir, 'spool', '0000000000000002.seg'), 'more argv\n');
+  const r = await h.run(['sh', '-c', [
+    `cat ${dir}/host-key.pem; echo "key=$?"`,
+    `cat ${dir}/certs/query.token; echo "token=$?"`,
+    `cat ${dir}/spool/0000000000000001.seg; echo "spool=$?"`,
+    `cat ${dir}/spool/0000000000000002.seg; echo "later=$?"`,
+    `ln ${dir}/certs/query.token ${dir}/copy && cat ${dir}/copy; echo "hardlink=$?"`,
+    `cat ${dir}/other.txt >/dev/null; echo "other=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `key=${KILLED}\ntoken=${KILLED}\nspool=${KILLED}\nlater=${KILLED}\nhardlink=${KILLED}\nother=0\n`);
+  const v = violations(r.events, 'credential_file');
+  assert.deepEqual(v.map((e) => [e.rule, e.verdict]), new Array(5).fill(['builtin.bridle_files', 'deny']));
+  // untagged processes (bridle itself) read them
+  assert.equal(spawnSync('cat', [join(dir, 'host-key.pem')], { encoding: 'utf8' }).stdout, 'HOST PRIVATE KEY\n');
+});
+
+test("a policy that names bridle's files too, or another credential file, keeps both denied; bridle's are reported as builtin.bridle_files", async (t) => {
+  const dir = tempDir(t);
+  const own = bridleOwn(dir);
+  secrets(dir);
+  const h = harness(t, `version: 1\nname: t\ncredentials:\n  files:\n    deny: [${join(dir, 'certs')}, ${join(dir, 'token.txt')}]\n`, { bridleFiles: own });
+  const r = await h.run(['sh', '-c', `cat ${dir}/certs/query.token; echo "token=$?"; cat ${dir}/token.txt; echo "cred=$?"`]);
+  assert.equal(r.stdout, `token=${KILLED}\ncred=${KILLED}\n`);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['builtin.bridle_files', 'credentials.files.deny[1]']);
+});
+
+test("monitor mode: a read of bridle's own files is still refused (self-protection is no policy decision)", async (t) => {
+  const dir = tempDir(t);
+  const own = bridleOwn(dir);
+  const h = harness(t, `version: 1\nname: t\nmode: monitor\nexec: { default: allow }\n`, { bridleFiles: own });
+  const r = await h.run(['sh', '-c', `cat ${dir}/host-key.pem; echo "key=$?"`]);
+  assert.equal(r.stdout, `key=${KILLED}\n`);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => [e.rule, e.verdict]), [['builtin.bridle_files', 'deny']]);
+});
+
+test('~/ in credentials.files.deny covers the home of every account NSS knows, whatever its uid (a service account made now)', async (t) => {
+  const dir = tempDir(t);
+  const home = join(dir, 'svc-home');
+  mkdirSync(home);
+  writeFileSync(join(home, '.bridle-test-cred'), 'svc secret\n');
+  const user = `bridlet${process.pid % 100000}`;
+  // a system account (uid below 1000), as services get; removed whatever happens
+  const add = spawnSync('useradd', ['--system', '--no-create-home', '--home-dir', home, '--shell', '/usr/sbin/nologin', user], { encoding: 'utf8' });
+  assert.equal(add.status, 0, add.stderr);
+  t.after(() => void spawnSync('userdel', [user]));
+  const uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout);
+  assert.ok(uid > 0 && uid < 1000, `a system uid: ${uid}`);
+  const h = harness(t, `version: 1\nname: t\ncredentials:\n  files:\n    deny: ["~/.bridle-test-cred"]\n`);
+  const r = await h.run(['sh', '-c', `cat ${home}/.bridle-test-cred; echo "svc=$?"`]);
+  assert.equal(r.stdout, `svc=${KILLED}\n`);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['credentials.files.deny[0]']);
+});

@@ -184,3 +184,43 @@ test("a session's own policy does not take over auto-start: its agents: entries 
   assert.equal(out, 'wget=137\n', "a session under the agent's own policy (deny wget, enforce)");
   assert.ok(await waitFor(() => log().includes('agents: entries are ignored'), 3000), `the agent says so: ${log()}`);
 });
+
+test("bridle agent keeps its own files from every session (its key, spool, certificates), and ~/ covers the HOME a bridle run client gives its session", async (t) => {
+  const dir = tempDir(t);
+  const home = mkdirP(join(dir, 'bridle-home'));
+  mkdirP(join(home, 'certs'));
+  writeFileSync(join(home, 'certs', 'query.token'), 'bearer-secret\n');
+  writeFileSync(join(dir, 'host-key.pem'), 'HOST PRIVATE KEY\n');
+  mkdirP(join(dir, 'spool'));
+  writeFileSync(join(dir, 'spool', 'spool.json'), '{}\n');
+  // a HOME no account has: the client's, given to the session (credentials.env.allow names HOME)
+  const userHome = mkdirP(join(dir, 'user-home'));
+  writeFileSync(join(userHome, '.bridle-test-token'), 'ghp_secret\n');
+  const policyText = `${POLICY}credentials:\n  env:\n    allow: [PATH, HOME]\n  files:\n    deny: ["~/.bridle-test-token"]\n`;
+  const policy = join(dir, 'policy.yaml');
+  writeFileSync(policy, policyText);
+  const socket = join(dir, 'agent.sock');
+  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', join(dir, 'agent.ndjson'),
+    '--key', join(dir, 'host-key.pem'), '--spool', join(dir, 'spool')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...cleanEnv(), BRIDLE_HOME: home } });
+  let err = '';
+  agent.stderr!.on('data', (d) => (err += d));
+  t.after(async () => {
+    if (agent.exitCode === null && agent.signalCode === null) {
+      agent.kill('SIGTERM');
+      await new Promise((r) => agent.once('exit', r));
+    }
+  });
+  assert.ok(await waitFor(() => err.includes('control socket'), 15000), `agent started: ${err}`);
+  const out = join(dir, 'run.ndjson');
+  const r = await bridle(['run', '--policy', policy, '--events', out, '--', 'sh', '-c', [
+    `cat ${dir}/host-key.pem; echo "key=$?"`,
+    `cat ${dir}/spool/spool.json; echo "spool=$?"`,
+    `cat ${home}/certs/query.token; echo "token=$?"`,
+    `cat $HOME/.bridle-test-token; echo "home=$?"`,
+    `cat ${dir}/policy.yaml >/dev/null; echo "other=$?"`,
+  ].join('\n')], { ...cleanEnv(), BRIDLE_SOCKET: socket, HOME: userHome });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'key=137\nspool=137\ntoken=137\nhome=137\nother=0\n');
+  const evs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(evs.filter((e) => e.type === 'violation').map((e) => e.rule), ['builtin.bridle_files', 'builtin.bridle_files', 'builtin.bridle_files', 'credentials.files.deny[0]']);
+});

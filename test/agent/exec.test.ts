@@ -1,7 +1,7 @@
 // Exec policy decided in the real kernel, for tagged sessions only.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -261,6 +261,62 @@ test('a denied program run through an overlay the session mounts is the file ben
   assert.deepEqual(r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'exec.deny[1]']);
 });
 
+test('path:, dir: and credential rules naming files on an overlay hold for the overlay file and for the file beneath it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-test-'));
+  const lower = join(dir, 'lower');
+  const merged = join(dir, 'merged');
+  t.after(() => {
+    // before the directories holding it go; lazily when something still holds it
+    if (spawnSync('umount', [merged]).status !== 0) spawnSync('umount', ['-l', merged]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  for (const d of ['lower/bin', 'lower/denied', 'lower/ok', 'upper', 'work', 'merged']) mkdirSync(join(dir, d), { recursive: true });
+  copyFileSync('/usr/bin/true', join(lower, 'bin', 'tool'));
+  copyFileSync('/usr/bin/true', join(lower, 'denied', 'tool2'));
+  copyFileSync('/usr/bin/true', join(lower, 'ok', 'free'));
+  writeFileSync(join(lower, 'secret'), 'TOKEN\n');
+  const mounted = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, merged]);
+  assert.equal(mounted.status, 0, `mount an overlay for the test: ${mounted.stderr}`);
+  const h = harness(t, `version: 1
+name: t
+exec:
+  default: allow
+  deny: [{ path: ${merged}/bin/tool }, { dir: ${merged}/denied }]
+credentials:
+  files:
+    deny: [${merged}/secret]
+`);
+  stopRuleWatches(h.sup); // decided by the rules the kernel holds, not by a new compile
+  // after the policy: not among the files entered by identity. One through the overlay (it lands in the
+  // upper directory, which did not exist), one put beneath it in the lower directory.
+  copyFileSync('/usr/bin/true', join(merged, 'denied', 'later'));
+  copyFileSync('/usr/bin/true', join(lower, 'denied', 'below'));
+  // copied up since: what runs through the overlay is now an upper file no rule was compiled for
+  chmodSync(join(merged, 'bin', 'tool'), 0o750);
+  const r = await h.run(['sh', '-c', [
+    `${merged}/bin/tool; echo "path=$?"`,
+    `${lower}/bin/tool; echo "path-lower=$?"`,
+    `${merged}/denied/tool2; echo "dir=$?"`,
+    `${lower}/denied/tool2; echo "dir-lower=$?"`,
+    `${merged}/denied/later; echo "dir-later=$?"`,
+    `${lower}/denied/below; echo "dir-below=$?"`,
+    `${merged}/ok/free; echo "free=$?"`,
+    `cat ${merged}/secret >/dev/null; echo "cred=$?"`,
+    `cat ${lower}/secret >/dev/null; echo "cred-lower=$?"`,
+  ].join('\n')]);
+  assert.equal(
+    r.stdout,
+    `path=${KILLED}\npath-lower=${KILLED}\ndir=${KILLED}\ndir-lower=${KILLED}\ndir-later=${KILLED}\ndir-below=${KILLED}\nfree=0\ncred=${KILLED}\ncred-lower=${KILLED}\n`,
+    r.stderr,
+  );
+  const denied = r.events.filter((e): e is ExecEvent => e.type === 'exec' && e.verdict === 'deny').map((e) => e.rule);
+  assert.deepEqual(denied, ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[1]', 'exec.deny[1]', 'exec.deny[1]', 'exec.deny[1]']);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['credentials.files.deny[0]', 'credentials.files.deny[0]']);
+  // untagged processes run and read the same files
+  assert.equal(spawnSync(`${merged}/bin/tool`).status, 0);
+  assert.equal(readFileSync(`${merged}/secret`, 'utf8'), 'TOKEN\n');
+});
+
 test('a session may not set a file\'s generation (identity rules are keyed by it)', async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, 'f'), 'x');
@@ -350,7 +406,7 @@ exec:
   assert.equal(r.stdout, `hello\ns2=${KILLED}\npush=${KILLED}\ngit=0\nrenamed=${KILLED}\n`);
   const s1 = h.execs((e) => e.script === script)[0];
   assert.equal(s1?.verdict, 'allow');
-  assert.equal(s1?.path, '/bin/sh');
+  assert.equal(s1?.path, realpathSync('/bin/sh'), 'the interpreter, as the kernel resolved it');
   const s2 = h.execs((e) => e.script === script2)[0];
   assert.equal(s2?.verdict, 'deny');
   assert.equal(s2?.path, interp);
@@ -371,6 +427,28 @@ test('an argv[0] long enough to push the words argv: rules need out of the copie
   ].join('\n')]);
   assert.equal(r.stdout, `short=${KILLED}\nlong=${KILLED}\nother=${KILLED}\nlongargs=0\n`);
   assert.deepEqual(h.execs((e) => e.verdict === 'deny').map((e) => e.rule), ['exec.deny[0]', 'builtin.argv_unseen', 'builtin.argv_unseen']);
+});
+
+test('argv: rules hold for a program run through the dynamic loader: its own argv, past the loader and its options (--argv0 too)', async (t) => {
+  const dir = tempDir(t);
+  const tool = join(dir, 'tool');
+  copyFileSync('/usr/bin/git', tool); // a copy of another name: only --argv0 names it git
+  const h = harness(t, denying('{ argv: [git, push, --force] }'));
+  const loader = ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'].find((p) => spawnSync('test', ['-e', p]).status === 0)!;
+  const pad = (n: number) => `$(printf 'x%.0s' $(seq ${n}))`;
+  const r = await h.run(['bash', '-c', [
+    `${loader} /usr/bin/git push --force nowhere 2>/dev/null; echo "plain=$?"`,
+    `${loader} --inhibit-cache --library-path /nonexistent --preload '' /usr/bin/git push --force nowhere 2>/dev/null; echo "options=$?"`,
+    `${loader} --argv0 innocent /usr/bin/git push --force nowhere 2>/dev/null; echo "renamed=$?"`,
+    `${loader} --argv0 git ${tool} push --force nowhere 2>/dev/null; echo "argv0=$?"`,
+    `${loader} --library-path ${pad(1100)} /usr/bin/git push --force nowhere 2>/dev/null; echo "unseen=$?"`,
+    `${loader} /usr/bin/git --version >/dev/null; echo "other=$?"`,
+    `${loader} --argv0 git --inhibit-cache ${tool} --version >/dev/null; echo "other-argv0=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `plain=${KILLED}\noptions=${KILLED}\nrenamed=${KILLED}\nargv0=${KILLED}\nunseen=${KILLED}\nother=0\nother-argv0=0\n`, r.stderr);
+  const denied = h.execs((e) => e.verdict === 'deny');
+  assert.ok(denied.every((e) => e.via_loader === true), 'decided when the loader maps the program');
+  assert.deepEqual(denied.map((e) => e.rule), ['exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'exec.deny[0]', 'builtin.argv_unseen']);
 });
 
 test('a #! script a deny rule names does not run, though its interpreter is allowed (direct, relative, links of the same and of another name, #!/usr/bin/env)', async (t) => {
@@ -403,7 +481,7 @@ test('a #! script a deny rule names does not run, though its interpreter is allo
   const v = violations(r.events, 'script');
   assert.deepEqual(v.map((e) => e.rule), new Array(7).fill('exec.deny[0]'));
   // the exec event still names both: the script, and the interpreter it was decided on
-  assert.ok(h.execs((e) => e.script === script && e.path === '/bin/sh').length >= 1);
+  assert.ok(h.execs((e) => e.script === script && e.path === realpathSync('/bin/sh')).length >= 1);
 });
 
 test('a pending #! script wait is never pushed out of a full table; a script that finds no room is killed', async (t) => {
@@ -978,4 +1056,25 @@ test('argv: rules also hold under the name of the file word 0 leads to (sh is da
   assert.equal(r.stdout, `bare=${KILLED}\nabs=${KILLED}\nbash\n`, r.stderr);
   const denied = h.execs((e) => e.verdict === 'deny').map((e) => e.rule);
   assert.deepEqual(denied, ['exec.deny[0]', 'exec.deny[1]']);
+});
+
+test('an exec event names the file that ran as the kernel resolved it, not the name the caller gave', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'bin'));
+  copyFileSync('/bin/dash', join(dir, 'bin', 'tool')); // a shell: it can change directory before its record is read
+  symlinkSync('/usr/bin/true', join(dir, 'bin', 'alias'));
+  const h = harness(t, denying('{ path: /usr/bin/wget }'));
+  const r = await h.run(['sh', '-c', [
+    `cd ${dir}/bin && ./tool -c 'cd /usr/bin; sleep 0.3'`, // relative, then elsewhere at once
+    `${dir}/bin/alias`, // a symlink
+    `cd ${dir} && python3 -c 'import os; fd = os.open("/usr/bin/id", os.O_RDONLY); os.execve(fd, ["id", "-u"], {})'`, // execveat(fd, "")
+    'echo done',
+  ].join('; ')]);
+  assert.match(r.stdout, /done/);
+  const paths = h.execs(() => true).map((e) => e.path);
+  assert.ok(paths.includes(join(dir, 'bin', 'tool')), `the relative name resolved where it ran: ${paths.join(', ')}`);
+  assert.ok(!paths.includes('/usr/bin/tool'), 'not where the program went afterwards');
+  assert.ok(paths.includes('/usr/bin/true') && !paths.includes(join(dir, 'bin', 'alias')), 'the symlink\'s target');
+  assert.ok(paths.includes('/usr/bin/id'), 'the file behind the descriptor');
+  assert.ok(paths.every((p) => p.startsWith('/')), 'every path absolute');
 });

@@ -1,13 +1,13 @@
 // The compiler's bookkeeping for deny rules whose paths change: what a path led to stays denied, within
 // bounds. Identities come from a stand-in for the sensor, so each compile can see a different file.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { compileExec, type CompiledExec, type FileIdent } from '../../src/policy/compile.js';
+import { compileExec, RULE_ID_BRIDLE_FILES, type CompiledExec, type FileIdent } from '../../src/policy/compile.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { KEY_KIND, LAYOUT, VERDICT } from '../../src/kernel/layout.js';
+import { CFG_CRED_DIRS, CFG_CRED_FILES, KEY_KIND, LAYOUT, VERDICT } from '../../src/kernel/layout.js';
 
 test('a credential file rewritten again and again: every earlier identity stays denied; past 32768 the compile fails rather than drop one', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bridle-compile-'));
@@ -76,4 +76,40 @@ test('a file a deny rule named, moved to where an allow rule points, stays denie
   const again = compileExec(policy, 0, 1, identify, after);
   assert.deepEqual(action(again, 10n), [VERDICT.DENY]);
   assert.equal(again.ident.length, after.ident.length);
+});
+
+test("bridle's own files are denied by every policy as credential files (builtin.bridle_files, rule id 4), before its own rules", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-compile-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const [key, spool, later] = [join(dir, 'host-key.pem'), join(dir, 'spool'), join(dir, 'state')];
+  writeFileSync(key, 'PRIVATE KEY\n');
+  mkdirSync(spool);
+  writeFileSync(join(spool, '0000000000000001.seg'), 'argv');
+  const ids = new Map<string, bigint>();
+  const identify = (paths: string[]): Array<FileIdent | undefined> =>
+    paths.map((p) => (existsSync(p) ? { dev: 7n, ino: ids.get(p) ?? (ids.set(p, BigInt(ids.size + 10)), ids.get(p)!), generation: 1 } : undefined));
+  const F = LAYOUT.bridle_ident_key.fields;
+  const rulesOf = (entries: CompiledExec['ident'], kind: number) =>
+    entries.filter((e) => e.key.readUInt32LE(F.kind) === kind).map((e) => e.value.readUInt32LE(LAYOUT.bridle_rule.fields.rule_id));
+  // a policy that names no credential file at all
+  const plain = parsePolicy('version: 1\nname: p\nexec:\n  default: allow\n', 'p.yaml');
+  const c = compileExec(plain, 0, 1, identify, undefined, { bridleFiles: [key, spool, later, '/', '/usr/bin', '/dev/stdout'] });
+  assert.deepEqual(c.rules.slice(0, 5).map((r) => r.id), ['exec.default', 'exec.fileless', 'builtin.dir_depth', 'builtin.argv_unseen', 'builtin.bridle_files']);
+  assert.equal(RULE_ID_BRIDLE_FILES, 4);
+  // the key by identity and name, the spool as a directory and its file by identity, a missing path watched for
+  assert.deepEqual(rulesOf(c.ident, KEY_KIND.CRED), [4, 4, 4]);
+  assert.deepEqual(rulesOf(c.ident, KEY_KIND.CRED_NAME), [4, 4]);
+  assert.deepEqual(rulesOf(c.dirs, KEY_KIND.CRED), [4]);
+  assert.deepEqual(c.credMissing, [later]);
+  assert.equal(c.cfg.flags & (CFG_CRED_FILES | CFG_CRED_DIRS), CFG_CRED_FILES | CFG_CRED_DIRS, 'the credential checks run for every session');
+  // never a system directory or a device (which would stop every session working)
+  assert.ok(!c.watched.some((w) => ['/', '/usr/bin', '/dev/stdout'].includes(w.path)));
+  // a policy that also names the key: its own rules come after, and the key stays builtin.bridle_files
+  const named = parsePolicy(`version: 1\nname: p\ncredentials:\n  files:\n    deny: [${key}, ${join(dir, 'other')}]\n`, 'p.yaml');
+  const n = compileExec(named, 0, 1, identify, undefined, { bridleFiles: [key] });
+  assert.deepEqual(n.rules.slice(5).map((r) => r.id), ['credentials.files.deny[0]', 'credentials.files.deny[1]']);
+  assert.deepEqual(rulesOf(n.ident, KEY_KIND.CRED), [4]);
+  assert.deepEqual(rulesOf(n.ident, KEY_KIND.CRED_NAME), [4, 6]);
+  // without bridle's files a policy without credential rules has none
+  assert.equal(compileExec(plain, 0, 1, identify).cfg.flags & CFG_CRED_FILES, 0);
 });

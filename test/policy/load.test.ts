@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { parsePolicy, normalizeCidr } from '../../src/policy/load.js';
 import { PolicyError } from '../../src/policy/yamlctx.js';
 import { argvHash, credentialPaths, fnv1a, homeDirs, kernelDev } from '../../src/policy/compile.js';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -147,19 +147,62 @@ network:
   const dir = mkdtempSync(join(tmpdir(), 'bridle-passwd-'));
   try {
     const passwd = join(dir, 'passwd');
+    const [alice, bob] = [join(dir, 'alice'), join(dir, 'bob')];
+    mkdirSync(alice);
+    mkdirSync(bob);
     writeFileSync(passwd, [
       'root:x:0:0:root:/root:/bin/bash',
       'daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin',
-      'alice:x:1000:1000::/home/alice:/bin/bash',
-      'bob:x:1001:1001::/home/bob:/bin/sh',
+      `alice:x:1000:1000::${alice}:/bin/bash`,
+      `bob:x:1001:1001::${bob}:/bin/sh`,
       'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
       'svc:x:999:999::/:/usr/sbin/nologin',
     ].join('\n'));
-    const homes = homeDirs(passwd);
-    for (const h of ['/root', '/home/alice', '/home/bob']) assert.ok(homes.includes(h), h);
+    // no getent on this "host": /etc/passwd (here the file given) is read instead
+    const homes = homeDirs({ getent: join(dir, 'no-getent'), passwd });
+    for (const h of ['/root', alice, bob]) assert.ok(homes.includes(h), h);
     for (const h of ['/usr/sbin', '/nonexistent', '/']) assert.ok(!homes.includes(h), `system account home ${h} is not a session home`);
     assert.deepEqual(credentialPaths('~/.ssh', ['/root', '/home/alice']), ['/root/.ssh', '/home/alice/.ssh']);
     assert.deepEqual(credentialPaths('/etc/x', ['/root']), ['/etc/x']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('~/ homes come from NSS (getent passwd), of any uid, when they are real directories; the HOME a session is given too; sorted', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-getent-'));
+  try {
+    const home = (n: string) => {
+      mkdirSync(join(dir, n));
+      return join(dir, n);
+    };
+    const [ldap, svc, big, given] = [home('ldap-user'), home('svc'), home('big'), join(dir, 'given-not-there')];
+    // what getent answers: accounts no /etc/passwd has (LDAP, sssd, systemd-homed), service and high uids
+    const getent = join(dir, 'getent');
+    writeFileSync(getent, `#!/bin/sh\n[ "$1" = passwd ] || exit 2\ncat <<'EOF'\n${[
+      'root:x:0:0:root:/root:/bin/bash',
+      `ldapuser:*:1234567:100::${ldap}:/bin/bash`,
+      `postgres:x:115:120::${svc}:/bin/bash`,
+      `huge:x:4000000000:1::${big}/:/bin/sh`,
+      'daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin',
+      'bin:x:2:2:bin:/bin:/usr/sbin/nologin',
+      'sys:x:3:3:sys:/dev:/usr/sbin/nologin',
+      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
+      'null:x:998:998::/dev/null:/usr/sbin/nologin',
+      'svc:x:999:999::/:/usr/sbin/nologin',
+      `gone:x:1001:1001::${join(dir, 'no-such-home')}:/bin/sh`,
+      'relative:x:1002:1002::home/rel:/bin/sh',
+    ].join('\n')}\nEOF\n`, { mode: 0o755 });
+    const passwd = join(dir, 'passwd');
+    writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/bash\n');
+    const homes = homeDirs({ getent, passwd, extra: [given] });
+    for (const h of [ldap, svc, big, '/root', given]) assert.ok(homes.includes(h), `${h} in ${homes.join(' ')}`);
+    for (const h of ['/usr/sbin', '/bin', '/dev', '/nonexistent', '/dev/null', '/', join(dir, 'no-such-home'), 'home/rel']) {
+      assert.ok(!homes.includes(h), `${h} is not a home ~/ stands for`);
+    }
+    assert.deepEqual(homes, [...homes].sort(), 'sorted: the same accounts give the same rules');
+    assert.deepEqual(homeDirs({ getent, passwd, extra: [given] }), homes);
+    assert.ok(credentialPaths('~/.pgpass', homes).includes(join(svc, '.pgpass')), 'a service account\'s home');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

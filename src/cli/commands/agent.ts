@@ -31,6 +31,8 @@ Example:
     --ca /etc/bridle/ca.pem --cert /etc/bridle/host.pem --key /etc/bridle/host-key.pem
 `;
 
+const DEFAULT_SPOOL = '/var/lib/bridle/spool';
+
 const agent: Command = {
   summary: 'run the supervisor as a daemon with a local control socket',
   help,
@@ -61,16 +63,28 @@ const agent: Command = {
       sinks.push(
         await createShipper({
           collector: flags.collector as string,
-          spoolDir: (flags.spool as string | undefined) ?? '/var/lib/bridle/spool',
+          spoolDir: (flags.spool as string | undefined) ?? DEFAULT_SPOOL,
           host: (await import('../../agent/ids.js')).HOST,
           ...(flags.insecure ? { insecure: true } : { tls: { ca: flags.ca as string, cert: flags.cert as string, key: flags.key as string } }),
         }),
       );
     }
     const log = (m: string) => process.stderr.write(`bridle agent: ${m}\n`);
+    // bridle's own files, denied to every session whatever its policy (builtin.bridle_files): the
+    // collector link's key, $BRIDLE_HOME (certificates and their keys, the default spool, a collector's
+    // store and query tokens), the spool, the state beside the pins and the default sockets, the event log
+    const { bridleHome } = await import('../../collector/defaults.js');
+    const { STATE_DIR } = await import('../../kernel/failclosed.js');
+    const { resolve } = await import('node:path');
+    const bridleFiles = [
+      bridleHome(),
+      STATE_DIR,
+      resolve((flags.spool as string | undefined) ?? DEFAULT_SPOOL),
+      ...[flags.key, flags.events].filter((f): f is string => typeof f === 'string').map((f) => resolve(f)),
+    ];
     let a;
     try {
-      a = await Agent.start({ policyFile: flags.policy as string, socket, ...(flags['report-socket'] ? { reportSocket: flags['report-socket'] as string } : {}), sinks, log });
+      a = await Agent.start({ policyFile: flags.policy as string, socket, ...(flags['report-socket'] ? { reportSocket: flags['report-socket'] as string } : {}), sinks, log, bridleFiles });
     } catch (err) {
       if (err instanceof PolicyError) {
         process.stderr.write(`bridle agent: invalid policy:\n${err.message}\n`);
