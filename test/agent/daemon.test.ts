@@ -31,12 +31,13 @@ exec:
   deny: [{ path: /usr/bin/wget }]
 `;
 
-async function startAgent(t: TestContext, dir: string, policyText = POLICY): Promise<{ agent: ChildProcess; socket: string; events: string; env: NodeJS.ProcessEnv; log: () => string }> {
+/** `bridle agent` on `policyText`, with `more` flags and environment; ended in t.after. */
+async function startAgent(t: TestContext, dir: string, policyText = POLICY, more: { args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ agent: ChildProcess; socket: string; events: string; env: NodeJS.ProcessEnv; log: () => string }> {
   const policy = join(dir, 'policy.yaml');
   writeFileSync(policy, policyText);
   const socket = join(dir, 'agent.sock');
   const events = join(dir, 'agent.ndjson');
-  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', events], { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv() });
+  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', events, ...(more.args ?? [])], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...cleanEnv(), ...more.env } });
   let err = '';
   agent.stderr!.on('data', (d) => (err += d));
   t.after(async () => {
@@ -197,20 +198,8 @@ test("bridle agent keeps its own files from every session (its key, spool, certi
   const userHome = mkdirP(join(dir, 'user-home'));
   writeFileSync(join(userHome, '.bridle-test-token'), 'ghp_secret\n');
   const policyText = `${POLICY}credentials:\n  env:\n    allow: [PATH, HOME]\n  files:\n    deny: ["~/.bridle-test-token"]\n`;
+  const { socket } = await startAgent(t, dir, policyText, { args: ['--key', join(dir, 'host-key.pem'), '--spool', join(dir, 'spool')], env: { BRIDLE_HOME: home } });
   const policy = join(dir, 'policy.yaml');
-  writeFileSync(policy, policyText);
-  const socket = join(dir, 'agent.sock');
-  const agent = spawn(BIN, ['agent', '--policy', policy, '--socket', socket, '--report-socket', join(dir, 'report.sock'), '--events', join(dir, 'agent.ndjson'),
-    '--key', join(dir, 'host-key.pem'), '--spool', join(dir, 'spool')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...cleanEnv(), BRIDLE_HOME: home } });
-  let err = '';
-  agent.stderr!.on('data', (d) => (err += d));
-  t.after(async () => {
-    if (agent.exitCode === null && agent.signalCode === null) {
-      agent.kill('SIGTERM');
-      await new Promise((r) => agent.once('exit', r));
-    }
-  });
-  assert.ok(await waitFor(() => err.includes('control socket'), 15000), `agent started: ${err}`);
   const out = join(dir, 'run.ndjson');
   const r = await bridle(['run', '--policy', policy, '--events', out, '--', 'sh', '-c', [
     `cat ${dir}/host-key.pem; echo "key=$?"`,
