@@ -928,8 +928,17 @@ struct sys_exit_args {
  */
 static __always_inline bool unix_check_after(u32 tgid, u64 uservaddr)
 {
-	if (!caller_tag(tgid))
+	struct bridle_tag *tag = caller_tag(tgid);
+	if (!tag)
 		return false;
+	/*
+	 * Under unix: rules by identity, every connect: another thread could change the address's family
+	 * after it is read here and before the kernel copies it. (For bridle's own socket alone, such a
+	 * connect still meets the agent's own check of the peer.)
+	 */
+	struct bridle_net_cfg *cfg = net_policy(tag);
+	if (cfg && (cfg->flags & BRIDLE_NET_F_UNIX_INO))
+		return true;
 	u16 family = 0;
 	return bpf_probe_read_user(&family, sizeof(family), (void *)uservaddr) || family == AF_UNIX;
 }

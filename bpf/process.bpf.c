@@ -381,13 +381,20 @@ extern void bpf_task_release(struct task_struct *p) __ksym __weak;
  * pass for it. Without bpf_task_from_vpid (Linux 6.13+) only the initial namespace, where the two agree,
  * can be told.
  */
-static __always_inline u32 target_tgid(struct task_struct *task, u32 vpid)
+static __always_inline u32 target_tgid(struct task_struct *task, u32 vpid, bool *gone)
 {
 	if (bpf_task_from_vpid && bpf_task_release) {
 		struct task_struct *t = bpf_task_from_vpid((s32)vpid);
-		if (!t)
+		if (!t) {
+			*gone = true; /* no such process: the call reaches nothing (ESRCH) */
 			return 0;
+		}
 		u32 tgid = t->tgid;
+		/*
+		 * one that has exited (a zombie: its tag went at exit) can be neither signalled nor read; a
+		 * leader that exited before its threads is not the process exiting
+		 */
+		*gone = t->exit_state != 0 && BPF_CORE_READ(t, signal, live.counter) == 0;
 		bpf_task_release(t);
 		return tgid;
 	}
@@ -402,8 +409,9 @@ static __always_inline int guard(u32 what, u32 target)
 	if (!tag)
 		return 0;
 	if (target) {
-		u32 g = target_tgid(task, target);
-		if (g && same_session(tgid, tag, g))
+		bool gone = false;
+		u32 g = target_tgid(task, target, &gone);
+		if (gone || (g && same_session(tgid, tag, g)))
 			return 0;
 		if (g)
 			target = g;
@@ -499,7 +507,13 @@ static __always_inline int opened(long ret, int path_arg)
 	struct decision d;
 	if (cred && denied_by_rule(&d, cfg, BRIDLE_KEY_CRED, file)) {
 		if (d.rule_id == BRIDLE_RULE_ID_BRIDLE_FILES) {
-			/* bridle's own files (its key, its spool): self-protection is no policy decision, monitor mode included */
+			/*
+			 * bridle's own files (its key, its spool): self-protection is no policy decision, monitor
+			 * mode included. Its directories may be listed (`find /` walks through them): their files
+			 * are what is kept.
+			 */
+			if ((BPF_CORE_READ(inode, i_mode) & BRIDLE_S_IFMT) == BRIDLE_S_IFDIR)
+				return 0;
 			bpf_send_signal(SIGKILL);
 			guard_report(tag, tgid, proc_key(tgid, task), BRIDLE_GUARD_CRED_FILE, BRIDLE_DENY, d.rule_id, cfg->gen);
 			return 0;
@@ -799,11 +813,14 @@ int bridle_tkill_guard(struct trace_event_raw_sys_enter *ctx)
 	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
 }
 
-/* tgkill(tgid, tid, sig) and rt_tgsigqueueinfo(tgid, tid, sig, info): the thread is the target */
+/*
+ * tgkill(tgid, tid, sig) and rt_tgsigqueueinfo(tgid, tid, sig, info): judged by the process (the kernel
+ * delivers only when the thread is one of it); a thread id is not a key of the tag table.
+ */
 SEC("tracepoint/syscalls/sys_enter_tgkill")
 int bridle_tgkill_guard(struct trace_event_raw_sys_enter *ctx)
 {
-	return core_signal_to(ctx->args[2], (int)ctx->args[1]);
+	return core_signal_to(ctx->args[2], (int)ctx->args[0]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rt_sigqueueinfo")
@@ -815,10 +832,11 @@ int bridle_sigqueue_guard(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_rt_tgsigqueueinfo")
 int bridle_tgsigqueue_guard(struct trace_event_raw_sys_enter *ctx)
 {
-	return core_signal_to(ctx->args[2], (int)ctx->args[1]);
+	return core_signal_to(ctx->args[2], (int)ctx->args[0]);
 }
 
 #define PID_FS_MAGIC 0x50494446
+#define ANON_INODE_FS_MAGIC 0x09041934
 #define PIDFD_SELF_THREAD -10000
 #define PIDFD_SELF_THREAD_GROUP -20000
 #define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
@@ -853,6 +871,9 @@ int bridle_pidfd_signal_guard(struct trace_event_raw_sys_enter *ctx)
 	struct pid *pid;
 	if (magic == PID_FS_MAGIC) {
 		pid = BPF_CORE_READ(inode, i_private);
+	} else if (magic == ANON_INODE_FS_MAGIC) {
+		/* before pidfs (Linux 6.9) a pidfd is an anonymous inode's file holding its struct pid */
+		pid = BPF_CORE_READ(file, private_data);
 	} else if (magic == PROC_SUPER_MAGIC) {
 		struct proc_inode *pi = container_of(inode, struct proc_inode, vfs_inode);
 		pid = BPF_CORE_READ(pi, pid);
@@ -923,7 +944,6 @@ int BPF_PROG(bridle_exit, struct task_struct *task, bool group_dead)
 	return 0;
 }
 
-#define BRIDLE_S_IFDIR 0040000
 #define OVL_LOWER_MAX 8 /* lower layers reported per overlay directory */
 
 static __always_inline void fd_ident_write(struct seq_file *seq, u32 fd, struct inode *inode)
@@ -975,6 +995,14 @@ int bridle_fd_idents(struct bpf_iter__task_file *ctx)
 	u32 fd = ctx->fd;
 	fd_ident_write(ctx->meta->seq, fd, inode);
 	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return 0;
+	/*
+	 * overlayfs's own structures, as they are since Linux 6.5 (and only in the overlay module's BTF when
+	 * it is a module): a kernel without them gets the overlay's identity alone, and the object still loads.
+	 */
+	if (!bpf_core_type_exists(struct ovl_inode) || !bpf_core_field_exists(struct ovl_inode, oe) ||
+	    !bpf_core_field_exists(struct ovl_entry, __numlower) || !bpf_core_field_exists(struct ovl_entry, __lowerstack) ||
+	    !bpf_core_enum_value_exists(enum ovl_inode_flag, OVL_UPPERDATA))
 		return 0;
 	u32 mode = BPF_CORE_READ(inode, i_mode) & BRIDLE_S_IFMT;
 	if (mode != BRIDLE_S_IFREG && mode != BRIDLE_S_IFDIR)

@@ -38,6 +38,10 @@ typedef __s64 s64;
 #define BRIDLE_RULE_ID_ARGV_UNSEEN 3
 /* rule id of `builtin.bridle_files` (index 4): bridle's own files, denied to every session in every mode */
 #define BRIDLE_RULE_ID_BRIDLE_FILES 4
+#define BRIDLE_S_IFMT 00170000 /* an inode's type bits, and two of the types */
+#define BRIDLE_S_IFREG 0100000
+#define BRIDLE_S_IFDIR 0040000
+#define BRIDLE_MNT_INTERNAL 0x4000 /* MNT_INTERNAL: a mount the kernel made for itself (pipefs, sockfs, the memfd mount) */
 
 /* Event types (bridle_hdr.type). */
 enum bridle_ev {

@@ -57,8 +57,8 @@ static long path_step(u32 i, struct path_walk *w)
 	}
 	u32 len = BPF_CORE_READ(dentry, d_name.len);
 	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
-	/* "/name", with 3 bytes kept free in front for a "..." */
-	if (len > BRIDLE_PATH_COMP || w->off < len + 4) {
+	/* "/name", with 3 bytes kept free in front for a "..." and the whole at most BRIDLE_PATH_MAX - 1 */
+	if (len > BRIDLE_PATH_COMP || w->off < len + 5) {
 		w->cut = 1;
 		return 1;
 	}
@@ -106,8 +106,8 @@ static __always_inline u32 file_path(struct file *file, char *out)
 		s->buf[(off + 2) & (PATH_HALF - 1)] = '.';
 	}
 	u32 len = PATH_HALF - off;
-	if (len > BRIDLE_PATH_MAX)
-		len = BRIDLE_PATH_MAX;
+	if (len > BRIDLE_PATH_MAX - 1)
+		return 0; /* cannot happen: every name leaves room (a masked length of 512 would copy nothing) */
 	bpf_probe_read_kernel(out, len & (BRIDLE_PATH_MAX - 1), &s->buf[off & (PATH_HALF - 1)]);
 	return len;
 }

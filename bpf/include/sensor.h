@@ -212,9 +212,14 @@ static long dir_step(u32 i, struct dir_walk *w)
 		/*
 		 * A dentry that is its own parent but not its file system's root is disconnected (a file opened
 		 * by handle): its directories are unknown, so the walk does not end (deny, with deny dir rules).
+		 * Unless it is on one of the kernel's internal mounts: a pipe, a socket or a memfd (reopened
+		 * through /dev/stdin or /proc/self/fd/N) is beneath no directory at all.
 		 */
-		if (dentry != BPF_CORE_READ(dentry, d_sb, s_root))
+		if (dentry != BPF_CORE_READ(dentry, d_sb, s_root)) {
+			if (BPF_CORE_READ(mnt, mnt.mnt_flags) & BRIDLE_MNT_INTERNAL)
+				w->end = 1;
 			return 1;
+		}
 		/*
 		 * The root of this file system: go on from where the mount was mounted. The walk reaches the
 		 * file system's root, not the mount's: a mount of a subdirectory (a bind mount, made in a mount
@@ -522,8 +527,6 @@ static __always_inline struct bridle_policy_cfg *tag_policy(struct bridle_tag *t
 }
 
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
-#define BRIDLE_S_IFMT 00170000
-#define BRIDLE_S_IFREG 0100000
 
 /*
  * The file an overlay file reads (the file itself when it is on no overlay). Deciders look at both: an

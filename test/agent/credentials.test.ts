@@ -318,8 +318,10 @@ test("bridle's own files (its key, certificates, spool) are denied to every sess
     `cat ${dir}/spool/0000000000000002.seg; echo "later=$?"`,
     `ln ${dir}/certs/query.token ${dir}/copy && cat ${dir}/copy; echo "hardlink=$?"`,
     `cat ${dir}/other.txt >/dev/null; echo "other=$?"`,
+    // its directories may be listed (a root session's `find /` walks through them): their files are kept
+    `ls ${dir}/certs ${dir}/spool >/dev/null; echo "list=$?"`,
   ].join('\n')]);
-  assert.equal(r.stdout, `key=${KILLED}\ntoken=${KILLED}\nspool=${KILLED}\nlater=${KILLED}\nhardlink=${KILLED}\nother=0\n`);
+  assert.equal(r.stdout, `key=${KILLED}\ntoken=${KILLED}\nspool=${KILLED}\nlater=${KILLED}\nhardlink=${KILLED}\nother=0\nlist=0\n`);
   const v = violations(r.events, 'credential_file');
   assert.deepEqual(v.map((e) => [e.rule, e.verdict]), new Array(5).fill(['builtin.bridle_files', 'deny']));
   // untagged processes (bridle itself) read them
@@ -361,4 +363,20 @@ test('~/ in credentials.files.deny covers the home of every account NSS knows, w
   const r = await h.run(['sh', '-c', `cat ${home}/.bridle-test-cred; echo "svc=$?"`]);
   assert.equal(r.stdout, `svc=${KILLED}\n`);
   assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['credentials.files.deny[0]']);
+});
+
+test('pipes and memfds reopened through /dev/stdin or /proc/self/fd are beneath no directory: a session with credential directories reads them', async (t) => {
+  const dir = tempDir(t);
+  secrets(dir);
+  const h = harness(t, `version: 1\nname: t\ncredentials:\n  files:\n    deny: [${join(dir, 'secrets')}]\n`);
+  const memfd = 'import os; fd = os.memfd_create("m"); os.write(fd, b"mem"); print(open(f"/proc/self/fd/{fd}").read())';
+  const r = await h.run(['bash', '-c', [
+    'echo piped | cat /dev/stdin',
+    'cat /proc/self/fd/0 < <(echo substituted)',
+    'echo err 2>&1 > /dev/stderr | cat >/dev/null; echo "stderr=$?"',
+    `python3 -c '${memfd}'`,
+    `cat ${dir}/secrets/key; echo "cred=$?"`,
+  ].join('\n')]);
+  assert.equal(r.stdout, `piped\nsubstituted\nstderr=0\nmem\ncred=${KILLED}\n`);
+  assert.deepEqual(violations(r.events, 'credential_file').map((e) => e.rule), ['credentials.files.deny[0]'], 'only the credential file');
 });

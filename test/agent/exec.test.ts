@@ -810,10 +810,14 @@ exec: { default: allow }
     `sleep 5 & c=$!; ${pyc('libc.syscall(424, libc.syscall(434, $c, 0), 11, 0, 0)')}; wait $c; echo "child_pidfd=$?"`,
     // a signal that does not dump core, to the outside process, is not this guard's
     `kill -s CONT ${v}; echo "cont=$?"`,
+    // a process that is gone (reaped: the call reaches nothing) is no outside process
+    `sleep 0 & c=$!; wait $c; kill -s QUIT $c 2>/dev/null; echo "gone=$?"`,
+    // abort() in a thread: tgkill to the caller's own thread (a thread id is judged by its process)
+    `${pyc('import threading; t = threading.Thread(target=os.abort); t.start(); t.join()')}; echo "abort=$?"`,
   ].join('\n')]);
   assert.equal(r.stdout, [
     `prlimit=${KILLED}`, 'read=0', `kill=${KILLED}`, `tkill=${KILLED}`, `tgkill=${KILLED}`, `sigqueue=${KILLED}`, `tgsigqueue=${KILLED}`,
-    `pidfd=${KILLED}`, `procfd=${KILLED}`, `group=${KILLED}`, 'self', 'self=0', 'child=139', 'child_pidfd=139', 'cont=0', '',
+    `pidfd=${KILLED}`, `procfd=${KILLED}`, `group=${KILLED}`, 'self', 'self=0', 'child=139', 'child_pidfd=139', 'cont=0', 'gone=1', 'abort=134', '',
   ].join('\n'));
   const v2 = violations(r.events);
   assert.deepEqual(v2.map((e) => e.rule), ['builtin.no_prlimit_other', ...new Array(8).fill('builtin.no_core_signal')]);
