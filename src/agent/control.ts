@@ -1,7 +1,7 @@
 // The agent's local control socket: JSON lines over a unix socket (root only, mode 0600). Requests
 // from processes inside a session are refused: the peer's pid (SO_PEERCRED) is looked up in the
 // kernel's tag map before anything is read.
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { peerCred } from '../kernel/binding.js';
@@ -25,6 +25,21 @@ export interface Handler {
 
 function fdOf(sock: Socket): number {
   return (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+}
+
+/**
+ * Is process `pid` running: there, and neither a zombie (Z: exited, not yet reaped, its tag already gone)
+ * nor dead (X)? From /proc/<pid>/stat's state, the field after the command name.
+ */
+export function peerAlive(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X' && state !== 'x';
 }
 
 export interface ControlServer {
@@ -53,9 +68,10 @@ export function serveControl(path: string, h: Handler): Promise<ControlServer> {
       return;
     }
     // A peer that connected and exited before this check would look untagged (its tag went with it), so
-    // a request whose sender is gone is not served. (The kernel kills a session process that connects here
-    // under any name before its connect returns, so one still alive has had no chance to write.)
-    const refusal = peer.uid !== 0 ? 'refused: root only' : !existsSync(`/proc/${peer.pid}`) ? 'refused: the peer exited before it could be identified' : h.isTagged(peer.pid) ? 'refused: requests from inside an agent session are not accepted' : undefined;
+    // a request whose sender is gone, or exited and not yet reaped (a zombie), is not served. (The kernel
+    // kills a session process that connects here under any name before its connect returns, so one still
+    // alive has had no chance to write.)
+    const refusal = peer.uid !== 0 ? 'refused: root only' : !peerAlive(peer.pid) ? 'refused: the peer exited before it could be identified' : h.isTagged(peer.pid) ? 'refused: requests from inside an agent session are not accepted' : undefined;
     if (refusal) {
       sock.end(JSON.stringify({ ok: false, error: refusal }) + '\n');
       return;

@@ -13,6 +13,7 @@ import { sessionName } from './ids.js';
 import { DEFAULT_POLICY_ID, Supervisor } from './supervisor.js';
 import { Adopter } from './adopt.js';
 import { BPFFS, bridlePinDir } from '../kernel/bpffs.js';
+import { taggedByDeadSupervisor } from '../kernel/failclosed.js';
 
 export interface AgentOptions {
   policyFile: string;
@@ -123,17 +124,22 @@ export class Agent {
   }
 
   /**
-   * The policy id for a session policy file (one id per distinct policy text, and per HOME its sessions
-   * are given: `~/` in credentials.files.deny stands for it).
+   * The policy id for a session policy file: one id per distinct policy text and mode, and, for a policy
+   * with `~/` in credentials.files.deny (which stands for the HOME its sessions are given too), per HOME.
+   * A new id first frees the ids no live process is tagged with any more (freeIdle): a CI giving every job
+   * a HOME of its own, or a policy file edited between runs, does not fill the kernel's policy table
+   * (256 entries) with policies no session uses.
    */
   private policyIdFor(file: string, monitor = false, home?: string): number {
     let p = loadPolicyFile(file);
     if (monitor) p = { ...p, mode: 'monitor' };
-    const key = `${p.sha256}:${p.mode}:${home ?? ''}`;
+    const homeBound = home !== undefined && p.credentials.files.deny.some((e) => e.startsWith('~/'));
+    const key = `${p.sha256}:${p.mode}:${homeBound ? home : ''}`;
     const have = this.byDigest.get(key);
     if (have) return have;
+    this.freeIdle();
     const id = this.nextId++;
-    this.sup.setPolicy(p, id, undefined, home ? [home] : []);
+    this.sup.setPolicy(p, id, undefined, homeBound ? [home] : []);
     this.byDigest.set(key, id);
     if (p.agents.length) {
       // Supervisor.setPolicy leaves them out: auto-start is the host's, set by the agent's own policy
@@ -142,9 +148,25 @@ export class Agent {
     return id;
   }
 
+  /** Removes the per-session policies whose sessions are over (no live process is tagged with them). */
+  private freeIdle(): void {
+    const inUse = this.sup.policiesInUse();
+    for (const [key, id] of this.byDigest) {
+      if (inUse.has(id)) continue;
+      try {
+        this.sup.removePolicy(id);
+        this.byDigest.delete(key);
+      } catch (err) {
+        this.o.log(`cannot remove policy ${id}, whose sessions are over: ${(err as Error).message}`);
+      }
+    }
+  }
+
   private handler(): Handler {
     return {
-      isTagged: (pid) => this.sup.sensor.tagOf(pid) !== undefined,
+      // in a session of ours, or of a dead supervisor whose pinned programs still govern it (an agent
+      // restarted while its sessions ran)
+      isTagged: (pid) => this.sup.sensor.tagOf(pid) !== undefined || taggedByDeadSupervisor(pid),
       handle: async (req: Request, _peer, stream, onClose) => {
         switch (req.op) {
           case 'status':

@@ -72,8 +72,7 @@ export function serveReports(path: string, stampOf: (pid: number, uid: number) =
       emit({ type: 'violation', ...stamp, ts: new Date().toISOString(), what: 'report_flood', detail: `${dropped} report(s) from ${who} dropped: over ${rate.perSecond} a second (burst ${rate.burst})` } as BridleEvent);
     }
   };
-  const timer = setInterval(flush, 1000);
-  timer.unref();
+  let timer: NodeJS.Timeout | undefined; // started once listening: a failed listen leaves none behind
   const server: Server = createServer((sock) => {
     open.add(sock);
     sock.on('close', () => open.delete(sock));
@@ -114,7 +113,15 @@ export function serveReports(path: string, stampOf: (pid: number, uid: number) =
   return new Promise((res, rej) => {
     server.once('error', rej);
     server.listen(path, () => {
-      chmodSync(path, 0o666);
+      try {
+        chmodSync(path, 0o666); // (a path too long for a socket address is listened on cut short)
+      } catch (err) {
+        server.close();
+        rej(err);
+        return;
+      }
+      timer = setInterval(flush, 1000);
+      timer.unref();
       res({
         close: () =>
           new Promise<void>((done) => {

@@ -70,7 +70,9 @@ export async function runCommand(o: RunOptions): Promise<number> {
   let started: ReturnType<Supervisor['run']> | undefined;
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
   try {
-    sup.setPolicy(policy);
+    // No agents: entries: they would make every matching agent anyone starts on the host a session
+    // under this policy for as long as the run lasts. Only `bridle agent`'s own policy starts sessions.
+    sup.setPolicy({ ...policy, agents: [] });
     for (const [sig, h] of handlers) process.on(sig, h);
     started = sup.run(o.argv);
     const { status } = await started.held.exited;

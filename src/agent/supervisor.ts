@@ -254,6 +254,28 @@ export class Supervisor {
 
   private watchErrors = new Map<number, string>();
 
+  /** Policy ids some live process is tagged with (its session is not over). */
+  policiesInUse(): Set<number> {
+    return this.sensor.policiesInUse();
+  }
+
+  /**
+   * Removes per-session policy `id` from the kernel and from here (its rule watches, its homes). Only for
+   * a policy no live process is tagged with (policiesInUse): a session left without its policy would be
+   * decided by none. The engine keeps naming the records it decided by their generation.
+   */
+  removePolicy(id: number): void {
+    if (id === DEFAULT_POLICY_ID) throw new Error('the host policy is never removed');
+    if (this.policiesInUse().has(id)) throw new Error(`policy ${id} still governs live processes`);
+    for (const w of this.ruleWatch.get(id) ?? []) w.close();
+    this.ruleWatch.delete(id);
+    this.watchErrors.delete(id);
+    this.sessionHomes.delete(id);
+    this.net?.net.removePolicy(id);
+    this.sensor.removePolicy(id);
+    this.engine.policies.delete(id);
+  }
+
   policy(id = DEFAULT_POLICY_ID): Policy | undefined {
     return this.engine.policies.get(id)?.policy;
   }

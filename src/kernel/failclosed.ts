@@ -165,18 +165,44 @@ export interface ReapReport {
   kept: Orphan[];
 }
 
+/**
+ * Is `tag` (a tag table value) the tag of the process that has pid `pid` now: alive, and started when the
+ * tag says (tag_of in bpf/include/tags.h: an entry left by an earlier owner of the pid is no tag)?
+ */
+export function tagIsLive(pid: number, tag: Buffer): boolean {
+  const ticks = startTicks(pid);
+  // start_boottime is in ns; /proc reports the same clock in ticks.
+  return ticks !== undefined && ticks === tag.readBigUInt64LE(LAYOUT.bridle_tag.fields.start) / (1_000_000_000n / TICKS_PER_S);
+}
+
 /** Tagged processes in a tag table that are still the processes that were tagged (pid and start). */
 export function liveTagged(tags: BpfMap): number {
-  const startOff = LAYOUT.bridle_tag.fields.start;
   let live = 0;
   for (const k of tags.keys()) {
     const v = tags.lookup(k);
-    if (!v) continue;
-    const ticks = startTicks(k.readUInt32LE(0));
-    // start_boottime is in ns; /proc reports the same clock in ticks.
-    if (ticks !== undefined && ticks === v.readBigUInt64LE(startOff) / (1_000_000_000n / TICKS_PER_S)) live++;
+    if (v && tagIsLive(k.readUInt32LE(0), v)) live++;
   }
   return live;
+}
+
+/**
+ * Is process `pid` in a session of a dead supervisor (tagged in its pinned tag table, which its pinned
+ * programs still govern by)? A successor's own tag table does not have those sessions.
+ */
+export function taggedByDeadSupervisor(pid: number): boolean {
+  const k = Buffer.alloc(4);
+  k.writeUInt32LE(pid);
+  for (const instance of deadInstances()) {
+    const tags = openPinned(instance, 'tags');
+    if (!tags) continue;
+    try {
+      const v = tags.lookup(k);
+      if (v && tagIsLive(pid, v)) return true;
+    } finally {
+      tags.close();
+    }
+  }
+  return false;
 }
 
 /** Deletes every entry of `m`. */

@@ -222,8 +222,11 @@ export class NetSensor extends LoadedObject {
   private nextSet = 1;
   private gens = new Map<number, Written>();
   private compiledBy = new Map<number, CompiledNet>();
-  /** Replaced generations, dropped DROP_DELAY_MS after their switch (a decision may still be reading them). */
-  private retiring = new Set<Written>();
+  /**
+   * Replaced generations, dropped DROP_DELAY_MS after their switch (a decision may still be reading them),
+   * each with the timer that drops it.
+   */
+  private retiring = new Map<Written, NodeJS.Timeout>();
   /** dns_addrs keys written per session, so a session's addresses go when it ends. */
   private sessionAddrs = new Map<bigint, Set<string>>();
   private protectedKeys: Written['keys'] = [];
@@ -330,8 +333,7 @@ export class NetSensor extends LoadedObject {
       // now, rather than fail the new policy, and it is written once more.
       const code = (err as { code?: string }).code;
       if (!this.retiring.size || (code !== 'E2BIG' && code !== 'ENOSPC' && code !== 'ENOMEM')) throw err;
-      for (const w of this.retiring) this.drop(w);
-      this.retiring.clear();
+      this.dropRetiring();
       return this.applyOnce(policyId, compiled);
     }
   }
@@ -387,14 +389,54 @@ export class NetSensor extends LoadedObject {
     const prev = this.gens.get(policyId);
     this.gens.set(policyId, written);
     this.compiledBy.set(policyId, compiled);
-    if (prev) {
-      // a connect decided a moment before the switch may still look its rules up under the old generation
-      this.retiring.add(prev);
-      setTimeout(() => {
-        if (this.retiring.delete(prev)) this.drop(prev);
-      }, DROP_DELAY_MS).unref();
-    }
+    if (prev) this.retire(prev);
     return gen;
+  }
+
+  /** Drops `w` DROP_DELAY_MS from now: a connect decided a moment before the switch may still look its rules up. */
+  private retire(w: Written): void {
+    const timer = setTimeout(() => {
+      if (this.retiring.delete(w)) this.drop(w);
+    }, DROP_DELAY_MS).unref();
+    this.retiring.set(w, timer);
+  }
+
+  /** Drops every retiring generation now, and stops their timers. */
+  private dropRetiring(): void {
+    for (const [w, timer] of this.retiring) {
+      clearTimeout(timer);
+      this.drop(w);
+    }
+    this.retiring.clear();
+  }
+
+  /**
+   * Removes policy `policyId`'s network policy (its sessions are over): its config entry at once, its
+   * rules DROP_DELAY_MS later like a replaced generation's.
+   */
+  removePolicy(policyId: number): void {
+    const prev = this.gens.get(policyId);
+    this.map('net_policies').delete(u32(policyId)); // its sessions now have no network section
+    this.gens.delete(policyId);
+    this.compiledBy.delete(policyId);
+    if (prev) this.retire(prev);
+  }
+
+  /** Replaced generations still in the maps (their rules go DROP_DELAY_MS after the switch). */
+  retiringGenerations(): number[] {
+    return [...this.retiring.keys()].map((w) => w.gen);
+  }
+
+  protected override closeObjects(): void {
+    // Replaced generations go now: pinned links (sessions still alive) keep these maps after we exit,
+    // and a timer firing later would find them closed.
+    try {
+      this.dropRetiring();
+    } catch {
+      /* the maps are going with the object */
+    }
+    this.retiring.clear();
+    this.obj.close();
   }
 
   /** unix: entries of generation `gen` (0: bridle's own sockets, for every session): by name, and by identity. */

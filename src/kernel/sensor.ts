@@ -6,6 +6,7 @@ import { closeSync, existsSync, openSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../root.js';
 import { LoadedObject } from './loaded.js';
+import { tagIsLive } from './failclosed.js';
 import { BpfObject, RingBuffer, type BpfMap } from './binding.js';
 import { decode, decodeSeeds, HOOKS, LAYOUT, type RawRecord, type SeedRecord } from './layout.js';
 import { cfgValue, type CompiledExec, type FileIdent } from '../policy/compile.js';
@@ -329,6 +330,35 @@ export class Sensor extends LoadedObject {
 
   compiled(policyId: number): CompiledExec | undefined {
     return this.gens.get(policyId)?.compiled;
+  }
+
+  /**
+   * Removes policy `policyId` (no process is tagged with it any more): its config entry and agents: keys
+   * at once, its rules DROP_DELAY_MS later like a replaced generation's. A process still tagged with it
+   * would be decided by no policy (nothing matches but the fileless default), so callers check first.
+   */
+  removePolicy(policyId: number): void {
+    const prev = this.gens.get(policyId);
+    const idKey = Buffer.alloc(4);
+    idKey.writeUInt32LE(policyId);
+    this.map('policies').delete(idKey);
+    this.gens.delete(policyId);
+    if (!prev) return;
+    for (const [m, entries] of [
+      [this.map('agent_names'), prev.compiled.agents.names],
+      [this.map('agent_idents'), prev.compiled.agents.idents],
+    ] as const) {
+      for (const e of entries) m.delete(e.key);
+    }
+    this.retire(prev.gen, prev.compiled);
+  }
+
+  /** Policy ids of live tagged processes (entries of processes that exited, or whose pid was reused, not counted). */
+  policiesInUse(): Set<number> {
+    const tf = LAYOUT.bridle_tag.fields;
+    const out = new Set<number>();
+    for (const [k, v] of this.map('tags').entries()) if (tagIsLive(k.readUInt32LE(0), v)) out.add(v.readUInt32LE(tf.policy));
+    return out;
   }
 
   /**

@@ -54,8 +54,32 @@ export interface CompiledServer {
   rules: CompiledRule[];
   redact: Glob[][];
   resources: { allow: { id: string; glob: Glob }[]; deny: { id: string; glob: Glob }[] };
-  /** credentials.files.deny as absolute paths (every home for `~/`), with the rule each came from. */
+  /**
+   * credentials.files.deny as absolute paths (every home for `~/`), with the rule each came from; each
+   * also as its real path where that differs (/home a symlink to /var/home): a URI names either.
+   */
   credentials: { id: string; path: string }[];
+}
+
+/**
+ * Where `path` really is: its real path, or, for a path that does not exist (yet), its nearest existing
+ * directory's real path with the rest as written. Undefined when it is where it says.
+ */
+function realCredential(path: string): string | undefined {
+  let dir = path;
+  let rest = '';
+  for (;;) {
+    try {
+      const real = realpathSync(dir);
+      const whole = rest ? posix.join(real, rest) : real;
+      return whole === path ? undefined : whole;
+    } catch {
+      const up = posix.dirname(dir);
+      if (up === dir) return undefined;
+      rest = rest ? posix.join(posix.basename(dir), rest) : posix.basename(dir);
+      dir = up;
+    }
+  }
 }
 
 /**
@@ -68,7 +92,11 @@ export function compileServer(policy: McpServerPolicy, mode: Mode, globalRedact:
     policy,
     mode,
     resources: { allow: globs(policy.resources.allow), deny: globs(policy.resources.deny) },
-    credentials: credentials.map((c) => ({ id: c.id, path: posix.normalize(c.path).replace(/(.)\/+$/, '$1') })),
+    credentials: credentials.flatMap((c) => {
+      const path = posix.normalize(c.path).replace(/(.)\/+$/, '$1');
+      const real = realCredential(path);
+      return real ? [{ id: c.id, path }, { id: c.id, path: real }] : [{ id: c.id, path }];
+    }),
     allow: globs(policy.allow),
     deny: globs(policy.deny),
     rules: policy.rules.map((rule) => ({
@@ -248,6 +276,12 @@ function uriForms(uri: string): { forms: string[]; path?: string } | undefined {
   }
   if (decoded.includes('\0')) return undefined;
   forms.add(decoded);
+  // no scheme, an absolute path: a server that reads files takes it as one (the same checks as file:)
+  if (!url && uri.startsWith('/')) {
+    const path = posix.normalize(decoded);
+    forms.add(path);
+    return { forms: [...forms], path };
+  }
   if (url?.protocol !== 'file:') return { forms: [...forms] };
   let path: string;
   try {

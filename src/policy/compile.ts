@@ -93,19 +93,84 @@ export function argvHash(argv: string[]): bigint {
 /** The search path when the supervisor has none (glibc's default for root, as execvp uses). */
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** Names of multi-call binaries: one file that is many programs, chosen by argv[0]. */
+const MULTI_CALL = new Set(['busybox', 'toybox', 'coreutils']);
+
+/**
+ * How many names in the directories of a search path lead to each real file (symlinks followed), built
+ * once per compile (argvNames' `cache`) and only when an argv: rule asks.
+ */
+export interface PathNames {
+  path: string;
+  byTarget?: Map<string, Set<string>>;
+}
+
+function namesLeadingTo(cache: PathNames, real: string): number {
+  if (!cache.byTarget) {
+    const byTarget = new Map<string, Set<string>>();
+    const dirs = new Set<string>();
+    for (const d of cache.path.split(':')) {
+      if (!d.startsWith('/')) continue;
+      try {
+        dirs.add(realpathSync(d)); // /bin and /usr/bin are often one directory
+      } catch {
+        /* not there */
+      }
+    }
+    for (const d of dirs) {
+      let entries;
+      try {
+        entries = readdirSync(d, { withFileTypes: true });
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        let target: string;
+        if (e.isSymbolicLink()) {
+          try {
+            target = realpathSync(join(d, e.name));
+          } catch {
+            continue; // dangling
+          }
+        } else if (e.isFile()) target = join(d, e.name);
+        else continue;
+        let names = byTarget.get(target);
+        if (!names) byTarget.set(target, (names = new Set()));
+        names.add(e.name);
+      }
+    }
+    cache.byTarget = byTarget;
+  }
+  return cache.byTarget.get(real)?.size ?? 0;
+}
+
+/**
+ * Is `real` (a real path, `st` its stat) a multi-call binary (busybox, toybox, a single-binary coreutils)?
+ * By its name, by more than 2 hard links, or by more than 3 names in the search path leading to it.
+ */
+function isMultiCall(real: string, st: { nlink: number }, cache: PathNames): boolean {
+  return MULTI_CALL.has(basename(real)) || st.nlink > 2 || namesLeadingTo(cache, real) > 3;
+}
+
 /**
  * The names an argv: rule's word 0 is entered under: its basename, and the basename of the real path
  * (symlinks followed) of what it names: for an absolute path, that file; for a bare name, the executable
  * file of that name in each directory of `path` (the supervisor's PATH), in PATH order. A name with a
  * slash that is not absolute (`./x`) is taken as written. Deduplicated, in that order.
+ *
+ * Not the name of a multi-call binary (isMultiCall): the kernel compares word 0 with argv[0] and with the
+ * executed file's own name, so `argv: [wget]` entered under `busybox` would deny every applet of it.
+ * `cache`: the search path's names, shared by every argv: rule of one compile.
  */
-export function argvNames(word0: string, path = process.env.PATH || DEFAULT_PATH): string[] {
+export function argvNames(word0: string, path = process.env.PATH || DEFAULT_PATH, cache: PathNames = { path }): string[] {
   const names = [basename(word0)];
   const files = word0.startsWith('/') ? [word0] : word0.includes('/') || !word0 ? [] : path.split(':').filter((d) => d.startsWith('/')).map((d) => join(d, word0));
   for (const f of files) {
     try {
       const st = statSync(f);
-      if (st.isFile() && st.mode & 0o111) names.push(basename(realpathSync(f)));
+      if (!st.isFile() || !(st.mode & 0o111)) continue;
+      const real = realpathSync(f);
+      if (!isMultiCall(real, st, cache.path === path ? cache : { path })) names.push(basename(real));
     } catch {
       /* not there: nothing to follow */
     }
@@ -284,6 +349,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
   identify(named).forEach((id, i) => known.set(named[i]!, id));
   const one = (path: string): FileIdent | undefined => (known.has(path) ? known.get(path) : identify([path])[0]);
   let mountPoints: string[] | undefined; // read once, when a denied directory first asks
+  const pathNames: PathNames = { path: process.env.PATH || DEFAULT_PATH }; // read once, when an argv: rule first asks
   // What lies beneath a denied directory, entered under its rule: the roots of file systems mounted
   // beneath it (dirs), and its files by identity (a hard link to one of them elsewhere is outside it).
   const denyBeneath = (dir: string, kind: number, ruleId: number): void => {
@@ -372,7 +438,7 @@ export function compileExec(policy: Policy, gen: number, policyId: number, ident
       // word 0 also under the name of the file it leads to (sh is dash, python3 is python3.11): the
       // kernel compares argv[0] and the executed file's own name, and `exec -a` chooses argv[0]
       const f = LAYOUT.bridle_argv_key.fields;
-      for (const name of argvNames(r.argv[0] ?? '')) {
+      for (const name of argvNames(r.argv[0] ?? '', pathNames.path, pathNames)) {
         const key = Buffer.alloc(LAYOUT.bridle_argv_key.size);
         key.writeUInt32LE(gen, f.policy);
         key.writeUInt32LE(Math.min(r.argv.length, 8), f.nargs);
@@ -677,18 +743,93 @@ function accounts(getent: string, passwd: string): string {
  * too) whose home is a directory that exists and no system directory (see NOT_HOMES), the supervisor's
  * own, and `extra` (the HOME sessions are given, which no account need name: taken whether it exists
  * yet or not). Sorted, so the same accounts always give the same rules.
+ *
+ * The accounts' homes are read (getent, a stat of each) at most once a minute, or when the passwd file
+ * changes (`maxAgeMs`). A home beneath an autofs mount that the automounter has not mounted is left out
+ * (stat'ing it would mount it, and every home of the host with it): a session that goes there mounts it,
+ * and the rules cover it from the next compile on (the session's own HOME is always in `extra`).
  */
-export function homeDirs(o: { getent?: string; passwd?: string; extra?: Array<string | undefined> } = {}): string[] {
-  const out = new Set<string>();
-  const add = (h: string | undefined, mustExist: boolean) => {
+export function homeDirs(o: { getent?: string; passwd?: string; extra?: Array<string | undefined>; maxAgeMs?: number } = {}): string[] {
+  const out = new Set<string>(accountHomes(o.getent ?? 'getent', o.passwd ?? '/etc/passwd', o.maxAgeMs ?? ACCOUNT_HOMES_MAX_AGE_MS));
+  const add = (h: string | undefined) => {
     if (!h || !h.startsWith('/')) return;
     const abs = resolve(h);
-    if (isHome(abs, mustExist)) out.add(abs);
+    if (isHome(abs, false)) out.add(abs);
   };
-  for (const line of accounts(o.getent ?? 'getent', o.passwd ?? '/etc/passwd').split('\n')) add(line.split(':')[5], true);
-  add(homedir(), false);
-  for (const h of o.extra ?? []) add(h, false);
+  add(homedir());
+  for (const h of o.extra ?? []) add(h);
   return [...out].sort();
+}
+
+/**
+ * How long the accounts' homes are taken as read (every compile asks: reloads, recompiles after a watched
+ * path changed, every per-session policy); a change to the passwd file (useradd) is seen at once.
+ */
+const ACCOUNT_HOMES_MAX_AGE_MS = 60_000;
+const accountCache = new Map<string, { at: number; stamp: string; homes: string[] }>();
+
+/** The passwd file as it stands now (inode, size, modification time), '' when there is none. */
+function fileStamp(path: string): string {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return '';
+  }
+}
+
+/** The homes of every account (accounts()) that are homes by isHome, cached (ACCOUNT_HOMES_MAX_AGE_MS). */
+function accountHomes(getent: string, passwd: string, maxAgeMs: number): string[] {
+  const key = `${getent}\0${passwd}`;
+  const stamp = fileStamp(passwd);
+  const now = Date.now();
+  const hit = accountCache.get(key);
+  if (hit && hit.stamp === stamp && now - hit.at < maxAgeMs) return hit.homes;
+  const auto = autofsMounts();
+  const homes = new Set<string>();
+  for (const line of accounts(getent, passwd).split('\n')) {
+    const h = line.split(':')[5];
+    if (!h || !h.startsWith('/')) continue;
+    const abs = resolve(h);
+    // a home an automounter has not mounted is not stat'ed: that would mount every home on the host
+    if (auto && !automountedYet(abs, auto)) continue;
+    if (isHome(abs, true)) homes.add(abs);
+  }
+  const list = [...homes];
+  accountCache.set(key, { at: now, stamp, homes: list });
+  return list;
+}
+
+/**
+ * The autofs mount points of this mount namespace and the other mount points beneath them (what the
+ * automounter has mounted), from /proc/self/mountinfo; undefined when there is no autofs mount.
+ */
+function autofsMounts(): { autofs: string[]; mounted: string[] } | undefined {
+  let info: string;
+  try {
+    info = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const autofs: string[] = [];
+  const other: string[] = [];
+  for (const line of info.split('\n')) {
+    const dash = line.indexOf(' - ');
+    if (dash < 0) continue;
+    const point = line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (!point) continue;
+    (line.slice(dash + 3).split(' ')[0] === 'autofs' ? autofs : other).push(point);
+  }
+  if (!autofs.length) return undefined;
+  const within = (p: string, dir: string) => p === dir || p.startsWith(dir === '/' ? '/' : `${dir}/`);
+  return { autofs, mounted: other.filter((p) => autofs.some((a) => within(p, a))) };
+}
+
+/** Is `home` outside every autofs mount, or on a file system the automounter has mounted already? */
+function automountedYet(home: string, m: { autofs: string[]; mounted: string[] }): boolean {
+  const within = (p: string, dir: string) => p === dir || p.startsWith(dir === '/' ? '/' : `${dir}/`);
+  if (!m.autofs.some((a) => within(home, a))) return true;
+  return m.mounted.some((p) => within(home, p));
 }
 
 /**

@@ -1,10 +1,11 @@
 // The CLI as a user meets it: doctor's report, bad input, the session environment.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BIN, binEnv, tempDir } from '../helpers/kernel.js';
+import { BIN, binEnv, endThenReap, tempDir, writeExecutable } from '../helpers/kernel.js';
+import { waitFor } from '../../src/agent/run.js';
 import { sessionEnv } from '../../src/agent/env.js';
 import { parsePolicy } from '../../src/policy/load.js';
 
@@ -60,4 +61,31 @@ test('bridle run passes the exit status through and filters the environment end 
   });
   assert.equal(r.status, 7, r.stderr);
   assert.equal(r.stdout, 'token=none\n');
+});
+
+test('a standalone bridle run starts no sessions of its own: its policy\'s agents: entries are not installed', async (t) => {
+  const dir = tempDir(t);
+  const name = `bridle-test-run-agent-${process.pid}`;
+  const agentBin = writeExecutable(join(dir, name), '#!/bin/sh\nwget --version >/dev/null 2>&1; echo "wget=$?"\n');
+  const p = join(dir, 'p.yaml');
+  writeFileSync(p, `version: 1\nname: x\nagents:\n  - name: some-agent\n    match: { exe: [${name}] }\nexec:\n  default: allow\n  deny: [{ path: /usr/bin/wget }]\n`);
+  const run = spawn(BIN, ['run', '--policy', p, '--quiet', '--', 'sh', '-c', `echo $$ > ${dir}/pid; while [ ! -e ${dir}/go ]; do sleep 0.05; done; wget --version >/dev/null 2>&1; echo "wget=$?"`], {
+    env: { ...env(), BRIDLE_STANDALONE: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  run.stdout!.on('data', (d) => (out += d));
+  run.stderr!.on('data', (d) => (err += d));
+  let session = 0;
+  t.after(() => endThenReap([run], session, run.pid));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'pid')), 15_000), `the session started: ${err}`);
+  session = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  // while it runs, the agent it names started by someone else (here, outside every session) is no session
+  const outside = spawnSync(agentBin, { encoding: 'utf8' });
+  assert.equal(outside.stdout, 'wget=0\n', 'not a session under the run\'s policy');
+  writeFileSync(join(dir, 'go'), '');
+  const status = await new Promise<number | null>((res) => run.on('close', (c) => res(c)));
+  assert.equal(status, 0, err);
+  assert.equal(out, 'wget=137\n', 'the run\'s own session is under its policy');
 });

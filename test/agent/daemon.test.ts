@@ -1,13 +1,16 @@
 // `bridle agent` as a real daemon: run and attach go through its control socket, sessions inside
 // cannot use the socket, and a bad reload keeps the policy in force.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { PROBE } from '../net/helpers.js';
 import { BIN, binEnv, endThenReap, tempDir, writeExecutable } from '../helpers/kernel.js';
 import { waitFor } from '../../src/agent/run.js';
+import { peerAlive, serveControl } from '../../src/agent/control.js';
+import { killPid } from '../helpers/proc.js';
+import { startTicks } from '../../src/kernel/failclosed.js';
 
 const cleanEnv = binEnv;
 
@@ -137,7 +140,9 @@ test('kill -9 the agent: its session stays governed, and the next agent reads wh
   const a = await startAgent(t, mkdirP(join(dir, 'a')));
   const policy = join(dir, 'a', 'policy.yaml');
   const script = `echo $$ > ${dir}/pid; while [ ! -e ${dir}/go ]; do sleep 0.05; done
-wget --version >/dev/null 2>&1; echo "wget=$?" > ${dir}/out; exec sleep 60`;
+wget --version >/dev/null 2>&1; echo "wget=$?" > ${dir}/out
+while [ ! -e ${dir}/go2 ]; do sleep 0.05; done
+${BIN} agent status --socket ${dir}/b/agent.sock > ${dir}/status 2>&1; echo "status=$?" >> ${dir}/status; exec sleep 60`;
   const run = spawn(BIN, ['run', '--policy', policy, '--', '/bin/sh', '-c', script], { stdio: 'ignore', env: a.env });
   let session = 0;
   t.after(() => endThenReap([run], session, a.agent.pid));
@@ -152,13 +157,21 @@ wget --version >/dev/null 2>&1; echo "wget=$?" > ${dir}/out; exec sleep 60`;
   // a new agent reads the dead one's ring buffer and ships it like its own events
   const b = await startAgent(t, mkdirP(join(dir, 'b')));
   const wget = (): Record<string, unknown> | undefined =>
-    readFileSync(b.events, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    // only whole lines: the agent may be writing the last one
+    readFileSync(b.events, 'utf8').split('\n').slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>)
       .find((e) => e.type === 'exec' && e.path === '/usr/bin/wget');
   assert.ok(await waitFor(() => existsSync(b.events) && !!wget(), 10_000), 'the new agent reports the exec the session made while no agent ran');
   assert.equal(wget()?.verdict, 'deny');
   assert.equal(wget()?.rule, 'exec.deny[0]');
   assert.equal(wget()?.policy, 'daemon-test');
   assert.equal(wget()?.pid !== undefined && (wget()?.ppid as number) === session, true, 'the exec is the session process\'s child');
+  // the dead agent's session (root) is in no session of the new agent's own tag table, but its control
+  // socket refuses it all the same: the dead agent's pinned tags are looked in too
+  writeFileSync(join(dir, 'go2'), '');
+  assert.ok(await waitFor(() => existsSync(join(dir, 'status')) && readFileSync(join(dir, 'status'), 'utf8').includes('status='), 15_000));
+  const status = readFileSync(join(dir, 'status'), 'utf8');
+  assert.match(status, /refused: requests from inside an agent session are not accepted/, status);
+  assert.match(status, /status=1\n$/);
 });
 
 function mkdirP(d: string): string {
@@ -212,4 +225,108 @@ test("bridle agent keeps its own files from every session (its key, spool, certi
   assert.equal(r.stdout, 'key=137\nspool=137\ntoken=137\nhome=137\nother=0\n');
   const evs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(evs.filter((e) => e.type === 'violation').map((e) => e.rule), ['builtin.bridle_files', 'builtin.bridle_files', 'builtin.bridle_files', 'credentials.files.deny[0]']);
+});
+
+test('the control socket serves no peer that exited before it was identified, a zombie (exited, not yet reaped) included', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'control.sock');
+  const asked: string[] = [];
+  const server = await serveControl(socket, {
+    isTagged: () => (asked.push('isTagged'), false),
+    handle: async (req) => (asked.push(`handle ${req.op}`), { ok: true }),
+  });
+  t.after(() => server.close());
+  let accepted = 0;
+  server.server.on('connection', () => accepted++);
+  assert.equal(peerAlive(process.pid), true);
+  // The peer connects, sends a request and exits; its parent never reaps it. spawnSync holds this event
+  // loop until then, so the connection is accepted only once the peer is a zombie.
+  const py = `
+import os, socket, sys, time
+r_fd, w_fd = os.pipe()
+if os.fork() == 0:
+    os.close(r_fd)
+    nul = os.open('/dev/null', os.O_RDWR)
+    for fd in (0, 1, 2): os.dup2(nul, fd)
+    peer = os.fork()
+    if peer == 0:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.sendall(b'{"op":"status"}\\n')
+        os._exit(0)
+    while open(f'/proc/{peer}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z': time.sleep(0.01)
+    os.write(w_fd, f'{peer} {os.getpid()}\\n'.encode()); os.close(w_fd)
+    time.sleep(30)
+    os._exit(0)
+os.close(w_fd)
+print(os.read(r_fd, 100).decode().strip())
+`;
+  const r = spawnSync('python3', ['-c', py, socket], { encoding: 'utf8', timeout: 10_000 });
+  const [peer, parent] = r.stdout.trim().split(' ').map(Number);
+  t.after(() => killPid(parent)); // its zombie child goes with it
+  assert.ok(peer && parent, `${r.stdout} ${r.stderr}`);
+  assert.equal(peerAlive(peer), false, 'a zombie is no live peer');
+  assert.ok(await waitFor(() => accepted === 1, 5000), 'the connection was accepted');
+  await new Promise((res) => setTimeout(res, 200));
+  assert.deepEqual(asked, [], 'refused before the tag table was asked or a request read');
+});
+
+/** Entries of the kernel's `policies` table among the BPF maps process `pid` holds (its fdinfo, then bpftool). */
+function kernelPolicies(pid: number): number {
+  const held = new Set<number>();
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const id = /^map_id:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
+      if (id) held.add(Number(id));
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  const maps = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>;
+  const m = maps.find((x) => x.name === 'policies' && held.has(x.id));
+  assert.ok(m, `the agent's policies map (bpftool map show: ${maps.filter((x) => x.name === 'policies').length} such maps)`);
+  return (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'id', String(m.id)], { encoding: 'utf8' })) as unknown[]).length;
+}
+
+test('per-session policies: one per policy whatever HOME, unless ~/ names credentials; those whose sessions are over are freed', async (t) => {
+  const dir = tempDir(t);
+  const { agent, env } = await startAgent(t, dir);
+  const pid = agent.pid!;
+  assert.equal(kernelPolicies(pid), 1, 'the host policy');
+  const plain = join(dir, 'plain.yaml');
+  writeFileSync(plain, POLICY.replace('daemon-test', 'plain'));
+  const homed = join(dir, 'homed.yaml');
+  writeFileSync(homed, `${POLICY.replace('daemon-test', 'homed')}credentials:\n  files:\n    deny: ["~/.bridle-test-token"]\n`);
+  const home = (n: string) => mkdirP(join(dir, `home-${n}`));
+  const run = async (policy: string, h: string, cmd = 'true') => {
+    const r = await bridle(['run', '--policy', policy, '--quiet', '--', 'sh', '-c', cmd], { ...env, HOME: h });
+    assert.equal(r.status, 0, r.stderr);
+    return r;
+  };
+  // a CI job per HOME: a policy without ~/ is the same policy for each
+  await run(plain, home('1'));
+  await run(plain, home('2'));
+  assert.equal(kernelPolicies(pid), 2, 'one policy for both HOMEs');
+  // a policy with ~/ is one per HOME; a new one frees those whose sessions are over
+  await run(homed, home('1'));
+  assert.equal(kernelPolicies(pid), 2, 'the plain policy, its sessions over, is gone');
+  // a session still running keeps its policy
+  const long = spawn(BIN, ['run', '--policy', plain, '--quiet', '--', 'sh', '-c', `echo $$ > ${dir}/pid; while [ ! -e ${dir}/go ]; do sleep 0.05; done; wget --version >/dev/null 2>&1; echo "wget=$?"`], { env: { ...env, HOME: home('1') }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let longOut = '';
+  long.stdout!.on('data', (d) => (longOut += d));
+  t.after(() => killPid(long.exitCode === null && long.signalCode === null ? long.pid : undefined));
+  assert.ok(await waitFor(() => existsSync(join(dir, 'pid')), 10_000), 'the long session started');
+  const longPid = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  const longStart = startTicks(longPid);
+  t.after(() => killPid(longStart !== undefined && startTicks(longPid) === longStart ? longPid : undefined)); // never a reused pid
+  assert.equal(kernelPolicies(pid), 2, 'plain added, homed for home-1 (its session over) freed');
+  await run(homed, home('2'), 'cat $HOME/.bridle-test-token 2>/dev/null; true');
+  assert.equal(kernelPolicies(pid), 3, 'plain (a live session) kept, homed for home-2 added');
+  writeFileSync(join(dir, 'go'), '');
+  await new Promise((res) => long.on('close', res));
+  assert.equal(longOut, 'wget=137\n', 'the live session kept its policy throughout');
+  await run(plain, home('3'));
+  assert.equal(kernelPolicies(pid), 3, 'plain again: the same policy, nothing new');
+  await run(homed, home('3'));
+  assert.equal(kernelPolicies(pid), 2, 'a new one: plain and homed for home-2, their sessions over, freed');
 });

@@ -2,6 +2,7 @@
 // pinned programs; a dead supervisor's pins are reaped only once nothing it tagged is alive.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,7 +10,7 @@ import { waitFor } from '../../src/agent/run.js';
 import { Supervisor } from '../../src/agent/supervisor.js';
 import { openPinnedMap } from '../../src/kernel/binding.js';
 import { BPFFS } from '../../src/kernel/bpffs.js';
-import { reapOrphans, STATE_DIR } from '../../src/kernel/failclosed.js';
+import { reapOrphans, STATE_DIR, taggedByDeadSupervisor } from '../../src/kernel/failclosed.js';
 import { Adopter } from '../../src/agent/adopt.js';
 import type { BridleEvent, ConnectEvent, ExecEvent } from '../../src/events/types.js';
 import { alive, BIN, endThenReap, loadedProgramIds, tempDir } from '../helpers/kernel.js';
@@ -89,7 +90,15 @@ echo done >> ${out}; exec sleep 60`;
       m.close();
     }
   };
-  assert.ok(agentNames() > 0, 'the dead supervisor still had its agents: table');
+  assert.equal(agentNames(), 0, 'a standalone bridle run installs no agents: entries');
+  // as a dead `bridle agent` would have left: an entry (nargv 0, a hash no name has: it matches nothing)
+  const names = openPinnedMap(join(BPFFS, 'bridle', instance, 'agent_names'));
+  try {
+    names.update(randomBytes(names.keySize), Buffer.alloc(names.valueSize));
+  } finally {
+    names.close();
+  }
+  assert.equal(agentNames(), 1);
   const kept = reapOrphans();
   assert.deepEqual(kept.removed, []);
   const orphan = kept.kept.find((o) => o.instance === instance);
@@ -182,11 +191,15 @@ exec:
   assert.match(stderr, /bridle: \d+ process\(es\) of the session are still running/);
   const instance = pinDirOf(bridle.pid!);
   assert.ok(instance, 'bridle run kept its pins');
+  // the leftover is in a session of a dead supervisor (what a restarted agent's control socket refuses)
+  assert.equal(taggedByDeadSupervisor(leftover), true);
+  assert.equal(taggedByDeadSupervisor(process.pid), false);
   // Only now, with bridle gone, does the leftover try the denied program.
   writeFileSync(join(dir, 'go'), '');
   assert.ok(await waitFor(() => existsSync(out), 5000));
   assert.equal(readFileSync(out, 'utf8').trim(), 'wget=137', 'still denied after bridle run returned');
   process.kill(leftover, 'SIGKILL');
   assert.ok(await waitFor(() => !alive(leftover), 5000));
+  assert.equal(taggedByDeadSupervisor(leftover), false, 'an exited process is in no session');
   assert.ok(reapOrphans().removed.includes(instance));
 });

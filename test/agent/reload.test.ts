@@ -32,7 +32,8 @@ test('a replaced generation keeps its rules for a moment after the switch, then 
   assert.notEqual(second, first);
   assert.deepEqual([...gensInMaps()].sort(), [first, second], "right after the switch the old generation's rules are still there");
   // the state a successor would read names both generations: records of either may be in the ring buffer
-  if (h.sup.pins) assert.deepEqual(loadState(h.sup.pins)?.exec.map((g) => g.gen).sort(), [first, second]);
+  assert.ok(h.sup.pins, `the supervisor pinned its links: ${h.sup.warnings.join('; ')}`);
+  assert.deepEqual(loadState(h.sup.pins)?.exec.map((g) => g.gen).sort(), [first, second]);
   assert.ok(await waitFor(() => !gensInMaps().has(first), DROP_DELAY_MS + 2000), 'gone after the delay');
   assert.deepEqual([...gensInMaps()], [second]);
 
@@ -82,4 +83,25 @@ network:
   assert.equal(gens().size, 2, "right after the switch the old generation's rules are still there");
   assert.ok(await waitFor(() => !gens().has(first!), DROP_DELAY_MS + 2000), 'gone after the delay');
   assert.equal(gens().size, 1);
+
+  // replaced just before close: close drops it with the rest (a pinned program could keep the maps), and
+  // its timer does not fire later against closed maps
+  const [second] = [...gens()];
+  h.sup.setPolicy(parsePolicy(net('n3', '127.0.0.3/32'), 'n3.yaml'));
+  assert.deepEqual(ns.retiringGenerations(), [second]);
+  const dropped: number[] = [];
+  let drops = 0;
+  const drop = ns['drop'].bind(ns);
+  ns['drop'] = (w) => {
+    drops++;
+    const before = gens().has(w.gen);
+    drop(w);
+    if (before && !gens().has(w.gen)) dropped.push(w.gen);
+  };
+  await h.sup.close();
+  assert.deepEqual(dropped, [second], 'its entries deleted from the maps before they closed');
+  assert.deepEqual(ns.retiringGenerations(), []);
+  const after = drops;
+  await new Promise((res) => setTimeout(res, DROP_DELAY_MS + 300));
+  assert.equal(drops, after, 'no timer fired after close');
 });

@@ -51,3 +51,13 @@ test('reports are stamped by the agent: identity from the peer, time from its cl
   assert.match(String((flood as { detail?: string }).detail), new RegExp(`^${51 - calls} report\\(s\\) from session sess-1 dropped`));
   assert.equal(got.filter((e) => e.type === 'exec').length, 0);
 });
+
+test('a report socket that cannot be served rejects, and leaves no flush timer running', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-report-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // longer than a socket address holds: listened on cut short, so the socket is not where it was asked for
+  const path = join(dir, 'r'.repeat(120));
+  const intervals = t.mock.method(globalThis, 'setInterval');
+  await assert.rejects(serveReports(path, () => ({ host: 'h', session: '', exec_id: '', parent_exec_id: '', pid: 0, ppid: 0, uid: 0 }), () => undefined), /ENOENT|ENAMETOOLONG|EINVAL/);
+  assert.equal(intervals.mock.callCount(), 0, 'no flush timer started');
+});

@@ -119,3 +119,37 @@ mcp:
   const ev = await until(() => readEvents(events).find((e) => e.type === 'tool_call'));
   assert.deepEqual([ev.tool, ev.verdict, ev.rule], ['resources/read', 'would_deny', 'credentials.files.deny[0]']);
 });
+
+test('resources: a credential path is judged as written and as where it really is; a URI with no scheme that is a path gets the same checks', async (t) => {
+  const dir = tempDir(t);
+  const root = files(dir);
+  const log = join(dir, 'server.log');
+  // the policy names the files through a symlink (as ~/ does where /home leads to /var/home), one not there yet
+  symlinkSync(root, join(dir, 'home'));
+  const p = writePolicy(dir, `version: 1
+name: r
+credentials:
+  files:
+    deny: [${dir}/home/keys, ${dir}/home/not-yet]
+mcp:
+  servers:
+    toy: {}
+`);
+  const { client } = await connectProxy(t, { policy: p, server: 'toy', dir, cmd: [process.execPath, TOY], env: { TOY_LOG: log, TOY_FILES: root } });
+  const listed = (await client.listResources()).resources.map((r) => r.uri).sort();
+  assert.deepEqual(listed, [`file://${root}/public/notes.txt`, 'test://private/x', 'test://public/y'], 'the key and the symlink to it are hidden');
+  const denied: Array<[string, RegExp]> = [
+    [`file://${root}/keys/id_ed25519`, /credentials\.files\.deny\[0\]/], // the real path of what the policy names
+    [`file://${root}/not-yet/token`, /credentials\.files\.deny\[1\]/], // beneath the real path of where it would be
+    [`${root}/keys/id_ed25519`, /credentials\.files\.deny\[0\]/], // no scheme
+    [`${dir}/home/keys/id_ed25519`, /credentials\.files\.deny\[0\]/],
+    [`${root}/public/%2e%2e/keys/id_ed25519`, /credentials\.files\.deny\[0\]/],
+    [`${root}/public/innocent.txt`, /credentials\.files\.deny\[0\]/], // a symlink into the key directory
+  ];
+  for (const [uri, rule] of denied) {
+    await assert.rejects(client.readResource({ uri }), (err: Error) => rule.test(err.message) && /bridle denied resources\/read/.test(err.message), uri);
+  }
+  const notes = `file://${root}/public/notes.txt`;
+  assert.match(JSON.stringify(await client.readResource({ uri: notes })), /notes/);
+  assert.deepEqual(reads(log), [notes], 'nothing denied reached the server');
+});

@@ -1,11 +1,11 @@
 // The compiler's bookkeeping for deny rules whose paths change: what a path led to stays denied, within
 // bounds. Identities come from a stand-in for the sensor, so each compile can see a different file.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { compileExec, RULE_ID_BRIDLE_FILES, type CompiledExec, type FileIdent } from '../../src/policy/compile.js';
+import { argvNames, compileExec, RULE_ID_BRIDLE_FILES, type CompiledExec, type FileIdent, type PathNames } from '../../src/policy/compile.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { CFG_CRED_DIRS, CFG_CRED_FILES, KEY_KIND, LAYOUT, VERDICT } from '../../src/kernel/layout.js';
 
@@ -112,4 +112,44 @@ test("bridle's own files are denied by every policy as credential files (builtin
   assert.deepEqual(rulesOf(n.ident, KEY_KIND.CRED_NAME), [4, 6]);
   // without bridle's files a policy without credential rules has none
   assert.equal(compileExec(plain, 0, 1, identify).cfg.flags & CFG_CRED_FILES, 0);
+});
+
+test('argv: word 0 is not entered under the name of a multi-call binary it leads to (busybox, toybox, coreutils, many names)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-argv-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bin = join(dir, 'bin');
+  const sbin = join(dir, 'sbin');
+  mkdirSync(bin);
+  mkdirSync(sbin);
+  const exe = (p: string) => writeFileSync(p, '#!/bin/sh\n', { mode: 0o755 });
+  // a multi-call binary by its many names: wget, ls, cat, sh (across two PATH directories) lead to it
+  exe(join(bin, 'multi'));
+  for (const n of ['wget', 'ls']) symlinkSync(join(bin, 'multi'), join(bin, n));
+  for (const n of ['cat', 'sh']) symlinkSync(join(bin, 'multi'), join(sbin, n));
+  // by its name alone (one other name)
+  mkdirSync(join(dir, 'opt'));
+  exe(join(dir, 'opt', 'busybox'));
+  symlinkSync(join(dir, 'opt', 'busybox'), join(bin, 'nc'));
+  // by its hard links
+  exe(join(dir, 'opt', 'linked'));
+  for (const n of ['l1', 'l2']) linkSync(join(dir, 'opt', 'linked'), join(dir, 'opt', n));
+  symlinkSync(join(dir, 'opt', 'linked'), join(bin, 'grep'));
+  // a plain alias (sh is dash): followed
+  exe(join(bin, 'dash'));
+  symlinkSync(join(bin, 'dash'), join(sbin, 'ash'));
+  const path = `${bin}:${sbin}:relative`;
+  const cache: PathNames = { path };
+  assert.deepEqual(argvNames('wget', path, cache), ['wget']);
+  assert.deepEqual(argvNames('sh', path, cache), ['sh']);
+  assert.deepEqual(argvNames(join(sbin, 'cat'), path, cache), ['cat']);
+  assert.deepEqual(argvNames('nc', path, cache), ['nc']);
+  assert.deepEqual(argvNames('grep', path, cache), ['grep']);
+  assert.deepEqual(argvNames('ash', path, cache), ['ash', 'dash']);
+  assert.deepEqual(argvNames(join(sbin, 'ash'), path), ['ash', 'dash']);
+  // three names (multi, and two more) are not yet many
+  rmSync(join(bin, 'ls'));
+  rmSync(join(sbin, 'sh'));
+  assert.deepEqual(argvNames('wget', path), ['wget', 'multi']);
+  // the names are read once per cache (once per compile)
+  assert.deepEqual(argvNames('wget', path, cache), ['wget']);
 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { parsePolicy, normalizeCidr } from '../../src/policy/load.js';
 import { PolicyError } from '../../src/policy/yamlctx.js';
 import { argvHash, credentialPaths, fnv1a, homeDirs, kernelDev } from '../../src/policy/compile.js';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -203,6 +203,36 @@ test('~/ homes come from NSS (getent passwd), of any uid, when they are real dir
     assert.deepEqual(homes, [...homes].sort(), 'sorted: the same accounts give the same rules');
     assert.deepEqual(homeDirs({ getent, passwd, extra: [given] }), homes);
     assert.ok(credentialPaths('~/.pgpass', homes).includes(join(svc, '.pgpass')), 'a service account\'s home');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('~/ homes: getent runs at most once a minute, and again at once when the passwd file changes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bridle-getent-cache-'));
+  try {
+    const [a, b] = [join(dir, 'a'), join(dir, 'b')];
+    mkdirSync(a);
+    mkdirSync(b);
+    const calls = join(dir, 'calls');
+    const list = join(dir, 'accounts');
+    writeFileSync(list, `a:x:1000:1000::${a}:/bin/sh\n`);
+    const getent = join(dir, 'getent');
+    writeFileSync(getent, `#!/bin/sh\necho x >> ${calls}\ncat ${list}\n`, { mode: 0o755 });
+    const passwd = join(dir, 'passwd');
+    writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/bash\n');
+    const ran = () => readFileSync(calls, 'utf8').split('\n').filter(Boolean).length;
+    assert.ok(homeDirs({ getent, passwd }).includes(a));
+    assert.ok(homeDirs({ getent, passwd, extra: [b] }).includes(b), 'the extra homes are never cached');
+    writeFileSync(list, `a:x:1000:1000::${a}:/bin/sh\nb:x:1001:1001::${b}:/bin/sh\n`); // an LDAP account appears
+    assert.ok(!homeDirs({ getent, passwd }).includes(b), 'read once: the new account waits for the cache to age');
+    assert.equal(ran(), 1);
+    assert.ok(homeDirs({ getent, passwd, maxAgeMs: 0 }).includes(b), 'an aged cache is read again');
+    assert.equal(ran(), 2);
+    writeFileSync(list, `a:x:1000:1000::${a}:/bin/sh\n`);
+    writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/bash\nb:x:1001:1001::/nowhere:/bin/sh\n'); // useradd, userdel
+    assert.ok(!homeDirs({ getent, passwd }).includes(b), 'a changed passwd file is read again at once');
+    assert.equal(ran(), 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
