@@ -103,6 +103,24 @@ const MULTI_CALL = new Set(['busybox', 'toybox', 'coreutils']);
 export interface PathNames {
   path: string;
   byTarget?: Map<string, Set<string>>;
+  /** The names in each directory of the search path (read once: a policy of 100,000 argv: rules would
+   *  otherwise stat each word in each directory). */
+  present?: Map<string, Set<string>>;
+}
+
+/** Is there an entry `name` in directory `dir` of the search path (as read once per compile)? */
+function presentIn(cache: PathNames, dir: string, name: string): boolean {
+  cache.present ??= new Map();
+  let names = cache.present.get(dir);
+  if (!names) {
+    try {
+      names = new Set(readdirSync(dir));
+    } catch {
+      names = new Set();
+    }
+    cache.present.set(dir, names);
+  }
+  return names.has(name);
 }
 
 function namesLeadingTo(cache: PathNames, real: string): number {
@@ -164,13 +182,18 @@ function isMultiCall(real: string, st: { nlink: number }, cache: PathNames): boo
  */
 export function argvNames(word0: string, path = process.env.PATH || DEFAULT_PATH, cache: PathNames = { path }): string[] {
   const names = [basename(word0)];
-  const files = word0.startsWith('/') ? [word0] : word0.includes('/') || !word0 ? [] : path.split(':').filter((d) => d.startsWith('/')).map((d) => join(d, word0));
+  const c = cache.path === path ? cache : { path };
+  const files = word0.startsWith('/')
+    ? [word0]
+    : word0.includes('/') || !word0
+      ? []
+      : path.split(':').filter((d) => d.startsWith('/') && presentIn(c, d, word0)).map((d) => join(d, word0));
   for (const f of files) {
     try {
       const st = statSync(f);
       if (!st.isFile() || !(st.mode & 0o111)) continue;
       const real = realpathSync(f);
-      if (!isMultiCall(real, st, cache.path === path ? cache : { path })) names.push(basename(real));
+      if (!isMultiCall(real, st, c)) names.push(basename(real));
     } catch {
       /* not there: nothing to follow */
     }
