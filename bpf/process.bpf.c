@@ -801,39 +801,23 @@ static __always_inline int core_signal_to(u64 sig, int pid)
 	return guard(BRIDLE_GUARD_CORE_SIGNAL, pid > 0 ? pid : 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_kill")
-int bridle_kill_guard(struct trace_event_raw_sys_enter *ctx)
-{
-	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
-}
+/* A guard on a signal system call: argument `sig_arg` is the signal, `pid_arg` the process it goes to. */
+#define CORE_SIGNAL_GUARD(name, syscall, sig_arg, pid_arg)            \
+	SEC("tracepoint/syscalls/sys_enter_" #syscall)                \
+	int name(struct trace_event_raw_sys_enter *ctx)               \
+	{                                                             \
+		return core_signal_to(ctx->args[sig_arg], (int)ctx->args[pid_arg]); \
+	}
 
-SEC("tracepoint/syscalls/sys_enter_tkill")
-int bridle_tkill_guard(struct trace_event_raw_sys_enter *ctx)
-{
-	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
-}
-
+CORE_SIGNAL_GUARD(bridle_kill_guard, kill, 1, 0)
+CORE_SIGNAL_GUARD(bridle_tkill_guard, tkill, 1, 0)
+CORE_SIGNAL_GUARD(bridle_sigqueue_guard, rt_sigqueueinfo, 1, 0)
 /*
  * tgkill(tgid, tid, sig) and rt_tgsigqueueinfo(tgid, tid, sig, info): judged by the process (the kernel
  * delivers only when the thread is one of it); a thread id is not a key of the tag table.
  */
-SEC("tracepoint/syscalls/sys_enter_tgkill")
-int bridle_tgkill_guard(struct trace_event_raw_sys_enter *ctx)
-{
-	return core_signal_to(ctx->args[2], (int)ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_rt_sigqueueinfo")
-int bridle_sigqueue_guard(struct trace_event_raw_sys_enter *ctx)
-{
-	return core_signal_to(ctx->args[1], (int)ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_rt_tgsigqueueinfo")
-int bridle_tgsigqueue_guard(struct trace_event_raw_sys_enter *ctx)
-{
-	return core_signal_to(ctx->args[2], (int)ctx->args[0]);
-}
+CORE_SIGNAL_GUARD(bridle_tgkill_guard, tgkill, 2, 0)
+CORE_SIGNAL_GUARD(bridle_tgsigqueue_guard, rt_tgsigqueueinfo, 2, 0)
 
 #define PID_FS_MAGIC 0x50494446
 #define ANON_INODE_FS_MAGIC 0x09041934

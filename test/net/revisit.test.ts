@@ -46,6 +46,15 @@ for name, s in conns:
 `];
 }
 
+/** The holder run untagged, by this test: its child (ended in t.after) and what it printed so far. */
+function spawnHolder(t: TestContext, dir: string, conns: Array<[string, 'tcp' | 'udp', string, number]>, ready = 'ready'): { child: ChildProcess; out: () => string } {
+  const child = spawn('python3', holder(dir, conns, ready).slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => void child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  return { child, out: () => out };
+}
+
 test('a policy that tightens closes the connections its sessions already have to what it now denies', async (t) => {
   const dir = tempDir(t, 'bridle-revisit-');
   const denied = await echoServer(t, '127.0.0.2');
@@ -58,10 +67,7 @@ network:
 `);
   const run = h.run(holder(dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept], ['udp-denied', 'udp', '127.0.0.2', udp]]));
   // an untagged process holding a connection to the same address
-  const untagged = spawn('python3', holder(dir, [['untagged', 'tcp', '127.0.0.2', denied]], 'ready-untagged').slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
-  t.after(() => void untagged.kill('SIGKILL'));
-  let untaggedOut = '';
-  untagged.stdout!.on('data', (d) => (untaggedOut += d));
+  const { child: untagged, out: untaggedOut } = spawnHolder(t, dir, [['untagged', 'tcp', '127.0.0.2', denied]], 'ready-untagged');
   assert.ok(await waitFor(() => existsSync(join(dir, 'ready')) && existsSync(join(dir, 'ready-untagged')), 10_000), 'connections open');
   h.sup.setPolicy(parsePolicy(`version: 1
 name: net-closed
@@ -82,7 +88,7 @@ network:
     ['udp', '127.0.0.2', 'deny', 'network.deny[0]'],
   ]);
   await exited(untagged);
-  assert.equal(untaggedOut, 'untagged ok\n', 'the untagged process keeps its connection');
+  assert.equal(untaggedOut(), 'untagged ok\n', 'the untagged process keeps its connection');
 });
 
 test('bridle attach closes the connections the tree made before to what its policy denies', async (t) => {
@@ -96,15 +102,12 @@ network:
   deny:
     - cidr: 127.0.0.2/32
 `);
-  const p = spawn('python3', holder(dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept]]).slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
-  t.after(() => void p.kill('SIGKILL'));
-  let out = '';
-  p.stdout!.on('data', (d) => (out += d));
+  const { child: p, out } = spawnHolder(t, dir, [['tcp-denied', 'tcp', '127.0.0.2', denied], ['tcp-kept', 'tcp', '127.0.0.1', kept]]);
   assert.ok(await waitFor(() => existsSync(join(dir, 'ready')), 10_000), 'connections open');
   const { session } = h.sup.attach(p.pid!);
   writeFileSync(join(dir, 'go'), '');
   await exited(p);
-  const got = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')));
+  const got = Object.fromEntries(out().trim().split('\n').map((l) => l.split(' ')));
   assert.equal(got['tcp-kept'], 'ok');
   assert.notEqual(got['tcp-denied'], 'ok', `closed (got ${got['tcp-denied']})`);
   const name = h.sup.engine.sessions.get(session)?.name;
