@@ -1313,8 +1313,6 @@ struct {
 	__type(value, struct revisit_cfg);
 } revisit_conf SEC(".maps");
 
-#define TCP_ESTABLISHED 1
-#define TCP_SYN_SENT 2
 #define TCP_TIME_WAIT 6
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10

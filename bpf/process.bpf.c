@@ -29,7 +29,7 @@ char LICENSE[] SEC("license") = "GPL";
  * A plain hash, as large as the tag table: an entry is only ever made for a tagged process and goes with
  * it at exit, so the table fills only if the tag table was made larger. An LRU table would push out a
  * pending wait, and the script it waits for would then run unchecked; a wait that finds no room kills
- * the process instead (builtin.no_script_unseen), when its policy has rules a script could meet.
+ * the process instead (guard script_unseen), when its policy has rules a script could meet.
  */
 struct script_wait_v {
 	u64 name; /* FNV-1a of the first 63 bytes of the script's base name */

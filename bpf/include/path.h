@@ -47,7 +47,7 @@ static long path_step(u32 i, struct path_walk *w)
 		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
 		if (parent == mnt || dentry != mroot) {
 			/* the root of the tree; or a dentry cut off from its tree (a file opened by handle) */
-			w->done = parent == mnt;
+			w->done = parent == mnt && dentry == mroot;
 			return 1;
 		}
 		/* the root of a mount: on from where it is mounted */

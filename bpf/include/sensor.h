@@ -716,7 +716,7 @@ static __always_inline struct bridle_agent *agent_match(struct bridle_exec_ev *e
 	bpf_loop(BRIDLE_NAME_MAX, basename_step, &nw, 0);
 	u64 h = nw.h;
 	struct bridle_agent *a = bpf_map_lookup_elem(&agent_names, &h);
-	if (!a) /* a #! agent named by absolute path: by the whole path given (its file is released by now) */
+	if (!a && ev->filename[0] == '/') /* a #! agent named by absolute path: by the whole path given (its file is released by now) */
 		a = bpf_map_lookup_elem(&agent_names, &nw.full);
 	if (!a) {
 		struct bridle_ident_key k = { .dev = ident_dev(BPF_CORE_READ(file, f_inode)), .ino = ev->ino };

@@ -154,7 +154,7 @@ export class Agent {
     for (const [key, id] of this.byDigest) {
       if (inUse.has(id)) continue;
       try {
-        this.sup.removePolicy(id);
+        this.sup.removePolicy(id, inUse);
         this.byDigest.delete(key);
       } catch (err) {
         this.o.log(`cannot remove policy ${id}, whose sessions are over: ${(err as Error).message}`);

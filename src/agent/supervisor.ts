@@ -264,9 +264,9 @@ export class Supervisor {
    * a policy no live process is tagged with (policiesInUse): a session left without its policy would be
    * decided by none. The engine keeps naming the records it decided by their generation.
    */
-  removePolicy(id: number): void {
+  removePolicy(id: number, inUse = this.policiesInUse()): void {
     if (id === DEFAULT_POLICY_ID) throw new Error('the host policy is never removed');
-    if (this.policiesInUse().has(id)) throw new Error(`policy ${id} still governs live processes`);
+    if (inUse.has(id)) throw new Error(`policy ${id} still governs live processes`);
     for (const w of this.ruleWatch.get(id) ?? []) w.close();
     this.ruleWatch.delete(id);
     this.watchErrors.delete(id);

@@ -31,12 +31,7 @@ export abstract class LoadedObject {
   }
 
   hasMap(name: string): boolean {
-    try {
-      this.obj.map(name);
-      return true;
-    } catch {
-      return false;
-    }
+    return this.obj.maps().includes(name);
   }
 
   /**

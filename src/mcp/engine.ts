@@ -16,7 +16,7 @@ import { posix } from 'node:path';
 import type { McpRule, McpServerPolicy } from '../policy/mcp.js';
 import type { Mode } from '../policy/types.js';
 import type { Verdict } from '../events/types.js';
-import { checkArg, compileCel, evalCel, type CelProgram } from './conditions.js';
+import { checkArg, compileCel, evalCel, isUnder, type CelProgram } from './conditions.js';
 import { compileGlob, foldName, type Glob } from './glob.js';
 import { validateArgs } from './schema.js';
 import { checkReadOnly } from './sql.js';
@@ -299,7 +299,7 @@ function uriForms(uri: string): { forms: string[]; path?: string } | undefined {
 
 /** The credentials.files.deny entry `path` falls under (itself or beneath), if any. */
 function credentialRule(s: CompiledServer, path: string): { id: string; path: string } | undefined {
-  const under = (p: string) => s.credentials.find((c) => p === c.path || p.startsWith(c.path === '/' ? '/' : `${c.path}/`));
+  const under = (p: string) => s.credentials.find((c) => isUnder(p, c.path));
   const hit = under(path);
   if (hit) return hit;
   // a symlink beneath an allowed place that leads into a credential directory (the server follows it)

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { EventSink, ToolCallEvent, Verdict, ViolationEvent } from '../events/types.js';
 import type { Policy } from '../policy/types.js';
-import { credentialPaths } from '../policy/compile.js';
+import { credentialPaths, homeDirs } from '../policy/compile.js';
 import { compileServer, decide, decideResource, redactArgs, visible, visibleResource, type CompiledServer, type Decision, type ToolDef } from './engine.js';
 import {
   CLIENT_NOTIFICATIONS, CLIENT_REQUESTS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
@@ -68,7 +68,8 @@ export class Governor {
       throw new Error(`server '${opts.server}' is not in the policy's mcp.servers (${known.length ? `known: ${known.join(', ')}` : 'the policy names no MCP server'})`);
     }
     // a file: resource beneath a credential file or directory is denied like an open of it in a session
-    const creds = opts.policy.credentials.files.deny.flatMap((p, i) => credentialPaths(p).map((path) => ({ id: `credentials.files.deny[${i}]`, path })));
+    const homes = homeDirs();
+    const creds = opts.policy.credentials.files.deny.flatMap((p, i) => credentialPaths(p, homes).map((path) => ({ id: `credentials.files.deny[${i}]`, path })));
     this.compiled = compileServer(sp, opts.policy.mode, opts.policy.mcp.redact, creds);
     // Until the parser is loaded, sql: read-only denies; calls wait for it instead.
     this.ready = sp.rules.some((r) => r.sql) ? loadSqlParser().catch((err: Error) => this.log.error({ err: err.message }, 'cannot load the SQL parser; sql: rules will deny')) : Promise.resolve();
