@@ -63,16 +63,16 @@ export async function runCommand(o: RunOptions): Promise<number> {
 
   // bridle's own files, whatever the policy says: its state beside the pins, $BRIDLE_HOME (certificates,
   // an agent's spool, a collector's store and tokens), the event log
-  const sup = Supervisor.open({ bridleFiles: [STATE_DIR, bridleHome(), ...(o.events ? [o.events] : []), ...(o.bridleFiles ?? [])] });
+  const sup = Supervisor.open({ autoStart: false, bridleFiles: [STATE_DIR, bridleHome(), ...(o.events ? [o.events] : []), ...(o.bridleFiles ?? [])] });
   for (const s of sinks) sup.engine.addSink(s);
   for (const w of sup.warnings) process.stderr.write(`bridle: warning: ${w}\n`);
   const forward = (sig: NodeJS.Signals) => () => started?.held.child.kill(sig);
   let started: ReturnType<Supervisor['run']> | undefined;
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
   try {
-    // No agents: entries: they would make every matching agent anyone starts on the host a session
-    // under this policy for as long as the run lasts. Only `bridle agent`'s own policy starts sessions.
-    sup.setPolicy({ ...policy, agents: [] });
+    // (opened with autoStart: false: the policy's agents: would make every matching agent anyone starts
+    // on the host a session under it for as long as the run lasts)
+    sup.setPolicy(policy);
     for (const [sig, h] of handlers) process.on(sig, h);
     started = sup.run(o.argv);
     const { status } = await started.held.exited;

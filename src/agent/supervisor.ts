@@ -57,6 +57,8 @@ export class Supervisor {
   private constructor(
     readonly sensor: Sensor,
     bridleFiles: string[],
+    /** Whether this supervisor starts sessions by itself (agents:): `bridle agent`, not a standalone run. */
+    private readonly autoStart: boolean,
   ) {
     this.bridleFiles = [...bridleFiles];
   }
@@ -65,8 +67,10 @@ export class Supervisor {
    * `orphans`: the caller already reaped dead supervisors' pins (bridle agent does, after reading their
    * events); otherwise that happens here first, and what is kept is said in the warnings. `bridleFiles`:
    * bridle's own files, which no session may open whatever its policy (the caller knows where they are).
+   * `autoStart: false`: the host policy's agents: entries are not installed (a standalone `bridle run`:
+   * only `bridle agent` starts sessions by itself).
    */
-  static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport; bridleFiles?: string[] } = {}): Supervisor {
+  static open(tuning: Pick<SensorOptions, 'ringBytes' | 'maxPendingBytes' | 'tagsMax'> & { orphans?: ReapReport; bridleFiles?: string[]; autoStart?: boolean } = {}): Supervisor {
     // not dumpable: no core file of the supervisor (its memory holds what sessions are kept from), and its
     // /proc/<pid> files and ptrace need CAP_SYS_PTRACE
     setDumpable(false);
@@ -80,14 +84,14 @@ export class Supervisor {
         reapError = `dead supervisors' pins not reaped: ${(err as Error).message}`;
       }
     }
-    const { orphans: _reaped, bridleFiles = [], ...sensorTuning } = tuning;
+    const { orphans: _reaped, bridleFiles = [], autoStart = true, ...sensorTuning } = tuning;
     const sensor = Sensor.open({
       ...sensorTuning,
       onRecord: (r) => sup?.engine.handle(r),
       onOther: (buf) => sup?.net?.onRaw(buf),
       onWarning: (w) => sup?.warnings.push(w),
     });
-    sup = new Supervisor(sensor, bridleFiles);
+    sup = new Supervisor(sensor, bridleFiles, autoStart);
     if (reapError) sup.warnings.push(reapError);
     sup.engine.backend = sensor.backend;
     try {
@@ -116,9 +120,10 @@ export class Supervisor {
    * `bridle run` client's): `~/` in credentials.files.deny stands for it too.
    */
   setPolicy(policy: Policy, id = DEFAULT_POLICY_ID, keep?: CompiledExec, homes?: string[]): void {
-    // Only the host's own policy starts sessions by itself: a per-session policy's agents: entries
-    // (`bridle run --policy`, attach) would take over auto-start for the whole host.
-    const own = id === DEFAULT_POLICY_ID ? policy : { ...policy, agents: [] };
+    // Only the host's own policy, under a supervisor that starts sessions (bridle agent), installs agents:
+    // a per-session policy's entries (`bridle run --policy` through the agent, attach), or a standalone
+    // run's, would take over auto-start for the whole host.
+    const own = this.autoStart && id === DEFAULT_POLICY_ID ? policy : { ...policy, agents: [] };
     // a compile again (watchRules) keeps the homes the policy was applied with
     const given = homes ?? (keep ? this.sessionHomes.get(id) : undefined) ?? [];
     // the HOME run() gives a session (credentials.env.allow), which need not be any account's home

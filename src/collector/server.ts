@@ -229,11 +229,15 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       log.warn({ host, peer }, 'a newer Ingest stream of this host took over; this one is ended');
       finish(fail(grpc.status.ABORTED, `a newer stream of host '${host}' took over this one`));
     };
-    const finish = (status?: Partial<grpc.StatusObject>): void => {
-      if (finished) return;
+    /** The stream is over: it takes no more messages and is no longer its host's live stream. */
+    const release = (): void => {
       finished = true;
       ingestCalls.delete(call);
       if (host && hostStreams.get(host) === superseded) hostStreams.delete(host);
+    };
+    const finish = (status?: Partial<grpc.StatusObject>): void => {
+      if (finished) return;
+      release();
       if (status) call.emit('error', status);
       else call.end();
     };
@@ -341,13 +345,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       inputDone = true;
       if (!busy && queue.length === 0) finish();
     });
-    const gone = (): void => {
-      finished = true;
-      ingestCalls.delete(call);
-      if (host && hostStreams.get(host) === superseded) hostStreams.delete(host);
-    };
-    call.on('error', gone);
-    call.on('cancelled', gone);
+    call.on('error', release);
+    call.on('cancelled', release);
   }
 
   const server = new grpc.Server({
